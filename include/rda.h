@@ -1,0 +1,277 @@
+/*
+ * rda.h - ring attention with dilated patterns (the one public header).
+ *
+ * Usage (one rank, dilated attention in LongNet mode, fp32 on the CPU):
+ *
+ *     rda_context *ctx = NULL;
+ *     rda_context_params cp = RDA_CONTEXT_PARAMS_INIT;   // CPU backend, all cores
+ *     if (rda_context_create(&cp, &ctx) != RDA_STATUS_SUCCESS) { ... }
+ *
+ *     rda_config cfg = RDA_CONFIG_INIT;                  // dense, non-causal
+ *     cfg.mode = RDA_MODE_LONGNET;
+ *     cfg.num_patterns = 2;
+ *     cfg.patterns[0] = (rda_pattern){2048, 1};          // segment, dilation
+ *     cfg.patterns[1] = (rda_pattern){4096, 2};
+ *
+ *     int64_t shape[4] = {B, N, H, D};
+ *     rda_tensor q = rda_tensor_contiguous(q_ptr, RDA_DTYPE_F32, 4, shape);
+ *     ... k, v, o likewise ...
+ *     rda_status st = rda_attention_forward(ctx, &cfg, &q, &k, &v, &o, NULL);
+ *     if (st != RDA_STATUS_SUCCESS)
+ *         fprintf(stderr, "%s: %s\n", rda_status_to_string(st), rda_context_last_error(ctx));
+ *     rda_context_destroy(ctx);
+ *
+ * Layout and conventions
+ * - Q, K, V, O have shape [B, N, H, D] (batch, sequence, heads, head dim) and
+ *   one element type for all four. Strides are in elements, any non-negative
+ *   values; a zero stride is allowed only on a dimension of size 1. The
+ *   contiguous row-major layout is the fast path.
+ * - The optional LSE output has shape [B, H, N], fp32: the natural log of the
+ *   softmax denominator of each output row (-inf where a row attends to
+ *   nothing). In `groups` mode it is the LSE of the row's one pattern; in
+ *   `longnet` and dense modes it is the combined L of SPEC.md.
+ * - Accumulation is fp32 on every fast path, fp64 on the reference backend.
+ * - Ownership: the caller owns every tensor; an rda_tensor is a view that
+ *   never owns or frees memory. Handles (context, communicator) are owned by
+ *   the caller between create and destroy.
+ * - Aliasing: O and LSE must not overlap Q, K, V or each other; Q, K and V
+ *   may alias each other (self-attention on one buffer is fine).
+ * - Errors: every call returns an rda_status. A rejected call writes nothing
+ *   to its outputs; the context's last error message says why. The library
+ *   never aborts or exits on bad input.
+ * - Threads: a context may be used by one thread at a time. Distinct contexts
+ *   are independent.
+ *
+ * The exact mathematics (patterns, the two ways of combining them, the ring
+ * layout, tolerances) is in docs/SPEC.md, which this header follows.
+ */
+#ifndef RDA_H
+#define RDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32) && defined(RDA_BUILD_SHARED)
+#define RDA_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define RDA_API __attribute__((visibility("default")))
+#else
+#define RDA_API
+#endif
+
+#define RDA_VERSION_MAJOR 0
+#define RDA_VERSION_MINOR 1
+#define RDA_VERSION_PATCH 0
+#define RDA_VERSION (RDA_VERSION_MAJOR * 10000 + RDA_VERSION_MINOR * 100 + RDA_VERSION_PATCH)
+
+/* Version of the library actually linked: RDA_VERSION at its build time. */
+RDA_API int rda_version(void);
+RDA_API const char *rda_version_string(void);
+
+/* ------------------------------------------------------------------ status */
+
+/* Values are only ever appended. */
+typedef enum rda_status {
+    RDA_STATUS_SUCCESS = 0,
+    RDA_STATUS_NULL_POINTER = 1,     /* a required pointer was NULL */
+    RDA_STATUS_INVALID_ARGUMENT = 2, /* a value out of range (size <= 0, bad enum, ...) */
+    RDA_STATUS_SHAPE_MISMATCH = 3,   /* tensors whose shapes do not fit together */
+    RDA_STATUS_DTYPE_MISMATCH = 4,   /* tensors of different element types, or LSE not fp32 */
+    RDA_STATUS_INVALID_PATTERN = 5,  /* empty or invalid pattern list */
+    RDA_STATUS_OVERFLOW = 6,         /* sizes whose product overflows */
+    RDA_STATUS_ALIASING = 7,         /* an output overlaps an input or another output */
+    RDA_STATUS_UNSUPPORTED = 8,      /* valid, but not supported by this backend/build */
+    RDA_STATUS_OUT_OF_MEMORY = 9,
+    RDA_STATUS_COMM_ERROR = 10,      /* a peer failed or the transport reported an error */
+    RDA_STATUS_TIMEOUT = 11,         /* a peer did not answer before the deadline */
+    RDA_STATUS_CONFIG_MISMATCH = 12, /* ranks of one ring were given different configurations */
+    RDA_STATUS_INTERNAL = 13,        /* a bug: please report it with the message */
+    RDA_STATUS_IO_ERROR = 14         /* file input/output (tools only) */
+} rda_status;
+
+RDA_API const char *rda_status_to_string(rda_status status);
+
+/* ------------------------------------------------------------------ tensors */
+
+typedef enum rda_dtype {
+    RDA_DTYPE_F32 = 0,
+    RDA_DTYPE_F16 = 1,
+    RDA_DTYPE_BF16 = 2,
+    RDA_DTYPE_F64 = 3 /* reference backend only */
+} rda_dtype;
+
+RDA_API size_t rda_dtype_size(rda_dtype dtype);
+RDA_API const char *rda_dtype_name(rda_dtype dtype);
+
+#define RDA_MAX_DIMS 4
+
+/* A view of caller memory; never owns it. Q/K/V/O: ndim 4, [B, N, H, D].
+ * LSE: ndim 3, [B, H, N]. strides[i] in elements. */
+typedef struct rda_tensor {
+    void *data;
+    rda_dtype dtype;
+    int32_t ndim;
+    int64_t shape[RDA_MAX_DIMS];
+    int64_t strides[RDA_MAX_DIMS];
+} rda_tensor;
+
+/* A contiguous row-major view (strides computed from the shape). */
+RDA_API rda_tensor rda_tensor_contiguous(void *data, rda_dtype dtype, int32_t ndim,
+                                         const int64_t *shape);
+
+/* ------------------------------------------------------------------ config */
+
+typedef enum rda_mode {
+    RDA_MODE_DENSE = 0,   /* ordinary attention; patterns are ignored */
+    RDA_MODE_GROUPS = 1,  /* head groups, one pattern each, output / G */
+    RDA_MODE_LONGNET = 2  /* every head every pattern, LSE-weighted merge */
+} rda_mode;
+
+typedef enum rda_layout {
+    RDA_LAYOUT_CONTIGUOUS = 0, /* rank p owns one contiguous chunk */
+    RDA_LAYOUT_ZIGZAG = 1      /* 2P chunks, rank p owns p and 2P-1-p (causal balance) */
+} rda_layout;
+
+/* A dilated pattern: segment length w >= 1, dilation r with 1 <= r <= w. */
+typedef struct rda_pattern {
+    int64_t segment;
+    int64_t dilation;
+} rda_pattern;
+
+#define RDA_MAX_PATTERNS 16
+#define RDA_MAX_HEAD_DIM 1024
+
+#define RDA_CONFIG_VERSION 1
+
+/* What to compute. Set up with RDA_CONFIG_INIT, then change fields: fields
+ * are only ever appended, and struct_size tells the library which ones a
+ * caller compiled against. */
+typedef struct rda_config {
+    uint32_t struct_size;  /* sizeof(rda_config) as the caller compiled it */
+    uint32_t version;      /* RDA_CONFIG_VERSION */
+    rda_mode mode;
+    int32_t causal;        /* 0: every key allowed; 1: key position <= query position */
+    double scale;          /* softmax scale; 0 means 1/sqrt(D) */
+    int32_t num_patterns;  /* G, 1..RDA_MAX_PATTERNS (ignored in dense mode) */
+    rda_pattern patterns[RDA_MAX_PATTERNS];
+    rda_layout layout;     /* ring layout; ignored on one rank */
+    int32_t allow_tf32;    /* reserved for GPU backends: 0 keeps fp32 exact */
+    double timeout_seconds;/* deadline of every ring wait; 0 means 60 s */
+} rda_config;
+
+#define RDA_CONFIG_INIT                                                                   \
+    {                                                                                     \
+        (uint32_t) sizeof(rda_config), RDA_CONFIG_VERSION, RDA_MODE_DENSE, 0, 0.0, 0, {{0, 0}}, \
+            RDA_LAYOUT_CONTIGUOUS, 0, 0.0                                                 \
+    }
+
+/* ------------------------------------------------------------------ context */
+
+typedef enum rda_backend {
+    RDA_BACKEND_CPU = 0,       /* blocked online-softmax fast path, fp32 accumulation */
+    RDA_BACKEND_REFERENCE = 1, /* naive fp64 algorithm of SPEC.md (slow; the oracle) */
+    /* The naive algorithm in the tensors' own type: scores and probabilities
+     * rounded to it, fp32 sums. The baseline of SPEC.md's max_abs rule. */
+    RDA_BACKEND_REFERENCE_SAME_TYPE = 2
+} rda_backend;
+
+typedef struct rda_context_params {
+    uint32_t struct_size;
+    rda_backend backend;
+    int32_t num_threads; /* 0: all online cores */
+} rda_context_params;
+
+#define RDA_CONTEXT_PARAMS_INIT {(uint32_t) sizeof(rda_context_params), RDA_BACKEND_CPU, 0}
+
+typedef struct rda_context rda_context;
+
+RDA_API rda_status rda_context_create(const rda_context_params *params, rda_context **out);
+RDA_API void rda_context_destroy(rda_context *ctx);
+/* The message of the last failed call on ctx ("" after a success). */
+RDA_API const char *rda_context_last_error(const rda_context *ctx);
+RDA_API int32_t rda_context_num_threads(const rda_context *ctx);
+
+/* Heap accounting of a context (bytes it allocated itself; caller tensors
+ * are not included): current and peak since the last reset. */
+RDA_API int64_t rda_context_peak_bytes(const rda_context *ctx);
+RDA_API void rda_context_reset_peak(rda_context *ctx);
+
+/* ------------------------------------------------------------------ planning */
+
+/* Exact number of (query, allowed key) pairs of a full problem, summed over
+ * B, H and patterns; FLOPs are 4 * D * pairs. */
+RDA_API rda_status rda_count_pairs(const rda_config *cfg, int64_t B, int64_t N, int64_t H,
+                                   int64_t *pairs);
+
+/* Rows owned by `rank` of a P-rank ring of length N: up to two ranges
+ * [starts[i], starts[i] + counts[i]) in sequence positions, concatenated in
+ * this order in the rank's local tensors. Returns the number of ranges. */
+RDA_API rda_status rda_ring_partition(int64_t N, int32_t P, rda_layout layout, int32_t rank,
+                                      int64_t starts[2], int64_t counts[2], int32_t *num_ranges);
+
+/* ------------------------------------------------------------------ forward */
+
+/* O = attention(Q, K, V) as cfg says, on one rank. lse may be NULL. */
+RDA_API rda_status rda_attention_forward(rda_context *ctx, const rda_config *cfg,
+                                         const rda_tensor *q, const rda_tensor *k,
+                                         const rda_tensor *v, rda_tensor *o, rda_tensor *lse);
+
+/* The fp64 reference at chosen query rows only: for checking sequences too
+ * long for the full reference. rows: nrows positions in [0, N), used for
+ * every (b, h). out: [B, nrows, H, D] fp64, contiguous; lse: [B, H, nrows]
+ * fp32 or NULL. Any backend's context may run it. */
+RDA_API rda_status rda_reference_rows(rda_context *ctx, const rda_config *cfg, const rda_tensor *q,
+                                      const rda_tensor *k, const rda_tensor *v,
+                                      const int64_t *rows, int64_t nrows, double *out,
+                                      float *lse);
+
+/* ------------------------------------------------------------------ ring */
+
+/* A communicator: one rank of a ring. Opaque; the engines behind it only
+ * move bytes (send to the next rank, receive from the previous one). After
+ * a failed ring call its ranks are told to stop waiting; destroy it then. */
+typedef struct rda_comm rda_comm;
+
+/* P linked communicators for P virtual ranks of one process, one per thread
+ * that will call rda_ring_forward. comms must hold P pointers. */
+RDA_API rda_status rda_comm_create_local(int32_t P, rda_comm **comms);
+RDA_API void rda_comm_destroy(rda_comm *comm);
+RDA_API int32_t rda_comm_rank(const rda_comm *comm);
+RDA_API int32_t rda_comm_size(const rda_comm *comm);
+
+typedef struct rda_ring_stats {
+    int64_t bytes_sent;  /* bytes this rank sent to its successor */
+    int64_t peak_bytes;  /* peak bytes the rank held: its own rows of q/k/v/o/lse + library heap */
+    int64_t pairs;       /* (query, allowed key) pairs this rank computed, summed over B, H */
+    int32_t steps;       /* ring steps that ran (key/value blocks seen) */
+    double seconds;      /* wall time of this rank's call */
+} rda_ring_stats;
+
+/* One rank's part of a ring forward. q/k/v/o hold only this rank's rows
+ * (shape [B, n_local, H, D], rows as rda_ring_partition lists them) and lse,
+ * if given, is [B, H, n_local]. N is the full sequence length. Every rank
+ * must call it with the same cfg, N, B, H, D and dtype. stats may be NULL. */
+RDA_API rda_status rda_ring_forward(rda_context *ctx, rda_comm *comm, const rda_config *cfg,
+                                    int64_t N, const rda_tensor *q, const rda_tensor *k,
+                                    const rda_tensor *v, rda_tensor *o, rda_tensor *lse,
+                                    rda_ring_stats *stats);
+
+/* Convenience: a ring of P virtual ranks in this process over full tensors.
+ * Each rank runs in its own thread with its own context (the threads of ctx
+ * shared out among them) and touches only its own rows of q/k/v/o/lse.
+ * stats, if given, holds P entries. */
+RDA_API rda_status rda_ring_forward_simulated(rda_context *ctx, const rda_config *cfg,
+                                              int32_t P, const rda_tensor *q,
+                                              const rda_tensor *k, const rda_tensor *v,
+                                              rda_tensor *o, rda_tensor *lse,
+                                              rda_ring_stats *stats);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* RDA_H */

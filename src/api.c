@@ -1,0 +1,283 @@
+/* Public entry points: dispatch to a backend, or to the ring scheduler. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "comm/comm.h"
+#include "cpu/backend.h"
+#include "plan.h"
+#include "ring.h"
+
+rda_status rda_attention_forward(rda_context *ctx, const rda_config *cfg, const rda_tensor *q,
+                                 const rda_tensor *k, const rda_tensor *v, rda_tensor *o,
+                                 rda_tensor *lse) {
+    if (!ctx) return RDA_STATUS_NULL_POINTER;
+    if (ctx->backend == RDA_BACKEND_CPU) {
+        if (!q) {
+            rda_set_msg(ctx->msg, "tensor q is NULL");
+            return RDA_STATUS_NULL_POINTER;
+        }
+        return rda_ring_run(ctx, NULL, cfg, q->shape[1], q, k, v, o, lse, NULL);
+    }
+    rda_problem p;
+    rda_status st;
+    if (!q) {
+        rda_set_msg(ctx->msg, "tensor q is NULL");
+        return RDA_STATUS_NULL_POINTER;
+    }
+    if ((st = rda_problem_from_config(cfg, q->shape[1], &p, ctx->msg))) return st;
+    if ((st = rda_validate_tensors(q, k, v, o, lse, 0, false, &p, ctx->msg))) return st;
+    st = rda_cpu_reference(ctx, &p, ctx->backend == RDA_BACKEND_REFERENCE_SAME_TYPE, q, k, v, NULL,
+                           0, o, lse);
+    if (st == RDA_STATUS_SUCCESS) ctx->msg[0] = '\0';
+    return st;
+}
+
+rda_status rda_reference_rows(rda_context *ctx, const rda_config *cfg, const rda_tensor *q,
+                              const rda_tensor *k, const rda_tensor *v, const int64_t *rows,
+                              int64_t nrows, double *out, float *lse) {
+    if (!ctx) return RDA_STATUS_NULL_POINTER;
+    rda_problem p;
+    rda_status st;
+    if (!q || !rows || !out) {
+        rda_set_msg(ctx->msg, "q, rows and out must not be NULL");
+        return RDA_STATUS_NULL_POINTER;
+    }
+    if ((st = rda_problem_from_config(cfg, q->shape[1], &p, ctx->msg))) return st;
+    if (nrows < 1) {
+        rda_set_msg(ctx->msg, "nrows must be >= 1");
+        return RDA_STATUS_INVALID_ARGUMENT;
+    }
+    for (int64_t i = 0; i < nrows; i++)
+        if (rows[i] < 0 || rows[i] >= p.N) {
+            rda_set_msg(ctx->msg, "rows[%lld] = %lld is outside [0, N)", (long long)i, (long long)rows[i]);
+            return RDA_STATUS_INVALID_ARGUMENT;
+        }
+    /* q/k/v are checked as for a forward whose output has q's shape */
+    rda_tensor probe = *q;
+    probe.data = out;
+    if ((st = rda_validate_tensors(q, k, v, &probe, NULL, 0, false, &p, ctx->msg))) return st;
+    int64_t shape[4] = {q->shape[0], nrows, q->shape[2], q->shape[3]};
+    rda_tensor o = rda_tensor_contiguous(out, RDA_DTYPE_F64, 4, shape);
+    int64_t lshape[3] = {q->shape[0], q->shape[2], nrows};
+    rda_tensor l = rda_tensor_contiguous(lse, RDA_DTYPE_F32, 3, lshape);
+    st = rda_cpu_reference(ctx, &p, false, q, k, v, rows, nrows, &o, lse ? &l : NULL);
+    if (st == RDA_STATUS_SUCCESS) ctx->msg[0] = '\0';
+    return st;
+}
+
+rda_status rda_ring_forward(rda_context *ctx, rda_comm *comm, const rda_config *cfg, int64_t N,
+                            const rda_tensor *q, const rda_tensor *k, const rda_tensor *v,
+                            rda_tensor *o, rda_tensor *lse, rda_ring_stats *stats) {
+    if (!ctx) return RDA_STATUS_NULL_POINTER;
+    if (!comm) {
+        rda_set_msg(ctx->msg, "communicator is NULL");
+        return RDA_STATUS_NULL_POINTER;
+    }
+    return rda_ring_run(ctx, comm, cfg, N, q, k, v, o, lse, stats);
+}
+
+/* ------------------------------------------------------------------ virtual ranks */
+
+typedef struct {
+    rda_context *ctx;
+    rda_comm *comm;
+    const rda_config *cfg;
+    int64_t N;
+    const rda_tensor *q, *k, *v;
+    rda_tensor *o, *lse;
+    rda_rows rows;
+    rda_ring_stats stats;
+    rda_status st;
+} sim_rank;
+
+/* A view of rows [start, start + count) of a [B, N, H, D] tensor. */
+static rda_tensor rows_view(const rda_tensor *t, int64_t start, int64_t count) {
+    rda_tensor r = *t;
+    r.data = (char *)t->data + (size_t)(start * t->strides[1]) * rda_dtype_size(t->dtype);
+    r.shape[1] = count;
+    return r;
+}
+
+static rda_tensor lse_view(const rda_tensor *t, int64_t start, int64_t count) {
+    rda_tensor r = *t;
+    r.data = (float *)t->data + start * t->strides[2];
+    r.shape[2] = count;
+    return r;
+}
+
+/* Copies rows of the rank between the full tensor and a local contiguous
+ * one (zig-zag ranks own two chunks, which no single view describes). */
+static void copy_rows(const rda_tensor *full, rda_tensor *local, const rda_rows *rows, bool to_local) {
+    size_t es = rda_dtype_size(full->dtype);
+    for (int32_t i = 0; i < rows->n; i++)
+        for (int64_t b = 0; b < full->shape[0]; b++)
+            for (int64_t r = 0; r < rows->count[i]; r++)
+                for (int64_t h = 0; h < full->shape[2]; h++)
+                    for (int64_t d = 0; d < full->shape[3]; d++) {
+                        char *f = (char *)full->data +
+                                  es * (size_t)(b * full->strides[0] + (rows->start[i] + r) * full->strides[1] +
+                                                h * full->strides[2] + d * full->strides[3]);
+                        char *l = (char *)local->data +
+                                  es * (size_t)(b * local->strides[0] + (rows->local[i] + r) * local->strides[1] +
+                                                h * local->strides[2] + d * local->strides[3]);
+                        if (to_local)
+                            memcpy(l, f, es);
+                        else
+                            memcpy(f, l, es);
+                    }
+}
+
+static void copy_lse_rows(const rda_tensor *full, rda_tensor *local, const rda_rows *rows) {
+    for (int32_t i = 0; i < rows->n; i++)
+        for (int64_t b = 0; b < full->shape[0]; b++)
+            for (int64_t h = 0; h < full->shape[1]; h++)
+                for (int64_t r = 0; r < rows->count[i]; r++)
+                    ((float *)full->data)[b * full->strides[0] + h * full->strides[1] +
+                                          (rows->start[i] + r) * full->strides[2]] =
+                        ((float *)local->data)[b * local->strides[0] + h * local->strides[1] +
+                                               (rows->local[i] + r) * local->strides[2]];
+}
+
+static void *sim_rank_main(void *arg) {
+    sim_rank *s = arg;
+    rda_context *ctx = s->ctx;
+    if (s->rows.n == 1) {
+        rda_tensor q = rows_view(s->q, s->rows.start[0], s->rows.count[0]);
+        rda_tensor k = rows_view(s->k, s->rows.start[0], s->rows.count[0]);
+        rda_tensor v = rows_view(s->v, s->rows.start[0], s->rows.count[0]);
+        rda_tensor o = rows_view(s->o, s->rows.start[0], s->rows.count[0]);
+        rda_tensor l = s->lse ? lse_view(s->lse, s->rows.start[0], s->rows.count[0]) : o;
+        s->st = rda_ring_run(ctx, s->comm, s->cfg, s->N, &q, &k, &v, &o, s->lse ? &l : NULL,
+                             &s->stats);
+        return NULL;
+    }
+    /* zig-zag: the rank's rows live in buffers of its own */
+    const rda_tensor *full[4] = {s->q, s->k, s->v, s->o};
+    rda_tensor loc[5];
+    void *mem[5] = {NULL, NULL, NULL, NULL, NULL};
+    s->st = RDA_STATUS_SUCCESS;
+    for (int i = 0; i < 5; i++) {
+        if (i == 4 && !s->lse) break;
+        const rda_tensor *t = i < 4 ? full[i] : s->lse;
+        int64_t shape[4] = {t->shape[0], s->rows.total, t->shape[2], t->shape[3]};
+        if (i == 4) {
+            shape[1] = t->shape[1];
+            shape[2] = s->rows.total;
+        }
+        size_t bytes = rda_dtype_size(t->dtype) * (size_t)(shape[0] * shape[1] * shape[2] *
+                                                           (i == 4 ? 1 : shape[3]));
+        mem[i] = rda_heap_alloc(&ctx->heap, bytes);
+        if (!mem[i]) {
+            rda_set_msg(ctx->msg, "out of memory for the rank's rows");
+            s->st = RDA_STATUS_OUT_OF_MEMORY;
+            s->comm->ops->abort(s->comm);
+            goto done;
+        }
+        loc[i] = rda_tensor_contiguous(mem[i], t->dtype, i == 4 ? 3 : 4, shape);
+        if (i < 3) copy_rows(t, &loc[i], &s->rows, true);
+    }
+    s->st = rda_ring_run(ctx, s->comm, s->cfg, s->N, &loc[0], &loc[1], &loc[2], &loc[3],
+                         s->lse ? &loc[4] : NULL, &s->stats);
+    if (s->st == RDA_STATUS_SUCCESS) {
+        copy_rows(s->o, &loc[3], &s->rows, false);
+        if (s->lse) copy_lse_rows(s->lse, &loc[4], &s->rows);
+    }
+done:
+    for (int i = 0; i < 5; i++) rda_heap_free(&ctx->heap, mem[i]);
+    return NULL;
+}
+
+rda_status rda_ring_forward_simulated(rda_context *ctx, const rda_config *cfg, int32_t P,
+                                      const rda_tensor *q, const rda_tensor *k,
+                                      const rda_tensor *v, rda_tensor *o, rda_tensor *lse,
+                                      rda_ring_stats *stats) {
+    if (!ctx) return RDA_STATUS_NULL_POINTER;
+    char *msg = ctx->msg;
+    rda_problem p;
+    rda_rows rows;
+    rda_status st;
+    if (!q) {
+        rda_set_msg(msg, "tensor q is NULL");
+        return RDA_STATUS_NULL_POINTER;
+    }
+    /* everything is checked here first, so a rejected call writes nothing */
+    if ((st = rda_problem_from_config(cfg, q->shape[1], &p, msg))) return st;
+    if ((st = rda_validate_tensors(q, k, v, o, lse, 0, false, &p, msg))) return st;
+    if ((st = rda_plan_rows(p.N, P, p.layout, 0, &rows, msg))) return st;
+    if (ctx->backend != RDA_BACKEND_CPU) {
+        rda_set_msg(msg, "only the CPU backend runs rings");
+        return RDA_STATUS_UNSUPPORTED;
+    }
+    if (p.dtype == RDA_DTYPE_F64) {
+        rda_set_msg(msg, "fp64 tensors are only accepted by the reference backend");
+        return RDA_STATUS_UNSUPPORTED;
+    }
+    if (P == 1) return rda_ring_run(ctx, NULL, cfg, p.N, q, k, v, o, lse, stats);
+
+    rda_comm **comms = calloc((size_t)P, sizeof(*comms));
+    sim_rank *ranks = calloc((size_t)P, sizeof(*ranks));
+    pthread_t *tids = calloc((size_t)P, sizeof(*tids));
+    bool *started = calloc((size_t)P, sizeof(*started));
+    if (!comms || !ranks || !tids || !started || rda_comm_create_local(P, comms)) {
+        rda_set_msg(msg, "out of memory for %d virtual ranks", P);
+        st = RDA_STATUS_OUT_OF_MEMORY;
+        goto done;
+    }
+    int32_t per_rank = ctx->num_threads / P > 0 ? ctx->num_threads / P : 1;
+    for (int32_t r = 0; r < P; r++) {
+        rda_context_params cp = RDA_CONTEXT_PARAMS_INIT;
+        cp.backend = ctx->backend;
+        cp.num_threads = per_rank;
+        if ((st = rda_context_create(&cp, &ranks[r].ctx))) {
+            rda_set_msg(msg, "cannot create the context of virtual rank %d", r);
+            goto done;
+        }
+        ranks[r].comm = comms[r];
+        ranks[r].cfg = cfg;
+        ranks[r].N = p.N;
+        ranks[r].q = q;
+        ranks[r].k = k;
+        ranks[r].v = v;
+        ranks[r].o = o;
+        ranks[r].lse = lse;
+        rda_plan_rows(p.N, P, p.layout, r, &ranks[r].rows, NULL);
+    }
+    for (int32_t r = 0; r < P; r++) {
+        if (pthread_create(&tids[r], NULL, sim_rank_main, &ranks[r]) != 0) {
+            comms[r]->ops->abort(comms[r]);
+            rda_set_msg(msg, "cannot start the thread of virtual rank %d", r);
+            st = RDA_STATUS_OUT_OF_MEMORY;
+            break;
+        }
+        started[r] = true;
+    }
+    for (int32_t r = 0; r < P; r++)
+        if (started[r]) pthread_join(tids[r], NULL);
+    if (st == RDA_STATUS_SUCCESS) {
+        /* report the first failure that is not just another rank's echo */
+        for (int32_t r = 0; r < P && !st; r++)
+            if (ranks[r].st && ranks[r].st != RDA_STATUS_COMM_ERROR) {
+                st = ranks[r].st;
+                rda_set_msg(msg, "virtual rank %d: %s", r, rda_context_last_error(ranks[r].ctx));
+            }
+        for (int32_t r = 0; r < P && !st; r++)
+            if (ranks[r].st) {
+                st = ranks[r].st;
+                rda_set_msg(msg, "virtual rank %d: %s", r, rda_context_last_error(ranks[r].ctx));
+            }
+    }
+    if (stats)
+        for (int32_t r = 0; r < P; r++) stats[r] = ranks[r].stats;
+    if (st == RDA_STATUS_SUCCESS) msg[0] = '\0';
+done:
+    if (ranks)
+        for (int32_t r = 0; r < P; r++) rda_context_destroy(ranks[r].ctx);
+    if (comms)
+        for (int32_t r = 0; r < P; r++) rda_comm_destroy(comms[r]);
+    free(comms);
+    free(ranks);
+    free(tids);
+    free(started);
+    return st;
+}

@@ -1,0 +1,32 @@
+/* The communication interface of the ring: it only moves bytes. Engines
+ * (in-process now; MPI and NCCL behind the same table) implement it and the
+ * ring scheduler never knows which one it talks to. */
+#ifndef RDA_COMM_H
+#define RDA_COMM_H
+
+#include "../internal.h"
+
+typedef struct rda_comm_ops {
+    const char *name;
+    /* Starts sending send_bytes from send to rank+1 and receiving recv_bytes
+     * from rank-1 into recv. Both buffers stay untouched by the caller until
+     * shift_wait returns; send is only read. */
+    rda_status (*shift_start)(rda_comm *c, const void *send, size_t send_bytes, void *recv,
+                              size_t recv_bytes, char *msg);
+    /* Waits for the started shift; RDA_STATUS_TIMEOUT after timeout_s. */
+    rda_status (*shift_wait)(rda_comm *c, double timeout_s, char *msg);
+    /* Succeeds on every rank iff all ranks passed identical bytes;
+     * RDA_STATUS_CONFIG_MISMATCH on every rank otherwise. */
+    rda_status (*agree)(rda_comm *c, const void *blob, size_t bytes, double timeout_s, char *msg);
+    /* Tells the other ranks this one failed, so that they stop waiting. */
+    void (*abort)(rda_comm *c);
+    void (*destroy)(rda_comm *c);
+} rda_comm_ops;
+
+struct rda_comm {
+    const rda_comm_ops *ops;
+    int32_t rank, size;
+    void *impl;
+};
+
+#endif

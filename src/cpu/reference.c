@@ -1,0 +1,147 @@
+/* The oracle: SPEC.md's algorithm written as plainly as possible, one query
+ * row at a time, with its own reading of the head groups (it shares no
+ * planning code with the fast path on purpose). */
+#include <math.h>
+#include <string.h>
+
+#include "../internal.h"
+#include "backend.h"
+#include "convert.h"
+
+typedef struct {
+    const rda_problem *p;
+    bool same_type;
+    const rda_tensor *q, *k, *v;
+    rda_tensor *o, *lse;
+    double *scratch; /* per thread: N scores + (G + 1) * D sums */
+    int64_t per_thread;
+    const int64_t *rows; /* query positions to compute (NULL: all N) */
+    int64_t nrows;
+} ref_args;
+
+static int64_t off4(const rda_tensor *t, int64_t b, int64_t n, int64_t h, int64_t d) {
+    return b * t->strides[0] + n * t->strides[1] + h * t->strides[2] + d * t->strides[3];
+}
+
+/* Rounds x to the tensors' own type (identity for fp32 sums of fp64 mode). */
+static double round_to(rda_dtype dt, double x) {
+    switch (dt) {
+    case RDA_DTYPE_F16: return rda_f16_to_f32(rda_f32_to_f16((float)x));
+    case RDA_DTYPE_BF16: return rda_bf16_to_f32(rda_f32_to_bf16((float)x));
+    case RDA_DTYPE_F32: return (float)x;
+    case RDA_DTYPE_F64: return x;
+    }
+    return x;
+}
+
+/* Group of head h and its pattern offset, per SPEC.md; -1 if none. */
+static int64_t ref_offset(const rda_problem *p, int64_t h, int32_t i) {
+    if (p->mode == RDA_MODE_LONGNET) return h % p->patterns[i].dilation;
+    if (p->mode == RDA_MODE_DENSE) return 0;
+    int64_t g = 0, first = 0;
+    for (; g < p->G; g++) {
+        int64_t size = p->H / p->G + (g < p->H % p->G ? 1 : 0);
+        if (h < first + size) break;
+        first += size;
+    }
+    return g == i ? i % p->patterns[i].dilation : -1;
+}
+
+static void ref_row(void *arg, int64_t idx, int32_t thread) {
+    ref_args *a = arg;
+    const rda_problem *p = a->p;
+    int64_t N = p->N, D = p->D, H = p->H;
+    int64_t nr = a->nrows, b = idx / (H * nr), h = (idx / nr) % H, orow = idx % nr;
+    int64_t qpos = a->rows ? a->rows[orow] : orow;
+    int64_t kh = h / (p->H / p->Hkv);
+    double *s = a->scratch + thread * a->per_thread, *outs = s + N, *fin = outs + p->G * D;
+    double lses[RDA_MAX_PATTERNS];
+    bool used[RDA_MAX_PATTERNS];
+    double scale = p->scale != 0.0 ? p->scale : 1.0 / sqrt((double)D);
+    rda_dtype dt = p->dtype;
+    for (int32_t i = 0; i < p->G; i++) {
+        used[i] = false;
+        int64_t o = ref_offset(p, h, i);
+        if (o < 0) continue;
+        int64_t w = p->patterns[i].segment, r = p->patterns[i].dilation;
+        int64_t a0 = (qpos / w) * w, e = a0 + w < N ? a0 + w : N;
+        if (qpos - a0 < o || (qpos - a0 - o) % r != 0) continue; /* query not selected */
+        int64_t nk = 0;
+        double mx = -INFINITY;
+        for (int64_t kp = a0 + o; kp < e; kp += r) {
+            if (p->causal && kp > qpos) break;
+            double dot = 0.0;
+            for (int64_t d = 0; d < D; d++)
+                dot += rda_load_f64(a->q->data, dt, off4(a->q, b, qpos, h, d)) *
+                       rda_load_f64(a->k->data, dt, off4(a->k, b, kp, kh, d));
+            dot *= scale;
+            if (a->same_type) dot = round_to(dt, (float)dot);
+            s[nk++] = dot;
+            if (dot > mx) mx = dot;
+        }
+        if (nk == 0) continue;
+        double sum = 0.0;
+        double *out = outs + i * D;
+        memset(out, 0, sizeof(double) * (size_t)D);
+        int64_t j = 0;
+        for (int64_t kp = a0 + o; j < nk; kp += r, j++) {
+            double pr = exp(s[j] - mx);
+            if (a->same_type) pr = (float)pr;
+            sum += pr;
+            if (a->same_type) pr = round_to(dt, pr);
+            for (int64_t d = 0; d < D; d++) {
+                double x = pr * rda_load_f64(a->v->data, dt, off4(a->v, b, kp, kh, d));
+                out[d] = a->same_type ? (double)((float)out[d] + (float)x) : out[d] + x;
+            }
+        }
+        for (int64_t d = 0; d < D; d++) out[d] /= sum;
+        lses[i] = mx + log(sum);
+        used[i] = true;
+    }
+    /* combine the patterns */
+    double L = -INFINITY;
+    memset(fin, 0, sizeof(double) * (size_t)D);
+    if (p->mode == RDA_MODE_GROUPS) {
+        for (int32_t i = 0; i < p->G; i++) {
+            if (!used[i]) continue;
+            L = lses[i];
+            for (int64_t d = 0; d < D; d++) fin[d] = outs[i * D + d] / (double)p->G;
+        }
+    } else {
+        double mx = -INFINITY, sum = 0.0;
+        for (int32_t i = 0; i < p->G; i++)
+            if (used[i] && lses[i] > mx) mx = lses[i];
+        if (mx > -INFINITY) {
+            for (int32_t i = 0; i < p->G; i++)
+                if (used[i]) sum += exp(lses[i] - mx);
+            L = mx + log(sum);
+            for (int32_t i = 0; i < p->G; i++) {
+                if (!used[i]) continue;
+                double wgt = exp(lses[i] - L);
+                for (int64_t d = 0; d < D; d++) fin[d] += wgt * outs[i * D + d];
+            }
+        }
+    }
+    for (int64_t d = 0; d < D; d++)
+        rda_store_f64(a->o->data, a->o->dtype, off4(a->o, b, orow, h, d), fin[d]);
+    if (a->lse) {
+        int64_t li = b * a->lse->strides[0] + h * a->lse->strides[1] + orow * a->lse->strides[2];
+        ((float *)a->lse->data)[li] = (float)L;
+    }
+}
+
+rda_status rda_cpu_reference(rda_context *ctx, const rda_problem *p, bool same_type,
+                             const rda_tensor *q, const rda_tensor *k, const rda_tensor *v,
+                             const int64_t *rows, int64_t nrows, rda_tensor *o, rda_tensor *lse) {
+    ref_args a = {p,    same_type, q, k, v, o, lse, NULL, p->N + (p->G + 1) * p->D,
+                  rows, rows ? nrows : p->N};
+    int32_t threads = rda_pool_threads(ctx->pool);
+    a.scratch = rda_heap_alloc(&ctx->heap, sizeof(double) * (size_t)(a.per_thread * threads));
+    if (!a.scratch) {
+        rda_set_msg(ctx->msg, "out of memory for the reference scratch");
+        return RDA_STATUS_OUT_OF_MEMORY;
+    }
+    rda_pool_run(ctx->pool, p->B * p->H * a.nrows, ref_row, &a);
+    rda_heap_free(&ctx->heap, a.scratch);
+    return RDA_STATUS_SUCCESS;
+}

@@ -1,0 +1,583 @@
+/* `rda bench`: the seed benchmark report, reproduced on this machine. Every
+ * row runs through the library's public API; every figure is measured here
+ * (median of repeated runs after warm-up) and checked against the fp64
+ * reference on the same inputs. */
+#include "bench.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "testdata.h"
+
+void bench_defaults(bench_options *o) {
+    memset(o, 0, sizeof(*o));
+    o->dtype = RDA_DTYPE_F32;
+    o->B = 1;
+    o->H = 8;
+    o->D = 64;
+    o->seq_lens[0] = 1024;
+    o->seq_lens[1] = 2048;
+    o->seq_lens[2] = 4096;
+    o->n_seq = 3;
+    o->dilated_mode = RDA_MODE_GROUPS;
+    o->layout = RDA_LAYOUT_CONTIGUOUS;
+    o->reps = 5;
+    o->warmup = 1;
+    o->sample_rows = 1024;
+    o->full_ref_limit = 200000000000LL; /* 2e11 multiply-adds: about a minute here */
+    o->out_md = "reports/rda-report.md";
+    o->out_json = "reports/rda-report.json";
+    o->seed = 2025;
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: rda bench [options]\n"
+            "Reproduces the seed benchmark report (dense rings, groups-dilated single rank and\n"
+            "rings) on this machine and writes it as Markdown and JSON.\n\n"
+            "  --dtype fp32|fp16|bf16     element type (default fp32 on the CPU)\n"
+            "  --batch B --heads H --head-dim D   (default 1, 8, 64)\n"
+            "  --seq-lens N1,N2,...       sequence lengths (default 1024,2048,4096)\n"
+            "  --segments w1,w2,...       dilated segment lengths (default: seed rule\n"
+            "                             [min(N/4,1024), min(N/2,2048)])\n"
+            "  --dilations r1,r2,...      dilation rates (default 1,2)\n"
+            "  --mode groups|longnet      how dilated patterns combine (default groups)\n"
+            "  --causal                   causal masking\n"
+            "  --layout contiguous|zigzag ring layout (default contiguous)\n"
+            "  --ring-sizes P1,P2,...     ring sizes (default: 1,2 and 4 when N >= 4096)\n"
+            "  --variants NAME,...        only rows whose variant starts with one of these\n"
+            "  --reps R --warmup W        timed runs and warm-up runs (default 5, 1)\n"
+            "  --threads T                CPU threads (default: all cores)\n"
+            "  --sample-rows S            rows per (batch, head) checked when the full fp64\n"
+            "                             reference is too long (default 1024)\n"
+            "  --full-ref-limit X         full reference up to X pair*D products (default 2e11)\n"
+            "  --time-reference           also time the full fp64 reference (speed-up column)\n"
+            "  --seed S                   input seed (default 2025)\n"
+            "  --out-md PATH --out-json PATH  report files (default reports/rda-report.{md,json})\n"
+            "  --quiet                    no progress on stderr\n");
+}
+
+static int parse_list(const char *s, int64_t *out, int32_t *n, int32_t max) {
+    *n = 0;
+    while (*s) {
+        char *end;
+        errno = 0;
+        long long v = strtoll(s, &end, 10);
+        if (end == s || errno || *n >= max) return -1;
+        out[(*n)++] = v;
+        s = end;
+        if (*s == ',') s++;
+        else if (*s) return -1;
+    }
+    return *n > 0 ? 0 : -1;
+}
+
+static int parse_dtype(const char *s, rda_dtype *dt) {
+    if (!strcmp(s, "fp32") || !strcmp(s, "f32")) *dt = RDA_DTYPE_F32;
+    else if (!strcmp(s, "fp16") || !strcmp(s, "f16")) *dt = RDA_DTYPE_F16;
+    else if (!strcmp(s, "bf16")) *dt = RDA_DTYPE_BF16;
+    else return -1;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, bench_options *o) {
+    int64_t segs[RDA_MAX_PATTERNS], dils[RDA_MAX_PATTERNS];
+    int32_t nseg = 0, ndil = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEED_VALUE()                                                  \
+    do {                                                              \
+        if (!v) {                                                     \
+            fprintf(stderr, "rda bench: %s needs a value\n", a);      \
+            return -1;                                                \
+        }                                                             \
+        i++;                                                          \
+    } while (0)
+#define BAD_VALUE()                                                      \
+    do {                                                                 \
+        fprintf(stderr, "rda bench: bad value '%s' for %s\n", v, a);     \
+        return -1;                                                       \
+    } while (0)
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 1;
+        } else if (!strcmp(a, "--dtype")) {
+            NEED_VALUE();
+            if (parse_dtype(v, &o->dtype)) BAD_VALUE();
+        } else if (!strcmp(a, "--batch") || !strcmp(a, "--heads") || !strcmp(a, "--head-dim") ||
+                   !strcmp(a, "--reps") || !strcmp(a, "--warmup") || !strcmp(a, "--threads") ||
+                   !strcmp(a, "--sample-rows") || !strcmp(a, "--seed")) {
+            NEED_VALUE();
+            char *end;
+            long long x = strtoll(v, &end, 10);
+            if (*end || end == v || x < 0) BAD_VALUE();
+            if (!strcmp(a, "--batch")) o->B = x;
+            else if (!strcmp(a, "--heads")) o->H = x;
+            else if (!strcmp(a, "--head-dim")) o->D = x;
+            else if (!strcmp(a, "--reps")) o->reps = (int32_t)x;
+            else if (!strcmp(a, "--warmup")) o->warmup = (int32_t)x;
+            else if (!strcmp(a, "--threads")) o->threads = (int32_t)x;
+            else if (!strcmp(a, "--sample-rows")) o->sample_rows = x;
+            else o->seed = (uint64_t)x;
+        } else if (!strcmp(a, "--full-ref-limit")) {
+            NEED_VALUE();
+            char *end;
+            double x = strtod(v, &end);
+            if (*end || end == v || x < 0) BAD_VALUE();
+            o->full_ref_limit = (int64_t)x;
+        } else if (!strcmp(a, "--seq-lens")) {
+            NEED_VALUE();
+            if (parse_list(v, o->seq_lens, &o->n_seq, BENCH_MAX_LIST)) BAD_VALUE();
+        } else if (!strcmp(a, "--segments")) {
+            NEED_VALUE();
+            if (parse_list(v, segs, &nseg, RDA_MAX_PATTERNS)) BAD_VALUE();
+        } else if (!strcmp(a, "--dilations")) {
+            NEED_VALUE();
+            if (parse_list(v, dils, &ndil, RDA_MAX_PATTERNS)) BAD_VALUE();
+        } else if (!strcmp(a, "--ring-sizes")) {
+            NEED_VALUE();
+            int64_t r[BENCH_MAX_LIST];
+            if (parse_list(v, r, &o->n_ring, BENCH_MAX_LIST)) BAD_VALUE();
+            for (int32_t k = 0; k < o->n_ring; k++) o->ring_sizes[k] = (int32_t)r[k];
+        } else if (!strcmp(a, "--mode")) {
+            NEED_VALUE();
+            if (!strcmp(v, "groups")) o->dilated_mode = RDA_MODE_GROUPS;
+            else if (!strcmp(v, "longnet")) o->dilated_mode = RDA_MODE_LONGNET;
+            else BAD_VALUE();
+        } else if (!strcmp(a, "--layout")) {
+            NEED_VALUE();
+            if (!strcmp(v, "contiguous")) o->layout = RDA_LAYOUT_CONTIGUOUS;
+            else if (!strcmp(v, "zigzag")) o->layout = RDA_LAYOUT_ZIGZAG;
+            else BAD_VALUE();
+        } else if (!strcmp(a, "--variants")) {
+            NEED_VALUE();
+            snprintf(o->variants, sizeof o->variants, "%s", v);
+        } else if (!strcmp(a, "--out-md")) {
+            NEED_VALUE();
+            o->out_md = v;
+        } else if (!strcmp(a, "--out-json")) {
+            NEED_VALUE();
+            o->out_json = v;
+        } else if (!strcmp(a, "--causal")) {
+            o->causal = 1;
+        } else if (!strcmp(a, "--time-reference")) {
+            o->time_reference = 1;
+        } else if (!strcmp(a, "--quiet")) {
+            o->quiet = 1;
+        } else {
+            fprintf(stderr, "rda bench: unknown option '%s' (see rda bench --help)\n", a);
+            return -1;
+        }
+    }
+    if (nseg || ndil) {
+        if (nseg != ndil) {
+            fprintf(stderr, "rda bench: --segments and --dilations need the same number of values\n");
+            return -1;
+        }
+        o->n_pat = nseg;
+        for (int32_t k = 0; k < nseg; k++) o->patterns[k] = (rda_pattern){segs[k], dils[k]};
+    }
+    if (o->B < 1 || o->H < 1 || o->D < 1 || o->reps < 1) {
+        fprintf(stderr, "rda bench: batch, heads, head-dim and reps must be >= 1\n");
+        return -1;
+    }
+    return 0;
+}
+
+static bool wanted(const bench_options *o, const char *name) {
+    if (!o->variants[0]) return true;
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", o->variants);
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ","))
+        if (!strncmp(name, tok, strlen(tok))) return true;
+    return false;
+}
+
+static void device_name(char *out, size_t n, int32_t threads) {
+    char model[200] = "unknown CPU";
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (f) {
+        char line[512];
+        while (fgets(line, sizeof line, f))
+            if (!strncmp(line, "model name", 10)) {
+                char *c = strchr(line, ':');
+                if (c) {
+                    c++;
+                    while (*c == ' ') c++;
+                    c[strcspn(c, "\n")] = 0;
+                    snprintf(model, sizeof model, "%s", c);
+                }
+                break;
+            }
+        fclose(f);
+    }
+    snprintf(out, n, "cpu (%s, %d threads)", model, threads);
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The reference of one configuration at one N, computed once and shared by
+ * every row that computes the same function. */
+typedef struct {
+    bool ready, sampled;
+    double *out;          /* full: [B, N, H, D]; sampled: [B, m, H, D] */
+    int64_t *rows;        /* sampled positions (sorted) */
+    int64_t m;
+    int64_t *flat_rows;   /* b * N + rows[j], b-major: rows of O to compare */
+    double naive_max_abs; /* same-type naive implementation (fp16/bf16, full only) */
+    double seconds;       /* time of the full reference when timed */
+} reference;
+
+typedef struct {
+    const bench_options *o;
+    rda_context *ctx, *ref_ctx;
+    int64_t N;
+    void *q, *k, *v, *o_buf;
+    rda_tensor tq, tk, tv, to;
+    double *q64, *k64, *v64; /* for the fp64 reference */
+} bench_state;
+
+static rda_status compute_reference(bench_state *s, const rda_config *cfg, reference *ref) {
+    const bench_options *o = s->o;
+    int64_t pairs;
+    rda_status st = rda_count_pairs(cfg, o->B, s->N, o->H, &pairs);
+    if (st) return st;
+    int64_t shape[4] = {o->B, s->N, o->H, o->D};
+    rda_tensor q64 = rda_tensor_contiguous(s->q64, RDA_DTYPE_F64, 4, shape),
+               k64 = rda_tensor_contiguous(s->k64, RDA_DTYPE_F64, 4, shape),
+               v64 = rda_tensor_contiguous(s->v64, RDA_DTYPE_F64, 4, shape);
+    int64_t n = o->B * s->N * o->H * o->D;
+    ref->sampled = (double)pairs * (double)o->D > (double)o->full_ref_limit &&
+                   o->sample_rows < s->N;
+    if (!ref->sampled) {
+        ref->out = malloc(sizeof(double) * (size_t)n);
+        if (!ref->out) return RDA_STATUS_OUT_OF_MEMORY;
+        rda_tensor r = rda_tensor_contiguous(ref->out, RDA_DTYPE_F64, 4, shape);
+        double t0 = rda_now();
+        st = rda_attention_forward(s->ref_ctx, cfg, &q64, &k64, &v64, &r, NULL);
+        ref->seconds = rda_now() - t0;
+        if (st) return st;
+        ref->m = s->N;
+        if (o->dtype != RDA_DTYPE_F32) {
+            rda_context_params cp = RDA_CONTEXT_PARAMS_INIT;
+            cp.backend = RDA_BACKEND_REFERENCE_SAME_TYPE;
+            cp.num_threads = o->threads;
+            rda_context *c;
+            void *naive = malloc((size_t)n * rda_dtype_size(o->dtype));
+            if (!naive) return RDA_STATUS_OUT_OF_MEMORY;
+            rda_tensor tn = rda_tensor_contiguous(naive, o->dtype, 4, shape);
+            if ((st = rda_context_create(&cp, &c))) {
+                free(naive);
+                return st;
+            }
+            st = rda_attention_forward(c, cfg, &s->tq, &s->tk, &s->tv, &tn, NULL);
+            rda_context_destroy(c);
+            if (!st) ref->naive_max_abs = rda_compare(naive, o->dtype, ref->out, n).max_abs;
+            free(naive);
+            if (st) return st;
+        }
+    } else {
+        /* SPEC.md: at least 1024 random query rows per (b, h) slice */
+        int64_t m = o->sample_rows;
+        ref->rows = malloc(sizeof(int64_t) * (size_t)m);
+        ref->out = malloc(sizeof(double) * (size_t)(o->B * m * o->H * o->D));
+        ref->flat_rows = malloc(sizeof(int64_t) * (size_t)(o->B * m));
+        if (!ref->rows || !ref->out || !ref->flat_rows) return RDA_STATUS_OUT_OF_MEMORY;
+        rda_rng rng;
+        rda_rng_seed(&rng, o->seed ^ (uint64_t)s->N);
+        /* distinct positions: partial Fisher-Yates over [0, N) by rejection */
+        int64_t got = 0;
+        while (got < m) {
+            int64_t x = (int64_t)rda_rng_uniform(&rng, 0, (double)s->N);
+            if (x >= s->N) continue;
+            bool dup = false;
+            for (int64_t j = 0; j < got && !dup; j++) dup = ref->rows[j] == x;
+            if (!dup) ref->rows[got++] = x;
+        }
+        qsort(ref->rows, (size_t)m, sizeof(int64_t), cmp_i64);
+        ref->m = m;
+        for (int64_t b = 0; b < o->B; b++)
+            for (int64_t j = 0; j < m; j++) ref->flat_rows[b * m + j] = b * s->N + ref->rows[j];
+        st = rda_reference_rows(s->ref_ctx, cfg, &q64, &k64, &v64, ref->rows, m, ref->out, NULL);
+        if (st) return st;
+    }
+    ref->ready = true;
+    return RDA_STATUS_SUCCESS;
+}
+
+static void free_reference(reference *r) {
+    free(r->out);
+    free(r->rows);
+    free(r->flat_rows);
+    memset(r, 0, sizeof(*r));
+}
+
+static int64_t tensor_bytes4(const bench_options *o, int64_t N) {
+    return o->B * N * o->H * o->D * (int64_t)rda_dtype_size(o->dtype);
+}
+
+/* Runs one row: warm-up, timed repetitions, then the check. */
+static void run_row(bench_state *s, bench_row *row, const rda_config *cfg, reference *ref) {
+    const bench_options *o = s->o;
+    int32_t P = row->ring;
+    rda_ring_stats *stats = calloc((size_t)P, sizeof(*stats));
+    double *times = calloc((size_t)(o->reps), sizeof(double));
+    if (!stats || !times) {
+        row->status = RDA_STATUS_OUT_OF_MEMORY;
+        snprintf(row->error, sizeof row->error, "out of memory");
+        goto done;
+    }
+    rda_count_pairs(cfg, o->B, s->N, o->H, &row->pairs);
+    for (int32_t it = 0; it < o->warmup + o->reps; it++) {
+        memset(s->o_buf, 0, (size_t)tensor_bytes4(o, s->N)); /* a result never leaks between runs */
+        rda_context_reset_peak(s->ctx);
+        double t0 = rda_now();
+        rda_status st;
+        if (row->ring_path)
+            st = rda_ring_forward_simulated(s->ctx, cfg, P, &s->tq, &s->tk, &s->tv, &s->to, NULL,
+                                            stats);
+        else
+            st = rda_attention_forward(s->ctx, cfg, &s->tq, &s->tk, &s->tv, &s->to, NULL);
+        double t = rda_now() - t0;
+        if (st) {
+            row->status = st;
+            snprintf(row->error, sizeof row->error, "%s: %s", rda_status_to_string(st),
+                     rda_context_last_error(s->ctx));
+            goto done;
+        }
+        if (row->ring_path) { /* the slowest rank's own wall time */
+            t = 0;
+            double mem = 0, sent = 0;
+            int64_t pairs = 0;
+            for (int32_t r = 0; r < P; r++) {
+                if (stats[r].seconds > t) t = stats[r].seconds;
+                if ((double)stats[r].peak_bytes > mem) mem = (double)stats[r].peak_bytes;
+                if ((double)stats[r].bytes_sent > sent) sent = (double)stats[r].bytes_sent;
+                pairs += stats[r].pairs;
+            }
+            row->mem_mb = mem / 1048576.0;
+            row->sent_mb = sent / 1048576.0;
+            row->steps = stats[0].steps;
+            if (pairs != row->pairs) {
+                row->status = RDA_STATUS_INTERNAL;
+                snprintf(row->error, sizeof row->error,
+                         "ranks computed %lld pairs, the plan counts %lld", (long long)pairs,
+                         (long long)row->pairs);
+                goto done;
+            }
+        } else {
+            row->mem_mb = (double)(rda_context_peak_bytes(s->ctx) + 4 * tensor_bytes4(o, s->N)) / 1048576.0;
+            row->steps = 1;
+        }
+        if (it >= o->warmup) times[it - o->warmup] = t;
+    }
+    qsort(times, (size_t)o->reps, sizeof(double), cmp_double);
+    row->ms_min = 1e3 * times[0];
+    row->ms_median = 1e3 * (o->reps % 2 ? times[o->reps / 2]
+                                         : 0.5 * (times[o->reps / 2 - 1] + times[o->reps / 2]));
+    row->tflops = 4.0 * (double)o->D * (double)row->pairs / (row->ms_median * 1e-3) / 1e12;
+    row->tokens_per_s = (double)(o->B * s->N) / (row->ms_median * 1e-3);
+    /* check */
+    if (!ref->ready) {
+        rda_status st = compute_reference(s, cfg, ref);
+        if (st) {
+            row->status = st;
+            snprintf(row->error, sizeof row->error, "reference: %s: %s", rda_status_to_string(st),
+                     rda_context_last_error(s->ref_ctx));
+            goto done;
+        }
+    }
+    rda_error e;
+    if (ref->sampled)
+        e = rda_compare_rows(s->o_buf, o->dtype, ref->out, ref->flat_rows, o->B * ref->m, o->H * o->D);
+    else
+        e = rda_compare(s->o_buf, o->dtype, ref->out, o->B * s->N * o->H * o->D);
+    row->rel_l2 = e.rel_l2;
+    row->max_abs = e.max_abs;
+    row->naive_max_abs = ref->naive_max_abs;
+    row->sampled = ref->sampled;
+    row->checked_rows = ref->m;
+    row->pass = rda_passes(o->dtype, e, ref->naive_max_abs);
+    row->ref_seconds = o->time_reference && !ref->sampled ? ref->seconds : 0;
+    row->status = RDA_STATUS_SUCCESS;
+done:
+    free(stats);
+    free(times);
+}
+
+static int mkdir_for(const char *path) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) return 0;
+    *slash = 0;
+    for (char *p = dir + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            mkdir(dir, 0755);
+            *p = '/';
+        }
+    if (mkdir(dir, 0755) && errno != EEXIST) return -1;
+    return 0;
+}
+
+int bench_main(int argc, char **argv) {
+    bench_report rep;
+    memset(&rep, 0, sizeof rep);
+    bench_options *o = &rep.opt;
+    bench_defaults(o);
+    int pr = parse_args(argc, argv, o);
+    if (pr) return pr > 0 ? 0 : 2;
+
+    rda_context_params cp = RDA_CONTEXT_PARAMS_INIT;
+    cp.num_threads = o->threads;
+    rda_context *ctx = NULL, *ref_ctx = NULL;
+    if (rda_context_create(&cp, &ctx)) {
+        fprintf(stderr, "rda bench: cannot create a CPU context\n");
+        return 1;
+    }
+    cp.backend = RDA_BACKEND_REFERENCE;
+    rda_context_create(&cp, &ref_ctx);
+    rep.threads = rda_context_num_threads(ctx);
+    device_name(rep.device, sizeof rep.device, rep.threads);
+    time_t now = time(NULL);
+    strftime(rep.generated, sizeof rep.generated, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+
+    int32_t cap = o->n_seq * (8 + 2 * BENCH_MAX_LIST);
+    rep.rows = calloc((size_t)cap, sizeof(bench_row));
+    int exit_code = 0;
+    for (int32_t si = 0; si < o->n_seq; si++) {
+        bench_state s;
+        memset(&s, 0, sizeof s);
+        s.o = o;
+        s.ctx = ctx;
+        s.ref_ctx = ref_ctx;
+        s.N = o->seq_lens[si];
+        if (s.N < 1) {
+            fprintf(stderr, "rda bench: sequence length must be >= 1\n");
+            return 2;
+        }
+        int64_t n = o->B * s.N * o->H * o->D;
+        size_t es = rda_dtype_size(o->dtype);
+        s.q = malloc(n * es), s.k = malloc(n * es), s.v = malloc(n * es), s.o_buf = malloc(n * es);
+        s.q64 = malloc(n * 8), s.k64 = malloc(n * 8), s.v64 = malloc(n * 8);
+        if (!s.q || !s.k || !s.v || !s.o_buf || !s.q64 || !s.k64 || !s.v64) {
+            fprintf(stderr, "rda bench: out of memory at N = %lld\n", (long long)s.N);
+            return 1;
+        }
+        rda_rng rng;
+        rda_rng_seed(&rng, o->seed + (uint64_t)s.N);
+        rda_fill_uniform(s.q, o->dtype, n, &rng, -1, 1);
+        rda_fill_uniform(s.k, o->dtype, n, &rng, -1, 1);
+        rda_fill_uniform(s.v, o->dtype, n, &rng, -1, 1);
+        rda_to_f64(s.q, o->dtype, n, s.q64);
+        rda_to_f64(s.k, o->dtype, n, s.k64);
+        rda_to_f64(s.v, o->dtype, n, s.v64);
+        int64_t shape[4] = {o->B, s.N, o->H, o->D};
+        s.tq = rda_tensor_contiguous(s.q, o->dtype, 4, shape);
+        s.tk = rda_tensor_contiguous(s.k, o->dtype, 4, shape);
+        s.tv = rda_tensor_contiguous(s.v, o->dtype, 4, shape);
+        s.to = rda_tensor_contiguous(s.o_buf, o->dtype, 4, shape);
+
+        rda_config dense = RDA_CONFIG_INIT, dil = RDA_CONFIG_INIT;
+        dense.causal = dil.causal = o->causal;
+        dense.layout = dil.layout = o->layout;
+        dil.mode = o->dilated_mode;
+        if (o->n_pat) {
+            dil.num_patterns = o->n_pat;
+            memcpy(dil.patterns, o->patterns, sizeof(rda_pattern) * (size_t)o->n_pat);
+        } else { /* the seed's rule */
+            dil.num_patterns = 2;
+            int64_t w0 = s.N / 4 < 1024 ? s.N / 4 : 1024, w1 = s.N / 2 < 2048 ? s.N / 2 : 2048;
+            dil.patterns[0] = (rda_pattern){w0 > 0 ? w0 : 1, 1};
+            dil.patterns[1] = (rda_pattern){w1 > 1 ? w1 : 2, 2};
+        }
+        int32_t rings[BENCH_MAX_LIST], nr = 0;
+        if (o->n_ring) {
+            for (int32_t k = 0; k < o->n_ring; k++) rings[nr++] = o->ring_sizes[k];
+        } else {
+            rings[nr++] = 1;
+            rings[nr++] = 2;
+            if (s.N >= 4096) rings[nr++] = 4;
+        }
+        reference ref_dense = {0}, ref_dil = {0};
+        /* the rows, in the seed report's order */
+        bench_row todo[8 + 2 * BENCH_MAX_LIST];
+        int32_t nt = 0;
+        memset(todo, 0, sizeof todo);
+#define ADD_ROW(name_fmt, name_arg, P, ring_, dil_)                                      \
+    do {                                                                                 \
+        bench_row *r_ = &todo[nt];                                                       \
+        snprintf(r_->variant, sizeof r_->variant, name_fmt, name_arg);                   \
+        if (!wanted(o, r_->variant)) break;                                              \
+        r_->N = s.N;                                                                     \
+        r_->ring = (P);                                                                  \
+        r_->ring_path = (ring_);                                                         \
+        r_->dilated = (dil_);                                                            \
+        r_->mode = (dil_) ? dil.mode : RDA_MODE_DENSE;                                   \
+        if (dil_) {                                                                      \
+            r_->n_pat = dil.num_patterns;                                                \
+            memcpy(r_->patterns, dil.patterns, sizeof(rda_pattern) * (size_t)r_->n_pat); \
+        }                                                                                \
+        nt++;                                                                            \
+    } while (0)
+        ADD_ROW("%s", "StandardRingAttention", 1, true, false);
+        for (int32_t k = 0; k < nr; k++) ADD_ROW("RingAttention_ring%d", rings[k], rings[k], true, false);
+        ADD_ROW("%s", "ImprovedDilatedAttention", 1, false, true);
+        ADD_ROW("%s", "RingDilatedV2_single", 1, true, true);
+        for (int32_t k = 0; k < nr; k++)
+            if (rings[k] > 1) ADD_ROW("RingDilatedV2_ring%d", rings[k], rings[k], true, true);
+        for (int32_t t = 0; t < nt; t++) {
+            bench_row *row = &todo[t];
+            if (!o->quiet)
+                fprintf(stderr, "[N=%lld %d/%d] %-26s ", (long long)s.N, t + 1, nt, row->variant);
+            if (row->ring > s.N || row->ring < 1) {
+                row->status = RDA_STATUS_INVALID_ARGUMENT;
+                snprintf(row->error, sizeof row->error, "ring size %d does not fit N = %lld",
+                         row->ring, (long long)s.N);
+            } else {
+                run_row(&s, row, row->dilated ? &dil : &dense, row->dilated ? &ref_dil : &ref_dense);
+            }
+            if (!o->quiet) {
+                if (row->status)
+                    fprintf(stderr, "FAILED: %s\n", row->error);
+                else
+                    fprintf(stderr, "%9.2f ms  %6.3f TFLOP/s  rel_l2 %.2e  %s\n", row->ms_median,
+                            row->tflops, row->rel_l2, row->pass ? "pass" : "FAIL");
+            }
+            if (row->status || !row->pass) exit_code = 1;
+            rep.rows[rep.n_rows++] = *row;
+        }
+        free_reference(&ref_dense);
+        free_reference(&ref_dil);
+        free(s.q), free(s.k), free(s.v), free(s.o_buf), free(s.q64), free(s.k64), free(s.v64);
+    }
+    rda_context_destroy(ctx);
+    rda_context_destroy(ref_ctx);
+    if (mkdir_for(o->out_md) || mkdir_for(o->out_json) || report_write_json(&rep, o->out_json) ||
+        report_write_markdown(&rep, o->out_md)) {
+        fprintf(stderr, "rda bench: cannot write the report (%s, %s)\n", o->out_md, o->out_json);
+        free(rep.rows);
+        return 1;
+    }
+    int passed = 0;
+    for (int32_t i = 0; i < rep.n_rows; i++) passed += rep.rows[i].status == 0 && rep.rows[i].pass;
+    printf("%d of %d rows ran and passed; JSON written to %s\n", passed, rep.n_rows, o->out_json);
+    printf("Report written to %s\n", o->out_md);
+    free(rep.rows);
+    return exit_code;
+}
