@@ -195,10 +195,10 @@ RDA_API void rda_context_destroy(rda_context *ctx);
 RDA_API const char *rda_context_last_error(const rda_context *ctx);
 RDA_API int32_t rda_context_num_threads(const rda_context *ctx);
 
-/* Heap accounting of a context (bytes it allocated itself; caller tensors
- * are not included): current and peak since the last reset. */
-RDA_API int64_t rda_context_peak_bytes(const rda_context *ctx);
-RDA_API void rda_context_reset_peak(rda_context *ctx);
+/* Bytes of library memory (the context's workspace) the last forward call
+ * on ctx held; caller tensors are not included. The workspace is kept and
+ * reused by later calls, so steady-state calls do not allocate. */
+RDA_API int64_t rda_context_workspace_bytes(const rda_context *ctx);
 
 /* ------------------------------------------------------------------ planning */
 
@@ -245,7 +245,7 @@ RDA_API int32_t rda_comm_size(const rda_comm *comm);
 
 typedef struct rda_ring_stats {
     int64_t bytes_sent;  /* bytes this rank sent to its successor */
-    int64_t peak_bytes;  /* peak bytes the rank held: its own rows of q/k/v/o/lse + library heap */
+    int64_t peak_bytes;  /* bytes the rank held: its rows of q/k/v/o/lse + its workspace */
     int64_t pairs;       /* (query, allowed key) pairs this rank computed, summed over B, H */
     int32_t steps;       /* ring steps that ran (key/value blocks seen) */
     double seconds;      /* wall time of this rank's call */

@@ -167,7 +167,7 @@ static void *sim_rank_main(void *arg) {
         }
         size_t bytes = rda_dtype_size(t->dtype) * (size_t)(shape[0] * shape[1] * shape[2] *
                                                            (i == 4 ? 1 : shape[3]));
-        mem[i] = rda_heap_alloc(&ctx->heap, bytes);
+        mem[i] = malloc(bytes);
         if (!mem[i]) {
             rda_set_msg(ctx->msg, "out of memory for the rank's rows");
             s->st = RDA_STATUS_OUT_OF_MEMORY;
@@ -184,8 +184,35 @@ static void *sim_rank_main(void *arg) {
         if (s->lse) copy_lse_rows(s->lse, &loc[4], &s->rows);
     }
 done:
-    for (int i = 0; i < 5; i++) rda_heap_free(&ctx->heap, mem[i]);
+    for (int i = 0; i < 5; i++) free(mem[i]);
     return NULL;
+}
+
+/* The contexts of P simulated ranks, each with its share of ctx's threads;
+ * kept in ctx so that their workspaces are reused by the next call. */
+static rda_status sim_contexts(rda_context *ctx, int32_t P) {
+    if (ctx->num_ranks == P) return RDA_STATUS_SUCCESS;
+    for (int32_t r = 0; r < ctx->num_ranks; r++) rda_context_destroy(ctx->ranks[r]);
+    free(ctx->ranks);
+    ctx->num_ranks = 0;
+    ctx->ranks = calloc((size_t)P, sizeof(rda_context *));
+    if (!ctx->ranks) goto oom;
+    rda_context_params cp = RDA_CONTEXT_PARAMS_INIT;
+    cp.backend = ctx->backend;
+    cp.num_threads = ctx->num_threads / P > 0 ? ctx->num_threads / P : 1;
+    for (int32_t r = 0; r < P; r++) {
+        if (rda_context_create(&cp, &ctx->ranks[r])) {
+            for (int32_t x = 0; x < r; x++) rda_context_destroy(ctx->ranks[x]);
+            free(ctx->ranks);
+            ctx->ranks = NULL;
+            goto oom;
+        }
+    }
+    ctx->num_ranks = P;
+    return RDA_STATUS_SUCCESS;
+oom:
+    rda_set_msg(ctx->msg, "cannot create the contexts of %d virtual ranks", P);
+    return RDA_STATUS_OUT_OF_MEMORY;
 }
 
 rda_status rda_ring_forward_simulated(rda_context *ctx, const rda_config *cfg, int32_t P,
@@ -224,15 +251,9 @@ rda_status rda_ring_forward_simulated(rda_context *ctx, const rda_config *cfg, i
         st = RDA_STATUS_OUT_OF_MEMORY;
         goto done;
     }
-    int32_t per_rank = ctx->num_threads / P > 0 ? ctx->num_threads / P : 1;
+    if ((st = sim_contexts(ctx, P))) goto done;
     for (int32_t r = 0; r < P; r++) {
-        rda_context_params cp = RDA_CONTEXT_PARAMS_INIT;
-        cp.backend = ctx->backend;
-        cp.num_threads = per_rank;
-        if ((st = rda_context_create(&cp, &ranks[r].ctx))) {
-            rda_set_msg(msg, "cannot create the context of virtual rank %d", r);
-            goto done;
-        }
+        ranks[r].ctx = ctx->ranks[r];
         ranks[r].comm = comms[r];
         ranks[r].cfg = cfg;
         ranks[r].N = p.N;
@@ -271,8 +292,6 @@ rda_status rda_ring_forward_simulated(rda_context *ctx, const rda_config *cfg, i
         for (int32_t r = 0; r < P; r++) stats[r] = ranks[r].stats;
     if (st == RDA_STATUS_SUCCESS) msg[0] = '\0';
 done:
-    if (ranks)
-        for (int32_t r = 0; r < P; r++) rda_context_destroy(ranks[r].ctx);
     if (comms)
         for (int32_t r = 0; r < P; r++) rda_comm_destroy(comms[r]);
     free(comms);

@@ -1,4 +1,4 @@
-/* Status strings, version, heap accounting, contexts, element access and
+/* Status strings, version, workspaces, contexts, element access and
  * validation of everything a caller hands in. */
 #include <math.h>
 #include <stdio.h>
@@ -67,41 +67,25 @@ void rda_set_msg(char *msg, const char *fmt, ...) {
     va_end(ap);
 }
 
-/* ------------------------------------------------------------------ heap */
+/* ------------------------------------------------------------------ workspace */
 
-typedef struct {
-    size_t bytes;
-    void *raw;
-} heap_header;
-
-void *rda_heap_alloc(rda_heap *heap, size_t bytes) {
-    if (bytes > SIZE_MAX - 128) return NULL;
-    void *raw = malloc(bytes + 128);
-    if (!raw) return NULL;
-    uintptr_t p = ((uintptr_t)raw + sizeof(heap_header) + 63) & ~(uintptr_t)63;
-    heap_header *h = (heap_header *)p - 1;
-    h->bytes = bytes;
-    h->raw = raw;
-    if (heap) {
-        int64_t cur = atomic_fetch_add(&heap->current, (int64_t)bytes) + (int64_t)bytes;
-        int64_t pk = atomic_load(&heap->peak);
-        while (cur > pk && !atomic_compare_exchange_weak(&heap->peak, &pk, cur)) {
+rda_status rda_context_reserve(rda_context *ctx, size_t bytes, rda_carver *c) {
+    bytes = RDA_ALIGN(bytes);
+    if (bytes > ctx->ws_cap) {
+        free(ctx->ws_raw);
+        ctx->ws_cap = 0;
+        ctx->ws = ctx->ws_raw = bytes <= SIZE_MAX - 64 ? malloc(bytes + 64) : NULL;
+        if (!ctx->ws_raw) {
+            rda_set_msg(ctx->msg, "out of memory for a workspace of %zu bytes", bytes);
+            return RDA_STATUS_OUT_OF_MEMORY;
         }
+        ctx->ws = (void *)(((uintptr_t)ctx->ws_raw + 63) & ~(uintptr_t)63);
+        ctx->ws_cap = bytes;
     }
-    return (void *)p;
-}
-
-void *rda_heap_calloc(rda_heap *heap, size_t bytes) {
-    void *p = rda_heap_alloc(heap, bytes);
-    if (p) memset(p, 0, bytes);
-    return p;
-}
-
-void rda_heap_free(rda_heap *heap, void *ptr) {
-    if (!ptr) return;
-    heap_header *h = (heap_header *)ptr - 1;
-    if (heap) atomic_fetch_sub(&heap->current, (int64_t)h->bytes);
-    free(h->raw);
+    ctx->ws_used = bytes;
+    c->p = ctx->ws;
+    c->left = bytes;
+    return RDA_STATUS_SUCCESS;
 }
 
 /* ------------------------------------------------------------------ context */
@@ -139,7 +123,10 @@ rda_status rda_context_create(const rda_context_params *params, rda_context **ou
 
 void rda_context_destroy(rda_context *ctx) {
     if (!ctx) return;
+    for (int32_t r = 0; r < ctx->num_ranks; r++) rda_context_destroy(ctx->ranks[r]);
+    free(ctx->ranks);
     rda_pool_destroy(ctx->pool);
+    free(ctx->ws_raw);
     free(ctx);
 }
 
@@ -147,11 +134,7 @@ const char *rda_context_last_error(const rda_context *ctx) { return ctx ? ctx->m
 
 int32_t rda_context_num_threads(const rda_context *ctx) { return ctx ? ctx->num_threads : 0; }
 
-int64_t rda_context_peak_bytes(const rda_context *ctx) { return ctx ? atomic_load(&ctx->heap.peak) : 0; }
-
-void rda_context_reset_peak(rda_context *ctx) {
-    if (ctx) atomic_store(&ctx->heap.peak, atomic_load(&ctx->heap.current));
-}
+int64_t rda_context_workspace_bytes(const rda_context *ctx) { return ctx ? (int64_t)ctx->ws_used : 0; }
 
 /* ------------------------------------------------------------------ tensors */
 

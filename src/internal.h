@@ -5,7 +5,6 @@
 #include "rda.h"
 
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 
 #include "threadpool.h"
@@ -21,31 +20,47 @@ void rda_set_msg(char *msg, const char *fmt, ...)
     ;
 
 /* An invariant that only a bug can break: becomes RDA_STATUS_INTERNAL with
- * file and line, never an abort. Needs `st`, `msg` and a `done` label. */
-#define RDA_ASSERT(cond)                                                                 \
+ * the statement, file and line, never an abort. Needs `st` and `msg`. */
+#define RDA_ASSERT(cond, label)                                                          \
     do {                                                                                 \
         if (!(cond)) {                                                                   \
             rda_set_msg(msg, "internal error: %s (%s:%d)", #cond, __FILE__, __LINE__);   \
             st = RDA_STATUS_INTERNAL;                                                    \
-            goto done;                                                                   \
+            goto label;                                                                  \
         }                                                                                \
     } while (0)
 
-/* Heap accounting shared by a context and everything it allocates. */
-typedef struct rda_heap {
-    _Atomic int64_t current;
-    _Atomic int64_t peak;
-} rda_heap;
+/* Workspace: one buffer per context, grown when a call needs more and
+ * reused by later calls, so the hot path does not allocate. A call asks for
+ * its total once (rda_context_reserve) and carves its parts from it. */
+#define RDA_ALIGN(b) (((size_t)(b) + 63) & ~(size_t)63)
 
-void *rda_heap_alloc(rda_heap *heap, size_t bytes); /* 64-byte aligned, NULL on failure */
-void *rda_heap_calloc(rda_heap *heap, size_t bytes);
-void rda_heap_free(rda_heap *heap, void *ptr);
+typedef struct {
+    char *p;
+    size_t left;
+} rda_carver;
+
+static inline void *rda_carve(rda_carver *c, size_t bytes) {
+    bytes = RDA_ALIGN(bytes);
+    if (bytes > c->left) return NULL;
+    void *r = c->p;
+    c->p += bytes;
+    c->left -= bytes;
+    return r;
+}
+
+/* Makes the context's workspace hold at least `bytes` and points *c at it.
+ * Records `bytes` as what the current call holds. */
+rda_status rda_context_reserve(rda_context *ctx, size_t bytes, rda_carver *c);
 
 struct rda_context {
     rda_backend backend;
     int32_t num_threads;
     rda_pool *pool;
-    rda_heap heap;
+    void *ws_raw, *ws;      /* workspace (ws: 64-byte aligned inside ws_raw) */
+    size_t ws_cap, ws_used; /* capacity; bytes the last call held */
+    rda_context **ranks;    /* contexts of simulated ranks, kept between calls */
+    int32_t num_ranks;
     char msg[RDA_MSG_LEN];
 };
 

@@ -63,16 +63,15 @@ rda_status rda_ring_run(rda_context *ctx, rda_comm *comm, const rda_config *cfg,
     rda_status st;
     double t0 = now_seconds();
     int32_t P = comm ? comm->size : 1, rank = comm ? comm->rank : 0;
-    int64_t heap0 = atomic_load(&ctx->heap.current);
-    rda_context_reset_peak(ctx);
+    ctx->ws_used = 0;
     rda_problem p;
     rda_rows qr, kr;
     rda_cpu_ws *ws = NULL;
     rda_acc acc = {0};
     void *buf[2] = {NULL, NULL};
+    rda_carver carver;
     int64_t bytes_sent = 0, pairs = 0;
     int32_t steps = 0;
-    bool aborted = false;
 
     if ((st = rda_problem_from_config(cfg, N, &p, msg))) goto fail;
     if ((st = rda_plan_rows(N, P, p.layout, rank, &qr, msg))) goto fail;
@@ -106,39 +105,39 @@ rda_status rda_ring_run(rda_context *ctx, rda_comm *comm, const rda_config *cfg,
         if ((st = comm->ops->agree(comm, &blob, sizeof(blob), p.timeout_seconds, msg))) goto fail;
     }
 
-    /* accumulator and workspace: O(rows of this rank) */
+    /* everything the call holds, O(rows of this rank), from one workspace */
     int64_t n = qr.total, rows_hd = p.B * n * p.H;
-    acc = (rda_acc){p.B, n, p.H, p.D, NULL, NULL, NULL};
-    acc.acc = rda_heap_calloc(&ctx->heap, sizeof(float) * (size_t)(rows_hd * p.D));
-    acc.m = rda_heap_alloc(&ctx->heap, sizeof(float) * (size_t)rows_hd);
-    acc.l = rda_heap_calloc(&ctx->heap, sizeof(float) * (size_t)rows_hd);
-    if (!acc.acc || !acc.m || !acc.l) {
-        rda_set_msg(msg, "out of memory for the accumulator (%lld rows)", (long long)rows_hd);
-        st = RDA_STATUS_OUT_OF_MEMORY;
-        goto fail;
-    }
-    for (int64_t i = 0; i < rows_hd; i++) acc.m[i] = -INFINITY;
-    if ((st = rda_cpu_workspace_create(ctx, &p, &qr, &ws))) goto fail;
-
+    int32_t threads = rda_pool_threads(ctx->pool);
     steps = rda_plan_ring_steps(&p, P);
-    size_t es = rda_dtype_size(p.dtype);
-    int64_t max_rows = 0;
+    size_t es = rda_dtype_size(p.dtype), block = 0;
     if (steps > 1) {
+        int64_t max_rows = 0;
         for (int32_t r = 0; r < P; r++) {
             rda_rows rr;
             if ((st = rda_plan_rows(N, P, p.layout, r, &rr, msg))) goto fail;
             if (rr.total > max_rows) max_rows = rr.total;
         }
-        size_t block = 2 * es * (size_t)(p.B * max_rows * p.Hkv * p.D);
-        buf[0] = rda_heap_alloc(&ctx->heap, block);
-        buf[1] = rda_heap_alloc(&ctx->heap, block);
-        if (!buf[0] || !buf[1]) {
-            rda_set_msg(msg, "out of memory for the key/value blocks");
-            st = RDA_STATUS_OUT_OF_MEMORY;
-            goto fail;
-        }
-        pack_kv(k, v, n, buf[0]);
+        block = 2 * es * (size_t)(p.B * max_rows * p.Hkv * p.D); /* K then V */
     }
+    size_t need = RDA_ALIGN(sizeof(float) * (size_t)(rows_hd * p.D)) +
+                  2 * RDA_ALIGN(sizeof(float) * (size_t)rows_hd) +
+                  rda_cpu_workspace_size(&p, &qr, threads) + 2 * RDA_ALIGN(block);
+    if ((st = rda_context_reserve(ctx, need, &carver))) goto fail;
+    acc = (rda_acc){p.B, n, p.H, p.D, NULL, NULL, NULL};
+    acc.acc = rda_carve(&carver, sizeof(float) * (size_t)(rows_hd * p.D));
+    acc.m = rda_carve(&carver, sizeof(float) * (size_t)rows_hd);
+    acc.l = rda_carve(&carver, sizeof(float) * (size_t)rows_hd);
+    ws = rda_cpu_workspace_init(&carver, &p, &qr, threads);
+    if (steps > 1) {
+        buf[0] = rda_carve(&carver, block);
+        buf[1] = rda_carve(&carver, block);
+    }
+    RDA_ASSERT(acc.l && ws && (steps == 1 || buf[1]), fail);
+    for (int64_t i = 0; i < rows_hd; i++) {
+        acc.m[i] = -INFINITY;
+        acc.l[i] = 0.0f;
+    }
+    if (steps > 1) pack_kv(k, v, n, buf[0]);
 
     kr = qr;
     rda_tensor kt = *k, vt = *v;
@@ -155,7 +154,8 @@ rda_status rda_ring_run(rda_context *ctx, rda_comm *comm, const rda_config *cfg,
                 goto fail;
             bytes_sent += (int64_t)send;
         }
-        if ((st = rda_cpu_attend_step(ctx, ws, &p, &qr, &kr, q, &kt, &vt, &acc, &pairs)))
+        if ((st = rda_cpu_attend_step(ctx, ws, &p, &qr, &kr, q, &kt, &vt, &acc, more ? NULL : o,
+                                      more ? NULL : lse, &pairs)))
             goto fail;
         if (more) {
             if ((st = comm->ops->shift_wait(comm, p.timeout_seconds, msg))) goto fail;
@@ -170,25 +170,17 @@ rda_status rda_ring_run(rda_context *ctx, rda_comm *comm, const rda_config *cfg,
     goto cleanup;
 
 fail:
-    if (comm && !aborted && st != RDA_STATUS_CONFIG_MISMATCH) {
-        comm->ops->abort(comm);
-        aborted = true;
-    }
+    /* tell the other ranks (a configuration mismatch is already known to all) */
+    if (comm && st != RDA_STATUS_CONFIG_MISMATCH) comm->ops->abort(comm);
 cleanup:
     if (stats) {
         stats->bytes_sent = bytes_sent;
         stats->steps = st == RDA_STATUS_SUCCESS ? steps : 0;
-        stats->peak_bytes = (rda_context_peak_bytes(ctx) - heap0) + tensor_bytes(q) +
-                            tensor_bytes(k) + tensor_bytes(v) + tensor_bytes(o) + tensor_bytes(lse);
+        stats->peak_bytes = (int64_t)ctx->ws_used + tensor_bytes(q) + tensor_bytes(k) +
+                            tensor_bytes(v) + tensor_bytes(o) + tensor_bytes(lse);
         stats->seconds = now_seconds() - t0;
         stats->pairs = pairs;
     }
-    rda_cpu_workspace_destroy(ctx, ws);
-    rda_heap_free(&ctx->heap, acc.acc);
-    rda_heap_free(&ctx->heap, acc.m);
-    rda_heap_free(&ctx->heap, acc.l);
-    rda_heap_free(&ctx->heap, buf[0]);
-    rda_heap_free(&ctx->heap, buf[1]);
     if (st == RDA_STATUS_SUCCESS) msg[0] = '\0';
     return st;
 }

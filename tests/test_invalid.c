@@ -1,1 +1,180 @@
-int main(void){return 0;}
+/* Every invalid input gets its documented status and a message, and the
+ * outputs stay untouched (payload and guard bytes). */
+#include <math.h>
+#include <stdint.h>
+
+#include "harness.h"
+
+#define FILL 0x3C
+
+static rda_context *ctx;
+static float *q, *k, *v;
+static guarded o, lse;
+static const int64_t B = 1, N = 16, H = 4, D = 8;
+
+typedef struct {
+    rda_config cfg;
+    rda_tensor q, k, v, o, lse;
+    int use_lse;
+} call;
+
+static call base(void) {
+    call c;
+    rda_config cfg = RDA_CONFIG_INIT;
+    c.cfg = cfg;
+    int64_t s[4] = {B, N, H, D}, ls[3] = {B, H, N};
+    c.q = rda_tensor_contiguous(q, RDA_DTYPE_F32, 4, s);
+    c.k = rda_tensor_contiguous(k, RDA_DTYPE_F32, 4, s);
+    c.v = rda_tensor_contiguous(v, RDA_DTYPE_F32, 4, s);
+    c.o = rda_tensor_contiguous(o.data, RDA_DTYPE_F32, 4, s);
+    c.lse = rda_tensor_contiguous(lse.data, RDA_DTYPE_F32, 3, ls);
+    c.use_lse = 1;
+    return c;
+}
+
+static void expect(const char *what, call c, rda_status want) {
+    memset(o.data, FILL, o.bytes);
+    memset(lse.data, FILL, lse.bytes);
+    rda_status got = rda_attention_forward(ctx, &c.cfg, &c.q, &c.k, &c.v, &c.o, c.use_lse ? &c.lse : NULL);
+    CHECK(got == want, "%s: got %s, want %s (%s)", what, rda_status_to_string(got), rda_status_to_string(want),
+          rda_context_last_error(ctx));
+    if (want != RDA_STATUS_SUCCESS) {
+        CHECK(strlen(rda_context_last_error(ctx)) > 0, "%s: has a message", what);
+        CHECK(untouched(&o, FILL) && untouched(&lse, FILL), "%s: outputs untouched", what);
+    }
+    CHECK(guards_intact(&o) && guards_intact(&lse), "%s: guard bytes", what);
+    /* the ring entry rejects it the same way, before any rank starts */
+    if (want != RDA_STATUS_SUCCESS) {
+        memset(o.data, FILL, o.bytes);
+        rda_status g2 = rda_ring_forward_simulated(ctx, &c.cfg, 2, &c.q, &c.k, &c.v, &c.o, c.use_lse ? &c.lse : NULL, NULL);
+        CHECK(g2 == want, "%s (ring of 2): got %s, want %s", what, rda_status_to_string(g2), rda_status_to_string(want));
+        CHECK(untouched(&o, FILL) && untouched(&lse, FILL), "%s (ring of 2): outputs untouched", what);
+    }
+}
+
+int main(void) {
+    rda_context_params cp = RDA_CONTEXT_PARAMS_INIT;
+    CHECK(rda_context_create(&cp, &ctx) == 0, "context");
+    int64_t n = B * N * H * D;
+    q = calloc((size_t)n, 4), k = calloc((size_t)n, 4), v = calloc((size_t)n, 4);
+    o = guarded_alloc((size_t)n * 4, FILL);
+    lse = guarded_alloc((size_t)(B * H * N) * 4, FILL);
+    call c;
+
+    expect("valid call", base(), RDA_STATUS_SUCCESS);
+    c = base(), c.q.data = NULL, expect("NULL q data", c, RDA_STATUS_NULL_POINTER);
+    c = base(), c.o.data = NULL, expect("NULL o data", c, RDA_STATUS_NULL_POINTER);
+    c = base(), c.q.ndim = 3, expect("q with 3 dims", c, RDA_STATUS_SHAPE_MISMATCH);
+    c = base(), c.k.shape[3] = 0, c.v.shape[3] = 0, expect("zero head dim", c, RDA_STATUS_INVALID_ARGUMENT);
+    c = base(), c.q.shape[0] = -1, expect("negative batch", c, RDA_STATUS_INVALID_ARGUMENT);
+    c = base(), c.o.shape[2] = 2, expect("o heads differ", c, RDA_STATUS_SHAPE_MISMATCH);
+    c = base(), c.v.shape[1] = 8, expect("v rows differ from k", c, RDA_STATUS_SHAPE_MISMATCH);
+    c = base(), c.k.shape[1] = 8, c.v.shape[1] = 8, expect("k rows differ from q", c, RDA_STATUS_SHAPE_MISMATCH);
+    c = base(), c.k.shape[2] = 3, c.v.shape[2] = 3, expect("heads not a multiple of kv heads", c, RDA_STATUS_SHAPE_MISMATCH);
+    c = base(), c.v.dtype = RDA_DTYPE_F16, expect("v dtype differs", c, RDA_STATUS_DTYPE_MISMATCH);
+    c = base(), c.lse.dtype = RDA_DTYPE_F16, expect("lse not fp32", c, RDA_STATUS_DTYPE_MISMATCH);
+    c = base(), c.lse.shape[2] = 8, expect("lse shape", c, RDA_STATUS_SHAPE_MISMATCH);
+    c = base(), c.q.dtype = (rda_dtype)9, expect("unknown dtype", c, RDA_STATUS_INVALID_ARGUMENT);
+    c = base(), c.q.strides[1] = -1, expect("negative stride", c, RDA_STATUS_INVALID_ARGUMENT);
+    c = base(), c.q.strides[1] = 0, expect("zero stride on a long dimension", c, RDA_STATUS_INVALID_ARGUMENT);
+    c = base(), c.q.shape[0] = INT64_MAX / 2, c.k.shape[0] = c.v.shape[0] = c.o.shape[0] = INT64_MAX / 2, c.use_lse = 0,
+    expect("element count overflows", c, RDA_STATUS_OVERFLOW);
+    c = base(), c.q.strides[0] = INT64_MAX / 2, c.q.shape[0] = 3, c.k.shape[0] = c.v.shape[0] = c.o.shape[0] = 3, c.use_lse = 0,
+    expect("extent overflows", c, RDA_STATUS_OVERFLOW);
+    c = base(), c.o.data = q, expect("o aliases q", c, RDA_STATUS_ALIASING);
+    c = base(), c.o.data = k + 5, expect("o overlaps k", c, RDA_STATUS_ALIASING);
+    c = base(), c.lse.data = (char *)o.data + 16, expect("lse overlaps o", c, RDA_STATUS_ALIASING);
+    c = base(), c.k.data = q, c.v.data = q, expect("q, k, v may alias each other", c, RDA_STATUS_SUCCESS);
+    c = base(), c.cfg.mode = (rda_mode)7, expect("unknown mode", c, RDA_STATUS_INVALID_ARGUMENT);
+    c = base(), c.cfg.causal = 2, expect("causal not 0/1", c, RDA_STATUS_INVALID_ARGUMENT);
+    c = base(), c.cfg.scale = NAN, expect("NaN scale", c, RDA_STATUS_INVALID_ARGUMENT);
+    c = base(), c.cfg.layout = (rda_layout)5, expect("unknown layout", c, RDA_STATUS_INVALID_ARGUMENT);
+    c = base(), c.cfg.timeout_seconds = -1, expect("negative timeout", c, RDA_STATUS_INVALID_ARGUMENT);
+    c = base(), c.cfg.struct_size = 8, expect("struct_size too small", c, RDA_STATUS_INVALID_ARGUMENT);
+    c = base(), c.cfg.version = 99, expect("unknown config version", c, RDA_STATUS_INVALID_ARGUMENT);
+    c = base(), c.cfg.mode = RDA_MODE_GROUPS, c.cfg.num_patterns = 0, expect("no patterns", c, RDA_STATUS_INVALID_PATTERN);
+    c = base(), c.cfg.mode = RDA_MODE_LONGNET, c.cfg.num_patterns = RDA_MAX_PATTERNS + 1,
+    expect("too many patterns", c, RDA_STATUS_INVALID_PATTERN);
+    c = base(), c.cfg.mode = RDA_MODE_LONGNET, c.cfg.num_patterns = 1, c.cfg.patterns[0] = (rda_pattern){0, 1},
+    expect("segment 0", c, RDA_STATUS_INVALID_PATTERN);
+    c = base(), c.cfg.mode = RDA_MODE_LONGNET, c.cfg.num_patterns = 1, c.cfg.patterns[0] = (rda_pattern){4, 0},
+    expect("dilation 0", c, RDA_STATUS_INVALID_PATTERN);
+    c = base(), c.cfg.mode = RDA_MODE_GROUPS, c.cfg.num_patterns = 2, c.cfg.patterns[0] = (rda_pattern){4, 1},
+    c.cfg.patterns[1] = (rda_pattern){4, 5}, expect("dilation > segment", c, RDA_STATUS_INVALID_PATTERN);
+    /* D above the limit: shapes consistent, too large for the library */
+    {
+        float *big = calloc((size_t)(RDA_MAX_HEAD_DIM + 1) * 4 * 3, 4), *bo = calloc((size_t)(RDA_MAX_HEAD_DIM + 1), 4);
+        int64_t s[4] = {1, 1, 1, RDA_MAX_HEAD_DIM + 1};
+        rda_config cfg = RDA_CONFIG_INIT;
+        rda_tensor a = rda_tensor_contiguous(big, RDA_DTYPE_F32, 4, s), b = a, d = a, e = rda_tensor_contiguous(bo, RDA_DTYPE_F32, 4, s);
+        b.data = big + RDA_MAX_HEAD_DIM + 1, d.data = big + 2 * (RDA_MAX_HEAD_DIM + 1);
+        CHECK(rda_attention_forward(ctx, &cfg, &a, &b, &d, &e, NULL) == RDA_STATUS_UNSUPPORTED, "head dim above RDA_MAX_HEAD_DIM");
+        free(big), free(bo);
+    }
+    /* NULL handles and pointers */
+    c = base();
+    CHECK(rda_attention_forward(NULL, &c.cfg, &c.q, &c.k, &c.v, &c.o, NULL) == RDA_STATUS_NULL_POINTER, "NULL context");
+    CHECK(rda_attention_forward(ctx, NULL, &c.q, &c.k, &c.v, &c.o, NULL) == RDA_STATUS_NULL_POINTER, "NULL config");
+    CHECK(rda_attention_forward(ctx, &c.cfg, NULL, &c.k, &c.v, &c.o, NULL) == RDA_STATUS_NULL_POINTER, "NULL q");
+    CHECK(rda_attention_forward(ctx, &c.cfg, &c.q, NULL, &c.v, &c.o, NULL) == RDA_STATUS_NULL_POINTER, "NULL k");
+    CHECK(rda_attention_forward(ctx, &c.cfg, &c.q, &c.k, NULL, &c.o, NULL) == RDA_STATUS_NULL_POINTER, "NULL v");
+    CHECK(rda_attention_forward(ctx, &c.cfg, &c.q, &c.k, &c.v, NULL, NULL) == RDA_STATUS_NULL_POINTER, "NULL o");
+    CHECK(untouched(&o, FILL), "NULL arguments: outputs untouched");
+    /* ring-only checks */
+    memset(o.data, FILL, o.bytes);
+    CHECK(rda_ring_forward_simulated(ctx, &c.cfg, 0, &c.q, &c.k, &c.v, &c.o, NULL, NULL) == RDA_STATUS_INVALID_ARGUMENT, "P = 0");
+    CHECK(rda_ring_forward_simulated(ctx, &c.cfg, (int32_t)N + 1, &c.q, &c.k, &c.v, &c.o, NULL, NULL) == RDA_STATUS_INVALID_ARGUMENT, "P > N");
+    c.cfg.layout = RDA_LAYOUT_ZIGZAG;
+    CHECK(rda_ring_forward_simulated(ctx, &c.cfg, 9, &c.q, &c.k, &c.v, &c.o, NULL, NULL) == RDA_STATUS_INVALID_ARGUMENT, "zig-zag with N < 2P");
+    CHECK(untouched(&o, FILL), "rejected rings: outputs untouched");
+    CHECK(rda_ring_forward(ctx, NULL, &c.cfg, N, &c.q, &c.k, &c.v, &c.o, NULL, NULL) == RDA_STATUS_NULL_POINTER, "NULL communicator");
+    {
+        rda_comm *comms[2];
+        rda_comm_create_local(2, comms);
+        c = base();
+        c.cfg.timeout_seconds = 0.2;
+        CHECK(rda_ring_forward(ctx, comms[0], &c.cfg, N, &c.q, &c.k, &c.v, &c.o, NULL, NULL) == RDA_STATUS_SHAPE_MISMATCH,
+              "a rank given all N rows instead of its own");
+        rda_comm_destroy(comms[0]), rda_comm_destroy(comms[1]);
+        CHECK(rda_comm_create_local(0, comms) == RDA_STATUS_INVALID_ARGUMENT, "local communicator of 0 ranks");
+        CHECK(rda_comm_create_local(2, NULL) == RDA_STATUS_NULL_POINTER, "NULL communicator array");
+    }
+    /* fp64 tensors belong to the reference backend */
+    {
+        double *d = calloc((size_t)n * 4, 8);
+        int64_t s[4] = {B, N, H, D};
+        rda_tensor a = rda_tensor_contiguous(d, RDA_DTYPE_F64, 4, s), b = a, e = a, f = a;
+        b.data = d + n, e.data = d + 2 * n, f.data = d + 3 * n;
+        rda_config cfg = RDA_CONFIG_INIT;
+        CHECK(rda_attention_forward(ctx, &cfg, &a, &b, &e, &f, NULL) == RDA_STATUS_UNSUPPORTED, "fp64 on the CPU fast path");
+        free(d);
+    }
+    /* contexts */
+    {
+        rda_context *x = NULL;
+        rda_context_params bad = RDA_CONTEXT_PARAMS_INIT;
+        bad.backend = (rda_backend)42;
+        CHECK(rda_context_create(&bad, &x) == RDA_STATUS_INVALID_ARGUMENT && x == NULL, "unknown backend");
+        bad = (rda_context_params)RDA_CONTEXT_PARAMS_INIT;
+        bad.num_threads = -3;
+        CHECK(rda_context_create(&bad, &x) == RDA_STATUS_INVALID_ARGUMENT, "negative threads");
+        CHECK(rda_context_create(NULL, NULL) == RDA_STATUS_NULL_POINTER, "NULL out");
+        rda_context_params rp = RDA_CONTEXT_PARAMS_INIT;
+        rp.backend = RDA_BACKEND_REFERENCE;
+        rda_context_create(&rp, &x);
+        c = base();
+        CHECK(rda_ring_forward_simulated(x, &c.cfg, 2, &c.q, &c.k, &c.v, &c.o, NULL, NULL) == RDA_STATUS_UNSUPPORTED, "ring on the reference backend");
+        rda_context_destroy(x);
+        rda_context_destroy(NULL); /* allowed, like free(NULL) */
+    }
+    int64_t pairs;
+    rda_config cfg = RDA_CONFIG_INIT;
+    CHECK(rda_count_pairs(&cfg, 0, 4, 4, &pairs) == RDA_STATUS_INVALID_ARGUMENT, "count_pairs B = 0");
+    CHECK(rda_count_pairs(&cfg, 1, 4, 4, NULL) == RDA_STATUS_NULL_POINTER, "count_pairs NULL");
+    CHECK(strcmp(rda_status_to_string(RDA_STATUS_TIMEOUT), "timeout") == 0, "status strings");
+    CHECK(strcmp(rda_status_to_string((rda_status)999), "unknown status") == 0, "unknown status string");
+    free(q), free(k), free(v);
+    guarded_free(&o), guarded_free(&lse);
+    rda_context_destroy(ctx);
+    return harness_done("invalid");
+}

@@ -1,1 +1,136 @@
-int main(void){return 0;}
+/* Planning: ring partitions, exact pair counts against brute force, the sum
+ * of every rank's jobs against the whole, and the ring-step pruning. */
+#include "harness.h"
+#include "plan.h"
+
+/* Brute force, straight from SPEC.md: is key k allowed for query q of head h
+ * under pattern i? */
+static int64_t brute_pairs(const rda_problem *p) {
+    int64_t total = 0;
+    for (int64_t h = 0; h < p->H; h++)
+        for (int32_t i = 0; i < p->G; i++) {
+            int64_t o = rda_plan_offset(p, h, i);
+            if (o < 0) continue;
+            int64_t w = p->patterns[i].segment, r = p->patterns[i].dilation;
+            for (int64_t q = 0; q < p->N; q++)
+                for (int64_t k = 0; k < p->N; k++) {
+                    if (q / w != k / w) continue;
+                    int64_t a = (q / w) * w;
+                    if (q - a < o || (q - a - o) % r || k - a < o || (k - a - o) % r) continue;
+                    if (p->causal && k > q) continue;
+                    total++;
+                }
+        }
+    return total;
+}
+
+static rda_problem make(rda_mode mode, int causal, int64_t N, int64_t H, int32_t G,
+                        const rda_pattern *pt) {
+    rda_config cfg = RDA_CONFIG_INIT;
+    cfg.mode = mode;
+    cfg.causal = causal;
+    cfg.num_patterns = G;
+    for (int32_t i = 0; i < G; i++) cfg.patterns[i] = pt[i];
+    rda_problem p;
+    rda_status st = rda_problem_from_config(&cfg, N, &p, NULL);
+    if (st) {
+        fprintf(stderr, "bad test config\n");
+        exit(2);
+    }
+    p.B = 1;
+    p.H = p.Hkv = H;
+    p.D = 4;
+    return p;
+}
+
+int main(void) {
+    /* partitions cover [0, N) once, chunk sizes differ by at most one */
+    for (int64_t N = 1; N <= 40; N++)
+        for (int32_t P = 1; P <= 9 && P <= N; P++)
+            for (int lay = 0; lay < 2; lay++) {
+                if (lay == RDA_LAYOUT_ZIGZAG && N < 2 * P) continue;
+                int cover[64] = {0};
+                int64_t mn = N, mx = 0;
+                for (int32_t r = 0; r < P; r++) {
+                    rda_rows rows;
+                    CHECK(rda_plan_rows(N, P, (rda_layout)lay, r, &rows, NULL) == 0, "rows N%lld P%d", (long long)N, P);
+                    for (int32_t c = 0; c < rows.n; c++) {
+                        for (int64_t x = rows.start[c]; x < rows.start[c] + rows.count[c]; x++) cover[x]++;
+                        if (rows.count[c] < mn) mn = rows.count[c];
+                        if (rows.count[c] > mx) mx = rows.count[c];
+                    }
+                }
+                int ok = 1;
+                for (int64_t x = 0; x < N; x++) ok &= cover[x] == 1;
+                CHECK(ok, "partition N=%lld P=%d layout=%d covers every row once", (long long)N, P, lay);
+                CHECK(mx - mn <= 1, "partition N=%lld P=%d layout=%d balanced", (long long)N, P, lay);
+            }
+    rda_rows rows;
+    CHECK(rda_plan_rows(5, 6, RDA_LAYOUT_CONTIGUOUS, 0, &rows, NULL) == RDA_STATUS_INVALID_ARGUMENT, "P > N");
+    CHECK(rda_plan_rows(5, 0, RDA_LAYOUT_CONTIGUOUS, 0, &rows, NULL) == RDA_STATUS_INVALID_ARGUMENT, "P < 1");
+    CHECK(rda_plan_rows(7, 4, RDA_LAYOUT_ZIGZAG, 0, &rows, NULL) == RDA_STATUS_INVALID_ARGUMENT, "zigzag N < 2P");
+    int64_t st2[2], ct2[2];
+    int32_t nr;
+    CHECK(rda_ring_partition(10, 2, RDA_LAYOUT_ZIGZAG, 1, st2, ct2, &nr) == 0 && nr == 2 &&
+              st2[0] == 3 && ct2[0] == 3 && st2[1] == 6 && ct2[1] == 2,
+          "zigzag rank 1 of 2 over N=10 (chunks 3,3,2,2) owns chunks 1 and 2: [3,6) and [6,8)");
+
+    /* exact counts against brute force, and every ring's jobs add up to them */
+    const rda_pattern sets[][4] = {
+        {{7, 1}, {10, 2}, {0, 0}, {0, 0}},
+        {{4, 1}, {8, 2}, {16, 4}, {32, 8}},
+        {{64, 3}, {5, 5}, {0, 0}, {0, 0}},
+        {{3, 1}, {0, 0}, {0, 0}, {0, 0}},
+    };
+    const int32_t G[] = {2, 4, 2, 1};
+    for (int s = 0; s < 4; s++)
+        for (int mode = 0; mode < 3; mode++)
+            for (int causal = 0; causal < 2; causal++)
+                for (int64_t N = 1; N <= 45; N += 11)
+                    for (int64_t H = 1; H <= 5; H += 2) {
+                        rda_problem p = make((rda_mode)mode, causal, N, H, G[s], sets[s]);
+                        int64_t total = rda_plan_total_pairs(&p), brute = brute_pairs(&p);
+                        CHECK(total == brute, "set %d mode %d causal %d N %lld H %lld: %lld pairs, brute force %lld",
+                              s, mode, causal, (long long)N, (long long)H, (long long)total, (long long)brute);
+                        for (int32_t P = 1; P <= 5 && P <= N; P++)
+                            for (int lay = 0; lay < 2; lay++) {
+                                if (lay == RDA_LAYOUT_ZIGZAG && N < 2 * P) continue;
+                                p.layout = (rda_layout)lay;
+                                int64_t sum = 0;
+                                int32_t steps = rda_plan_ring_steps(&p, P);
+                                for (int32_t r = 0; r < P; r++)
+                                    for (int32_t step = 0; step < P; step++) {
+                                        rda_rows qr, kr;
+                                        rda_plan_rows(N, P, p.layout, r, &qr, NULL);
+                                        rda_plan_rows(N, P, p.layout, (r - step + P) % P, &kr, NULL);
+                                        for (int64_t h = 0; h < H; h++)
+                                            for (int32_t i = 0; i < p.G; i++) {
+                                                rda_job jobs[64];
+                                                int64_t nj = rda_plan_jobs(&p, i, rda_plan_offset(&p, h, i), &qr, &kr, jobs, 64);
+                                                if (nj > 0 && step >= steps) sum = -1000000; /* pruned a needed step */
+                                                for (int64_t j = 0; j < nj && j < 64; j++) sum += rda_job_pairs(&jobs[j], p.causal);
+                                            }
+                                    }
+                                CHECK(sum == total, "ring P=%d layout %d: jobs give %lld pairs, total %lld (set %d mode %d causal %d N %lld)",
+                                      P, lay, (long long)sum, (long long)total, s, mode, causal, (long long)N);
+                            }
+                    }
+
+    /* ring steps: segments inside one rank need no transfer; dense needs all */
+    rda_pattern seg[2] = {{1024, 1}, {2048, 2}};
+    rda_problem p = make(RDA_MODE_GROUPS, 0, 4096, 8, 2, seg);
+    CHECK(rda_plan_ring_steps(&p, 2) == 1, "segments within a rank: one step");
+    CHECK(rda_plan_ring_steps(&p, 4) == 4, "a segment over two ranks: all steps (ring order)");
+    p.causal = true;
+    CHECK(rda_plan_ring_steps(&p, 4) == 2, "causal, segment over two ranks: two steps");
+    rda_problem d = make(RDA_MODE_DENSE, 0, 100, 2, 0, seg);
+    CHECK(rda_plan_ring_steps(&d, 8) == 8, "dense: every step");
+
+    /* seed configuration FLOPs: dense N=4096 H=8 D=64 */
+    rda_config cfg = RDA_CONFIG_INIT;
+    int64_t pairs = 0;
+    CHECK(rda_count_pairs(&cfg, 1, 4096, 8, &pairs) == 0 && pairs == 8LL * 4096 * 4096, "dense pairs");
+    cfg.causal = 1;
+    CHECK(rda_count_pairs(&cfg, 2, 10, 3, &pairs) == 0 && pairs == 2LL * 3 * 55, "causal pairs");
+    return harness_done("plan");
+}

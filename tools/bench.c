@@ -344,7 +344,6 @@ static void run_row(bench_state *s, bench_row *row, const rda_config *cfg, refer
     rda_count_pairs(cfg, o->B, s->N, o->H, &row->pairs);
     for (int32_t it = 0; it < o->warmup + o->reps; it++) {
         memset(s->o_buf, 0, (size_t)tensor_bytes4(o, s->N)); /* a result never leaks between runs */
-        rda_context_reset_peak(s->ctx);
         double t0 = rda_now();
         rda_status st;
         if (row->ring_path)
@@ -380,7 +379,7 @@ static void run_row(bench_state *s, bench_row *row, const rda_config *cfg, refer
                 goto done;
             }
         } else {
-            row->mem_mb = (double)(rda_context_peak_bytes(s->ctx) + 4 * tensor_bytes4(o, s->N)) / 1048576.0;
+            row->mem_mb = (double)(rda_context_workspace_bytes(s->ctx) + 4 * tensor_bytes4(o, s->N)) / 1048576.0;
             row->steps = 1;
         }
         if (it >= o->warmup) times[it - o->warmup] = t;

@@ -24,6 +24,7 @@ typedef struct {
     mailbox *box;            /* box[p]: message for rank p */
     const void **blobs;      /* agree: each rank's blob */
     int32_t arrived;         /* agree: barrier count */
+    uint64_t *seen_gen;      /* agree: barrier generation each rank last reached */
     uint64_t barrier_gen;
     int32_t failed_rank;     /* -1 while every rank is fine */
 } local_group;
@@ -132,6 +133,7 @@ done:
 static rda_status barrier_locked(rda_comm *c, local_group *g, struct timespec *ts, double timeout_s,
                                  char *msg) {
     uint64_t gen = g->barrier_gen;
+    g->seen_gen[c->rank] = gen + 1;
     if (++g->arrived == g->P) {
         g->arrived = 0;
         g->barrier_gen++;
@@ -140,8 +142,10 @@ static rda_status barrier_locked(rda_comm *c, local_group *g, struct timespec *t
     }
     while (g->barrier_gen == gen && g->failed_rank < 0) {
         if (pthread_cond_timedwait(&g->cv, &g->mu, ts) == ETIMEDOUT && g->barrier_gen == gen) {
-            rda_set_msg(msg, "rank %d: not every rank reached the configuration check within %.3g s",
-                        c->rank, timeout_s);
+            int32_t missing = 0;
+            while (missing < g->P && g->seen_gen[missing] == gen + 1) missing++;
+            rda_set_msg(msg, "rank %d: rank %d did not reach the configuration check within %.3g s",
+                        c->rank, missing, timeout_s);
             return RDA_STATUS_TIMEOUT;
         }
     }
@@ -181,19 +185,22 @@ static void local_abort(rda_comm *c) {
     pthread_mutex_unlock(&g->mu);
 }
 
+static void group_free(local_group *g) {
+    pthread_mutex_destroy(&g->mu);
+    pthread_cond_destroy(&g->cv);
+    free(g->box);
+    free(g->blobs);
+    free(g->seen_gen);
+    free(g);
+}
+
 static void local_destroy(rda_comm *c) {
     local_rank *lr = c->impl;
     local_group *g = lr->g;
     pthread_mutex_lock(&g->mu);
     int32_t left = --g->refs;
     pthread_mutex_unlock(&g->mu);
-    if (left == 0) {
-        pthread_mutex_destroy(&g->mu);
-        pthread_cond_destroy(&g->cv);
-        free(g->box);
-        free(g->blobs);
-        free(g);
-    }
+    if (left == 0) group_free(g);
     free(lr);
     free(c);
 }
@@ -209,16 +216,15 @@ rda_status rda_comm_create_local(int32_t P, rda_comm **comms) {
     if (!g) return RDA_STATUS_OUT_OF_MEMORY;
     g->P = P;
     g->failed_rank = -1;
-    g->box = calloc((size_t)P, sizeof(mailbox));
-    g->blobs = calloc((size_t)P, sizeof(void *));
-    if (!g->box || !g->blobs) {
-        free(g->box);
-        free(g->blobs);
-        free(g);
-        return RDA_STATUS_OUT_OF_MEMORY;
-    }
     pthread_mutex_init(&g->mu, NULL);
     pthread_cond_init(&g->cv, NULL);
+    g->box = calloc((size_t)P, sizeof(mailbox));
+    g->blobs = calloc((size_t)P, sizeof(void *));
+    g->seen_gen = calloc((size_t)P, sizeof(uint64_t));
+    if (!g->box || !g->blobs || !g->seen_gen) {
+        group_free(g);
+        return RDA_STATUS_OUT_OF_MEMORY;
+    }
     for (int32_t p = 0; p < P; p++) {
         rda_comm *c = calloc(1, sizeof(*c));
         local_rank *lr = calloc(1, sizeof(*lr));
@@ -226,13 +232,7 @@ rda_status rda_comm_create_local(int32_t P, rda_comm **comms) {
             free(c);
             free(lr);
             for (int32_t q = 0; q < p; q++) rda_comm_destroy(comms[q]);
-            if (p == 0) {
-                pthread_mutex_destroy(&g->mu);
-                pthread_cond_destroy(&g->cv);
-                free(g->box);
-                free(g->blobs);
-                free(g);
-            }
+            if (p == 0) group_free(g);
             for (int32_t q = 0; q < P; q++) comms[q] = NULL;
             return RDA_STATUS_OUT_OF_MEMORY;
         }

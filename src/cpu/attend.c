@@ -17,10 +17,22 @@ typedef float vf __attribute__((vector_size(64)));
 __extension__ typedef _Float16 rda_half;
 #endif
 #define VL 16  /* floats per vector */
-#define BQ 64  /* query rows per tile */
-#define BK 256 /* key rows per tile */
+#ifndef BQ
+#define BQ 256 /* query rows per tile (measured: docs/PERFORMANCE.md) */
+#endif
+#ifndef BK
+#define BK 128 /* key rows per tile */
+#endif
 
 static inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+/* A class: heads that share one pattern and offset, hence one job list. */
+typedef struct {
+    int64_t first_head, nheads; /* into class_heads */
+    int64_t first_tile, ntiles; /* into tile_job / tile_first */
+    int64_t first_item;         /* prefix of ntiles * B * nheads */
+    bool final;                 /* no later work touches these rows: write O directly */
+} ws_class;
 
 struct rda_cpu_ws {
     int32_t threads;
@@ -31,48 +43,49 @@ struct rda_cpu_ws {
     int32_t *tile_job; /* per tile of the current class: its job */
     int64_t *tile_first;
     int64_t tiles_cap;
-    int64_t *class_heads; /* heads of the current class */
+    int64_t *class_heads; /* heads of the classes of the current phase */
+    ws_class *classes;    /* the classes of the current phase */
+    int64_t max_classes;
 };
 
-rda_status rda_cpu_workspace_create(rda_context *ctx, const rda_problem *p, const rda_rows *qr,
-                                    rda_cpu_ws **out) {
-    *out = NULL;
-    rda_cpu_ws *ws = rda_heap_calloc(&ctx->heap, sizeof(*ws));
-    if (!ws) goto oom;
-    ws->threads = rda_pool_threads(ctx->pool);
-    int64_t D = p->D;
-    int64_t Dp = round_up(D, VL);
+/* Sizes of the workspace parts for a rank whose query rows are qr. */
+static void ws_dims(const rda_problem *p, const rda_rows *qr, int32_t threads, int64_t *per_thread,
+                    int64_t *jobs_cap, int64_t *tiles_cap) {
+    int64_t Dp = round_up(p->D, VL);
     /* the score buffer also holds the untransposed Q tile: BQ x max(BK, Dp) */
-    ws->per_thread = BQ * Dp + 2 * BK * Dp + BQ * (BK > Dp ? BK : Dp) + BQ * Dp + 4 * BQ + 64;
+    *per_thread = BQ * Dp + 2 * BK * Dp + BQ * (BK > Dp ? BK : Dp) + BQ * Dp + 4 * BQ + 64;
     int64_t wmin = p->N;
     for (int32_t i = 0; i < p->G; i++)
         if (p->patterns[i].segment < wmin) wmin = p->patterns[i].segment;
-    ws->jobs_cap = 0;
-    for (int32_t a = 0; a < qr->n; a++) ws->jobs_cap += qr->count[a] / wmin + 2;
-    ws->tiles_cap = qr->total / BQ + ws->jobs_cap + 1;
-    ws->scratch = rda_heap_alloc(&ctx->heap, sizeof(float) * (size_t)(ws->per_thread * ws->threads));
-    ws->jobs = rda_heap_alloc(&ctx->heap, sizeof(rda_job) * (size_t)ws->jobs_cap);
-    ws->tile_job = rda_heap_alloc(&ctx->heap, sizeof(int32_t) * (size_t)ws->tiles_cap);
-    ws->tile_first = rda_heap_alloc(&ctx->heap, sizeof(int64_t) * (size_t)ws->tiles_cap);
-    ws->class_heads = rda_heap_alloc(&ctx->heap, sizeof(int64_t) * (size_t)p->H);
-    if (!ws->scratch || !ws->jobs || !ws->tile_job || !ws->tile_first || !ws->class_heads)
-        goto oom;
-    *out = ws;
-    return RDA_STATUS_SUCCESS;
-oom:
-    rda_cpu_workspace_destroy(ctx, ws);
-    rda_set_msg(ctx->msg, "out of memory for the CPU workspace");
-    return RDA_STATUS_OUT_OF_MEMORY;
+    *jobs_cap = 0;
+    for (int32_t a = 0; a < qr->n; a++) *jobs_cap += qr->count[a] / wmin + 2;
+    *tiles_cap = qr->total / BQ + *jobs_cap + 1;
+    (void)threads;
 }
 
-void rda_cpu_workspace_destroy(rda_context *ctx, rda_cpu_ws *ws) {
-    if (!ws) return;
-    rda_heap_free(&ctx->heap, ws->scratch);
-    rda_heap_free(&ctx->heap, ws->jobs);
-    rda_heap_free(&ctx->heap, ws->tile_job);
-    rda_heap_free(&ctx->heap, ws->tile_first);
-    rda_heap_free(&ctx->heap, ws->class_heads);
-    rda_heap_free(&ctx->heap, ws);
+size_t rda_cpu_workspace_size(const rda_problem *p, const rda_rows *qr, int32_t threads) {
+    int64_t pt, jc, tc;
+    ws_dims(p, qr, threads, &pt, &jc, &tc);
+    return RDA_ALIGN(sizeof(rda_cpu_ws)) + RDA_ALIGN(sizeof(float) * (size_t)(pt * threads)) +
+           RDA_ALIGN(sizeof(rda_job) * (size_t)jc) + RDA_ALIGN(sizeof(int32_t) * (size_t)tc) +
+           RDA_ALIGN(sizeof(int64_t) * (size_t)tc) + RDA_ALIGN(sizeof(int64_t) * (size_t)p->H) +
+           RDA_ALIGN(sizeof(ws_class) * (size_t)p->H);
+}
+
+rda_cpu_ws *rda_cpu_workspace_init(rda_carver *c, const rda_problem *p, const rda_rows *qr,
+                                   int32_t threads) {
+    rda_cpu_ws *ws = rda_carve(c, sizeof(*ws));
+    if (!ws) return NULL;
+    ws->threads = threads;
+    ws_dims(p, qr, threads, &ws->per_thread, &ws->jobs_cap, &ws->tiles_cap);
+    ws->scratch = rda_carve(c, sizeof(float) * (size_t)(ws->per_thread * threads));
+    ws->jobs = rda_carve(c, sizeof(rda_job) * (size_t)ws->jobs_cap);
+    ws->tile_job = rda_carve(c, sizeof(int32_t) * (size_t)ws->tiles_cap);
+    ws->tile_first = rda_carve(c, sizeof(int64_t) * (size_t)ws->tiles_cap);
+    ws->class_heads = rda_carve(c, sizeof(int64_t) * (size_t)p->H);
+    ws->classes = rda_carve(c, sizeof(ws_class) * (size_t)p->H);
+    ws->max_classes = p->H; /* a phase never holds a head twice */
+    return ws->classes ? ws : NULL;
 }
 
 /* Rows row0 + j*stride (j < count) of head h, batch b, as fp32 times
@@ -86,7 +99,10 @@ static void pack_rows(float *dst, int64_t ld, const rda_tensor *t, int64_t b, in
         switch (t->dtype) {
         case RDA_DTYPE_F32: {
             const float *src = (const float *)t->data + base;
-            for (int64_t d = 0; d < D; d++) o[d] = scale * src[d * s3];
+            if (s3 == 1)
+                for (int64_t d = 0; d < D; d++) o[d] = scale * src[d];
+            else
+                for (int64_t d = 0; d < D; d++) o[d] = scale * src[d * s3];
             break;
         }
         case RDA_DTYPE_F16: {
@@ -121,6 +137,7 @@ static void pack_rows(float *dst, int64_t ld, const rda_tensor *t, int64_t b, in
  * reductions. Operands are packed and zero-padded by the caller. */
 #define RK 8 /* key rows per register tile of S^T = K Q^T */
 #define RP 4 /* query rows per register tile of O += P V */
+#define KB 32 /* value rows per L1 block of O += P V */
 
 static inline vf vload(const float *p) {
     vf v;
@@ -129,6 +146,9 @@ static inline vf vload(const float *p) {
 }
 
 static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
+
+/* x in every lane (x - 0 is exactly x, even for -0, so no add is emitted) */
+static inline vf vbroadcast(float x) { return x - (vf){0}; }
 
 typedef int32_t vi __attribute__((vector_size(64)));
 
@@ -157,10 +177,12 @@ static inline vf vexp2(vf x) {
     return vsel(under, (vf){0}, px * scale);
 }
 
-/* St[j, a] = sum_d K[j, d] * Qt[d, a]: K [m x D] (ld D), Qt [D x n] (ld ldq),
- * St ld lds; m % RK == 0, n % (2 VL) == 0. */
-static void gemm_kq(int64_t m, int64_t n, int64_t D, const float *K, const float *Qt, int64_t ldq,
-                    float *St, int64_t lds) {
+/* St[j, a] = sum_d K[j, d] * Qt[d, a]: K [m x D] (ld ldk), Qt [D x n] (ld ldq),
+ * St ld lds; m % RK == 0, n % (2 VL) == 0. With mx != NULL also
+ * mx[a] = max(mx[a], St[j, a]) over the first `valid` rows j, while the
+ * scores are still in registers (saves a pass over St). */
+static void gemm_kq(int64_t m, int64_t n, int64_t D, const float *K, int64_t ldk, const float *Qt,
+                    int64_t ldq, float *St, int64_t lds, float *mx, int64_t valid) {
     for (int64_t i = 0; i < m; i += RK)
         for (int64_t j = 0; j < n; j += 2 * VL) {
             vf c0[RK], c1[RK];
@@ -168,7 +190,7 @@ static void gemm_kq(int64_t m, int64_t n, int64_t D, const float *K, const float
             for (int64_t d = 0; d < D; d++) {
                 vf q0 = vload(Qt + d * ldq + j), q1 = vload(Qt + d * ldq + j + VL);
                 for (int r = 0; r < RK; r++) {
-                    vf k = (vf){0} + K[(i + r) * D + d];
+                    vf k = vbroadcast(K[(i + r) * ldk + d]);
                     c0[r] += k * q0;
                     c1[r] += k * q1;
                 }
@@ -177,30 +199,53 @@ static void gemm_kq(int64_t m, int64_t n, int64_t D, const float *K, const float
                 vstore(St + (i + r) * lds + j, c0[r]);
                 vstore(St + (i + r) * lds + j + VL, c1[r]);
             }
+            if (mx) {
+                vf m0 = vload(mx + j), m1 = vload(mx + j + VL);
+                for (int r = 0; r < RK && i + r < valid; r++) {
+                    m0 = vmax(m0, c0[r]);
+                    m1 = vmax(m1, c1[r]);
+                }
+                vstore(mx + j, m0);
+                vstore(mx + j + VL, m1);
+            }
         }
 }
 
-/* A[a, :] += sum_j Pt[j, a] * V[j, :]: A [m x Dp], Pt [k x m] (ld ldp),
- * V [k x Dp]; m % RP == 0, Dp % VL == 0. */
-static void gemm_pv(int64_t m, int64_t k, int64_t Dp, const float *Pt, int64_t ldp, const float *V,
-                    float *A) {
-    for (int64_t i = 0; i < m; i += RP)
-        for (int64_t x = 0; x < Dp; x += 4 * VL) {
-            int nv = (int)((Dp - x) / VL < 4 ? (Dp - x) / VL : 4);
-            vf c[RP][4];
-            for (int r = 0; r < RP; r++)
-                for (int u = 0; u < nv; u++) c[r][u] = vload(A + (i + r) * Dp + x + u * VL);
-            for (int64_t j = 0; j < k; j++) {
-                vf v[4];
-                for (int u = 0; u < nv; u++) v[u] = vload(V + j * Dp + x + u * VL);
-                for (int r = 0; r < RP; r++) {
-                    vf p = (vf){0} + Pt[j * ldp + i + r];
-                    for (int u = 0; u < nv; u++) c[r][u] += p * v[u];
-                }
-            }
-            for (int r = 0; r < RP; r++)
-                for (int u = 0; u < nv; u++) vstore(A + (i + r) * Dp + x + u * VL, c[r][u]);
+/* One register tile of gemm_pv: RP rows x NV vectors of A (NV constant
+ * after inlining, so the accumulators stay in registers). */
+static inline __attribute__((always_inline)) void pv_tile(const int NV, int64_t k, int64_t Dp,
+                                                          const float *Pt, int64_t ldp,
+                                                          const float *V, int64_t ldv, float *A) {
+    vf c[RP][4];
+    for (int r = 0; r < RP; r++)
+        for (int u = 0; u < NV; u++) c[r][u] = vload(A + r * Dp + u * VL);
+    for (int64_t j = 0; j < k; j++) {
+        vf v[4];
+        for (int u = 0; u < NV; u++) v[u] = vload(V + j * ldv + u * VL);
+        for (int r = 0; r < RP; r++) {
+            vf p = vbroadcast(Pt[j * ldp + r]);
+            for (int u = 0; u < NV; u++) c[r][u] += p * v[u];
         }
+    }
+    for (int r = 0; r < RP; r++)
+        for (int u = 0; u < NV; u++) vstore(A + r * Dp + u * VL, c[r][u]);
+}
+
+/* A[a, :] += sum_j Pt[j, a] * V[j, :]: A [m x Dp], Pt [k x m] (ld ldp),
+ * V [k x Dp] (ld ldv); m % RP == 0, Dp % VL == 0. */
+static void gemm_pv(int64_t m, int64_t k, int64_t Dp, const float *Pt, int64_t ldp, const float *V,
+                    int64_t ldv, float *A) {
+    /* blocks of KB value rows stay in L1 while every query row uses them */
+    for (int64_t j0 = 0; j0 < k; j0 += KB) {
+        int64_t kk = k - j0 < KB ? k - j0 : KB;
+        const float *Pj = Pt + j0 * ldp, *Vj = V + j0 * ldv;
+        for (int64_t i = 0; i < m; i += RP) {
+            int64_t x = 0;
+            for (; x + 4 * VL <= Dp; x += 4 * VL)
+                pv_tile(4, kk, Dp, Pj + i, ldp, Vj + x, ldv, A + i * Dp + x);
+            for (; x < Dp; x += VL) pv_tile(1, kk, Dp, Pj + i, ldp, Vj + x, ldv, A + i * Dp + x);
+        }
+    }
 }
 
 typedef struct {
@@ -208,10 +253,32 @@ typedef struct {
     const rda_problem *p;
     const rda_tensor *q, *k, *v;
     rda_acc *acc;
-    const int64_t *heads; /* heads of this class */
-    int64_t nheads;
+    int64_t nclasses;
     float qscale; /* softmax scale * log2(e) */
+    rda_tensor *o, *lse; /* for final classes */
+    float factor;
 } class_args;
+
+/* O[b, row, h, :] = a / l * factor (0 where l == 0) and, if lse is given,
+ * LSE[b, h, row] = natural log of the denominator (-inf where l == 0). */
+static void write_row(rda_tensor *o, rda_tensor *lse, int64_t b, int64_t row, int64_t h, int64_t D,
+                      const float *a, float m, float l, float factor) {
+    float inv = l > 0.0f ? factor / l : 0.0f;
+    int64_t base = b * o->strides[0] + row * o->strides[1] + h * o->strides[2], s3 = o->strides[3];
+    if (o->dtype == RDA_DTYPE_F32 && s3 == 1) {
+        float *dst = (float *)o->data + base;
+        if (l > 0.0f)
+            for (int64_t d = 0; d < D; d++) dst[d] = a[d] * inv;
+        else /* a row that attended to nothing; its accumulator was never written */
+            for (int64_t d = 0; d < D; d++) dst[d] = 0.0f;
+    } else {
+        for (int64_t d = 0; d < D; d++)
+            rda_store_f32(o->data, o->dtype, base + d * s3, l > 0.0f ? a[d] * inv : 0.0f);
+    }
+    if (lse)
+        ((float *)lse->data)[b * lse->strides[0] + h * lse->strides[1] + row * lse->strides[2]] =
+            l > 0.0f ? (m + log2f(l)) * 0.6931471805599453f : -INFINITY;
+}
 
 /* One work item: batch b, head h, one query tile of one job. */
 static void attend_tile(void *arg, int64_t item, int32_t thread) {
@@ -219,21 +286,26 @@ static void attend_tile(void *arg, int64_t item, int32_t thread) {
     const rda_problem *p = c->p;
     rda_cpu_ws *ws = c->ws;
     const int64_t D = p->D, H = p->H, Dp = round_up(D, VL);
-    int64_t bh = item % (p->B * c->nheads), tile = item / (p->B * c->nheads);
-    int64_t b = bh / c->nheads, h = c->heads[bh % c->nheads];
+    const ws_class *cl = ws->classes;
+    while (cl + 1 < ws->classes + c->nclasses && cl[1].first_item <= item) cl++;
+    item -= cl->first_item;
+    int64_t bh = item % (p->B * cl->nheads), tile = cl->first_tile + item / (p->B * cl->nheads);
+    int64_t b = bh / cl->nheads, h = ws->class_heads[cl->first_head + bh % cl->nheads];
     int64_t kh = h / (p->H / p->Hkv);
     const rda_job *job = &ws->jobs[ws->tile_job[tile]];
     int64_t qi0 = ws->tile_first[tile]; /* index of the tile's first query in the job */
     int64_t bq = job->q_count - qi0 < BQ ? job->q_count - qi0 : BQ;
     int64_t bqp = round_up(bq, 2 * VL);
     const int64_t r = job->stride;
+    const bool direct = p->dtype == RDA_DTYPE_F32 && c->k->strides[3] == 1 &&
+                        c->v->strides[3] == 1 && D % VL == 0;
 
     float *Qt = ws->scratch + thread * ws->per_thread; /* [D x BQ], transposed */
     float *K = Qt + BQ * Dp;                            /* [BK x D] */
     float *V = K + BK * Dp;                             /* [BK x Dp] */
     float *St = V + BK * Dp;                            /* [BK x BQ], transposed scores */
     float *A = St + BQ * (BK > Dp ? BK : Dp);           /* [BQ x Dp] */
-    float *M = A + BQ * Dp, *L = M + BQ, *alpha = L + BQ;
+    float *M = A + BQ * Dp, *L = M + BQ, *alpha = L + BQ, *mx = alpha + BQ;
 
     /* Q tile, scaled, transposed through the score buffer */
     pack_rows(St, D, c->q, b, job->q_local + qi0 * r, r, bq, h, D, c->qscale);
@@ -246,10 +318,15 @@ static void attend_tile(void *arg, int64_t item, int32_t thread) {
     for (int64_t a = 0; a < bqp; a++) {
         if (a < bq) {
             int64_t row = (b * acc->n + job->q_local + (qi0 + a) * r) * H + h;
-            memcpy(A + a * Dp, acc->acc + row * D, sizeof(float) * (size_t)D);
-            memset(A + a * Dp + D, 0, sizeof(float) * (size_t)(Dp - D));
             M[a] = acc->m[row];
             L[a] = acc->l[row];
+            /* the accumulator is not cleared up front: a row nothing reached
+             * yet (l == 0) starts from zeros */
+            if (L[a] > 0.0f)
+                memcpy(A + a * Dp, acc->acc + row * D, sizeof(float) * (size_t)D);
+            else
+                memset(A + a * Dp, 0, sizeof(float) * (size_t)D);
+            memset(A + a * Dp + D, 0, sizeof(float) * (size_t)(Dp - D));
         } else {
             memset(A + a * Dp, 0, sizeof(float) * (size_t)Dp);
             M[a] = -INFINITY;
@@ -265,12 +342,36 @@ static void attend_tile(void *arg, int64_t item, int32_t thread) {
             if (lim < kcount) kcount = lim;
         }
         for (int64_t k0 = 0; k0 < kcount; k0 += BK) {
-            int64_t bk = kcount - k0 < BK ? kcount - k0 : BK, bkp = round_up(bk, RK);
-            pack_rows(K, D, c->k, b, job->k_local[kc] + k0 * r, r, bk, kh, D, 1.0f);
-            memset(K + bk * D, 0, sizeof(float) * (size_t)((bkp - bk) * D));
-            pack_rows(V, Dp, c->v, b, job->k_local[kc] + k0 * r, r, bk, kh, D, 1.0f);
-            gemm_kq(bkp, bqp, D, K, Qt, BQ, St, BQ);
-            if (p->causal && k0 + bk - 1 > qi0 + d) {
+            int64_t bk = kcount - k0 < BK ? kcount - k0 : BK, row0 = job->k_local[kc] + k0 * r;
+            bool masked = p->causal && k0 + bk - 1 > qi0 + d;
+            /* the row max is taken inside the product unless a mask comes after it */
+            memcpy(mx, M, sizeof(float) * (size_t)bqp);
+            float *fused_max = masked ? NULL : mx;
+            const float *Vp = V;
+            int64_t ldv = Dp;
+            if (direct) {
+                /* fp32 rows read in place through their stride; only a
+                 * ragged tail of fewer than RK key rows is copied */
+                const float *Kp = (const float *)c->k->data + b * c->k->strides[0] +
+                                  row0 * c->k->strides[1] + kh * c->k->strides[2];
+                int64_t ldk = r * c->k->strides[1], main = bk / RK * RK;
+                gemm_kq(main, bqp, D, Kp, ldk, Qt, BQ, St, BQ, fused_max, main);
+                if (main < bk) {
+                    pack_rows(K, D, c->k, b, row0 + main * r, r, bk - main, kh, D, 1.0f);
+                    memset(K + (bk - main) * D, 0, sizeof(float) * (size_t)((RK - bk + main) * D));
+                    gemm_kq(RK, bqp, D, K, D, Qt, BQ, St + main * BQ, BQ, fused_max, bk - main);
+                }
+                /* V is packed even here: its rows, a power-of-two stride apart,
+                 * would fall into a few L1 sets */
+                pack_rows(V, Dp, c->v, b, row0, r, bk, kh, D, 1.0f);
+            } else {
+                int64_t bkp = round_up(bk, RK);
+                pack_rows(K, D, c->k, b, row0, r, bk, kh, D, 1.0f);
+                memset(K + bk * D, 0, sizeof(float) * (size_t)((bkp - bk) * D));
+                pack_rows(V, Dp, c->v, b, row0, r, bk, kh, D, 1.0f);
+                gemm_kq(bkp, bqp, D, K, D, Qt, BQ, St, BQ, fused_max, bk);
+            }
+            if (masked) {
                 /* key row j allowed for query columns a >= k0 + j - qi0 - d */
                 for (int64_t j = 0; j < bk; j++) {
                     int64_t amin = k0 + j - qi0 - d;
@@ -278,72 +379,122 @@ static void attend_tile(void *arg, int64_t item, int32_t thread) {
                     for (int64_t a = 0; a < amin; a++) St[j * BQ + a] = -INFINITY;
                 }
             }
-            /* online softmax along vectors of queries */
+            /* online softmax along vectors of queries; key rows outermost so
+             * that the max and sum chains of different query vectors overlap */
+            if (masked)
+                for (int64_t j = 0; j < bk; j++)
+                    for (int64_t a = 0; a < bqp; a += VL)
+                        vstore(mx + a, vmax(vload(mx + a), vload(St + j * BQ + a)));
             for (int64_t a = 0; a < bqp; a += VL) {
-                vf m_old = vload(M + a), m_new = m_old;
-                for (int64_t j = 0; j < bk; j++) m_new = vmax(m_new, vload(St + j * BQ + a));
+                vf m_new = vload(mx + a);
                 /* a query with nothing allowed yet keeps m = -inf; exponentiate against 0 */
                 vf m_use = vsel(m_new == (vf){0} - INFINITY, (vf){0}, m_new);
-                vf al = vexp2(m_old - m_use), l = vload(L + a) * al;
-                for (int64_t j = 0; j < bk; j++) {
-                    vf e = vexp2(vload(St + j * BQ + a) - m_use);
-                    vstore(St + j * BQ + a, e);
-                    l += e;
-                }
-                vstore(M + a, m_new);
-                vstore(L + a, l);
+                vf al = vexp2(vload(M + a) - m_use);
                 vstore(alpha + a, al);
+                vstore(L + a, vload(L + a) * al);
+                vstore(M + a, m_new);
+                vstore(mx + a, m_use);
             }
+            for (int64_t j = 0; j < bk; j++)
+                for (int64_t a = 0; a < bqp; a += VL) {
+                    vf e = vexp2(vload(St + j * BQ + a) - vload(mx + a));
+                    vstore(St + j * BQ + a, e);
+                    vstore(L + a, vload(L + a) + e);
+                }
             for (int64_t a = 0; a < bqp; a++)
                 if (alpha[a] != 1.0f)
                     for (int64_t x = 0; x < Dp; x++) A[a * Dp + x] *= alpha[a];
-            gemm_pv(bqp, bk, Dp, St, BQ, V, A);
+            gemm_pv(bqp, bk, Dp, St, BQ, Vp, ldv, A);
         }
     }
     for (int64_t a = 0; a < bq; a++) {
-        int64_t row = (b * acc->n + job->q_local + (qi0 + a) * r) * H + h;
+        int64_t lrow = job->q_local + (qi0 + a) * r, row = (b * acc->n + lrow) * H + h;
+        if (cl->final) { /* the rows are complete: normalise into O, mark done */
+            write_row(c->o, c->lse, b, lrow, h, D, A + a * Dp, M[a], L[a], c->factor);
+            acc->l[row] = -1.0f;
+            continue;
+        }
         memcpy(acc->acc + row * D, A + a * Dp, sizeof(float) * (size_t)D);
         acc->m[row] = M[a];
         acc->l[row] = L[a];
     }
 }
 
+/* Runs the classes gathered so far as one parallel loop. */
+static void run_phase(rda_context *ctx, class_args *c) {
+    if (c->nclasses == 0) return;
+    const ws_class *last = &c->ws->classes[c->nclasses - 1];
+    int64_t items = last->first_item + last->ntiles * c->p->B * last->nheads;
+    rda_pool_run(ctx->pool, items, attend_tile, c);
+    c->nclasses = 0;
+}
+
 rda_status rda_cpu_attend_step(rda_context *ctx, rda_cpu_ws *ws, const rda_problem *p,
                                const rda_rows *qr, const rda_rows *kr, const rda_tensor *q,
                                const rda_tensor *k, const rda_tensor *v, rda_acc *acc,
-                               int64_t *pairs) {
+                               rda_tensor *out, rda_tensor *lse, int64_t *pairs) {
     char *msg = ctx->msg;
     rda_status st = RDA_STATUS_SUCCESS;
     double scale = p->scale != 0.0 ? p->scale : 1.0 / sqrt((double)p->D);
-    class_args c = {ws, p, q, k, v, acc, NULL, 0, (float)(scale * 1.4426950408889634)};
+    class_args c = {ws,  p, q, k, v, acc, 0, (float)(scale * 1.4426950408889634),
+                    out, lse, (float)rda_plan_output_factor(p)};
+    /* Classes (heads sharing a pattern and offset) touch disjoint rows, so
+     * they run together in one parallel loop (a phase); only longnet, where
+     * every pattern covers every head, needs one phase per pattern. */
+    int64_t njobs = 0, ntiles = 0, nheads = 0;
     for (int32_t i = 0; i < p->G; i++) {
-        /* classes: the distinct offsets among the heads that use pattern i;
-         * h0 is the first head of its class */
+        if (p->mode == RDA_MODE_LONGNET) {
+            run_phase(ctx, &c);
+            njobs = ntiles = nheads = 0;
+        }
+        /* h0 is the first head of its class */
         for (int64_t h0 = 0; h0 < p->H; h0++) {
             int64_t o = rda_plan_offset(p, h0, i);
             bool seen = o < 0;
             for (int64_t h = 0; h < h0 && !seen; h++) seen = rda_plan_offset(p, h, i) == o;
             if (seen) continue;
-            int64_t nh = 0;
+            int64_t nj = rda_plan_jobs(p, i, o, qr, kr, NULL, 0), nt = 0;
+            if (nj == 0) continue;
+            RDA_ASSERT(nj <= ws->jobs_cap, done);
+            if (njobs + nj > ws->jobs_cap) { /* full: run what is gathered */
+                run_phase(ctx, &c);
+                njobs = ntiles = nheads = 0;
+            }
+            rda_job *jobs = ws->jobs + njobs;
+            rda_plan_jobs(p, i, o, qr, kr, jobs, nj);
+            for (int64_t j = 0; j < nj; j++) nt += (jobs[j].q_count + BQ - 1) / BQ;
+            if (ntiles + nt > ws->tiles_cap) {
+                run_phase(ctx, &c);
+                njobs = ntiles = nheads = 0;
+                jobs = ws->jobs;
+                rda_plan_jobs(p, i, o, qr, kr, jobs, nj);
+            }
+            RDA_ASSERT(ntiles + nt <= ws->tiles_cap, done);
+            ws_class *cl = &ws->classes[c.nclasses];
+            cl->first_head = nheads;
+            cl->nheads = 0;
             for (int64_t h = h0; h < p->H; h++)
-                if (rda_plan_offset(p, h, i) == o) ws->class_heads[nh++] = h;
-            int64_t nj = rda_plan_jobs(p, i, o, qr, kr, ws->jobs, ws->jobs_cap);
-            RDA_ASSERT(nj <= ws->jobs_cap);
-            int64_t nt = 0;
+                if (rda_plan_offset(p, h, i) == o) ws->class_heads[nheads + cl->nheads++] = h;
+            nheads += cl->nheads;
+            cl->first_tile = ntiles;
             for (int64_t j = 0; j < nj; j++) {
-                *pairs += rda_job_pairs(&ws->jobs[j], p->causal) * p->B * nh;
-                for (int64_t t = 0; t < ws->jobs[j].q_count; t += BQ) {
-                    RDA_ASSERT(nt < ws->tiles_cap);
-                    ws->tile_job[nt] = (int32_t)j;
-                    ws->tile_first[nt] = t;
-                    nt++;
+                *pairs += rda_job_pairs(&jobs[j], p->causal) * p->B * cl->nheads;
+                for (int64_t t = 0; t < jobs[j].q_count; t += BQ) {
+                    ws->tile_job[ntiles] = (int32_t)(njobs + j);
+                    ws->tile_first[ntiles] = t;
+                    ntiles++;
                 }
             }
-            c.heads = ws->class_heads;
-            c.nheads = nh;
-            rda_pool_run(ctx->pool, nt * p->B * nh, attend_tile, &c);
+            cl->ntiles = ntiles - cl->first_tile;
+            /* on the last step a row is complete after its tile, except in
+             * longnet, where later patterns may still add to it */
+            cl->final = out != NULL && (p->mode != RDA_MODE_LONGNET || i == p->G - 1);
+            cl->first_item = c.nclasses == 0 ? 0 : cl[-1].first_item + cl[-1].ntiles * p->B * cl[-1].nheads;
+            c.nclasses++;
+            njobs += nj;
         }
     }
+    run_phase(ctx, &c);
 done:
     return st;
 }
@@ -359,19 +510,11 @@ static void finalize_rows(void *arg, int64_t idx, int32_t thread) {
     (void)thread;
     fin_args *f = arg;
     const rda_acc *acc = f->acc;
-    int64_t H = acc->H, D = acc->D, n = acc->n;
-    int64_t b = idx / (n * H), row = (idx / H) % n, h = idx % H;
-    const float *a = acc->acc + idx * D;
+    int64_t H = acc->H, n = acc->n;
     float l = acc->l[idx];
-    float inv = l > 0.0f ? f->factor / l : 0.0f;
-    const rda_tensor *o = f->o;
-    int64_t base = b * o->strides[0] + row * o->strides[1] + h * o->strides[2];
-    for (int64_t d = 0; d < D; d++) rda_store_f32(o->data, o->dtype, base + d * o->strides[3], a[d] * inv);
-    if (f->lse) {
-        float L = l > 0.0f ? (acc->m[idx] + log2f(l)) * 0.6931471805599453f : -INFINITY;
-        ((float *)f->lse->data)[b * f->lse->strides[0] + h * f->lse->strides[1] +
-                                row * f->lse->strides[2]] = L;
-    }
+    if (l < 0.0f) return; /* already written by its last tile */
+    write_row(f->o, f->lse, idx / (n * H), (idx / H) % n, idx % H, acc->D, acc->acc + idx * acc->D,
+              acc->m[idx], l, f->factor);
 }
 
 void rda_cpu_finalize(rda_context *ctx, const rda_problem *p, const rda_acc *acc, rda_tensor *o,

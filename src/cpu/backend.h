@@ -16,29 +16,33 @@ rda_status rda_cpu_reference(rda_context *ctx, const rda_problem *p, bool same_t
 
 /* Running state of a rank's output rows: unnormalised accumulator
  * acc[B, n, H, D] (fp32), running max m (log2 domain, scaled scores) and
- * running sum l, both [B, n, H]. */
+ * running sum l, both [B, n, H]. Start: m = -inf, l = 0; acc is only read
+ * where l > 0, so it needs no clearing. */
 typedef struct rda_acc {
     int64_t B, n, H, D;
     float *acc, *m, *l;
 } rda_acc;
 
-/* Scratch of the fast path for one forward call, made once by
- * rda_cpu_workspace_create and reused by every step. */
+/* Scratch of the fast path for one forward call, carved from the context's
+ * workspace once per call and used by every step. */
 typedef struct rda_cpu_ws rda_cpu_ws;
 
-rda_status rda_cpu_workspace_create(rda_context *ctx, const rda_problem *p, const rda_rows *qr,
-                                    rda_cpu_ws **ws);
-void rda_cpu_workspace_destroy(rda_context *ctx, rda_cpu_ws *ws);
+size_t rda_cpu_workspace_size(const rda_problem *p, const rda_rows *qr, int32_t threads);
+rda_cpu_ws *rda_cpu_workspace_init(rda_carver *c, const rda_problem *p, const rda_rows *qr,
+                                   int32_t threads);
 
 /* One ring step on the CPU: every job of every pattern between the rank's
  * query rows qr (local tensor q) and the key block kr (local tensors k, v)
- * folded into acc. Adds the pairs computed to *pairs. */
+ * folded into acc. Adds the pairs computed to *pairs. On the last step pass
+ * o (and lse): rows that no later work touches are then written there
+ * directly and marked done in acc (l = -1), which rda_cpu_finalize skips. */
 rda_status rda_cpu_attend_step(rda_context *ctx, rda_cpu_ws *ws, const rda_problem *p,
                                const rda_rows *qr, const rda_rows *kr, const rda_tensor *q,
                                const rda_tensor *k, const rda_tensor *v, rda_acc *acc,
-                               int64_t *pairs);
+                               rda_tensor *o, rda_tensor *lse, int64_t *pairs);
 
-/* O = acc / l * factor, LSE = natural-log LSE; rows with no key give 0 and -inf. */
+/* O = acc / l * factor, LSE = natural-log LSE for every row not yet done;
+ * rows with no key give 0 and -inf. */
 void rda_cpu_finalize(rda_context *ctx, const rda_problem *p, const rda_acc *acc, rda_tensor *o,
                       rda_tensor *lse);
 

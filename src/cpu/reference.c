@@ -136,12 +136,10 @@ rda_status rda_cpu_reference(rda_context *ctx, const rda_problem *p, bool same_t
     ref_args a = {p,    same_type, q, k, v, o, lse, NULL, p->N + (p->G + 1) * p->D,
                   rows, rows ? nrows : p->N};
     int32_t threads = rda_pool_threads(ctx->pool);
-    a.scratch = rda_heap_alloc(&ctx->heap, sizeof(double) * (size_t)(a.per_thread * threads));
-    if (!a.scratch) {
-        rda_set_msg(ctx->msg, "out of memory for the reference scratch");
-        return RDA_STATUS_OUT_OF_MEMORY;
-    }
+    rda_carver c;
+    rda_status st = rda_context_reserve(ctx, sizeof(double) * (size_t)(a.per_thread * threads), &c);
+    if (st) return st;
+    a.scratch = rda_carve(&c, sizeof(double) * (size_t)(a.per_thread * threads));
     rda_pool_run(ctx->pool, p->B * p->H * a.nrows, ref_row, &a);
-    rda_heap_free(&ctx->heap, a.scratch);
     return RDA_STATUS_SUCCESS;
 }
