@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what the build needs when it is missing (Debian/Ubuntu, as root or
+# with sudo): a C11 compiler, make and CMake. Nothing else: the library has
+# no dependency beyond the C library and POSIX threads.
+set -euo pipefail
+missing=()
+command -v cc >/dev/null 2>&1 || missing+=(gcc)
+command -v make >/dev/null 2>&1 || missing+=(make)
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "deps: installing ${missing[*]}"
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+fi
