@@ -204,3 +204,101 @@ rda_status rda_count_pairs(const rda_config *cfg, int64_t B, int64_t N, int64_t 
     if (__builtin_mul_overflow(per, B, pairs)) return RDA_STATUS_OVERFLOW;
     return RDA_STATUS_SUCCESS;
 }
+
+/* ------------------------------------------------------------------ steps */
+
+static void phase_caps(const rda_problem *p, const rda_rows *qr, int64_t bq, int64_t *jobs_cap,
+                       int64_t *tiles_cap) {
+    int64_t wmin = p->N;
+    for (int32_t i = 0; i < p->G; i++)
+        if (p->patterns[i].segment < wmin) wmin = p->patterns[i].segment;
+    /* one class never has more jobs than segments its rows meet */
+    *jobs_cap = 0;
+    for (int32_t a = 0; a < qr->n; a++) *jobs_cap += qr->count[a] / wmin + 2;
+    *tiles_cap = qr->total / bq + *jobs_cap + 1;
+}
+
+size_t rda_plan_phase_bytes(const rda_problem *p, const rda_rows *qr, int64_t bq) {
+    int64_t jc, tc;
+    phase_caps(p, qr, bq, &jc, &tc);
+    return RDA_ALIGN(sizeof(rda_job) * (size_t)jc) + RDA_ALIGN(sizeof(rda_tile) * (size_t)tc) +
+           RDA_ALIGN(sizeof(int64_t) * (size_t)p->H) + RDA_ALIGN(sizeof(rda_class) * (size_t)p->H);
+}
+
+rda_status rda_plan_phase_init(rda_phase *ph, rda_carver *c, const rda_problem *p,
+                               const rda_rows *qr, int64_t bq) {
+    memset(ph, 0, sizeof(*ph));
+    ph->bq = bq;
+    phase_caps(p, qr, bq, &ph->jobs_cap, &ph->tiles_cap);
+    ph->jobs = rda_carve(c, sizeof(rda_job) * (size_t)ph->jobs_cap);
+    ph->tiles = rda_carve(c, sizeof(rda_tile) * (size_t)ph->tiles_cap);
+    ph->heads = rda_carve(c, sizeof(int64_t) * (size_t)p->H);
+    /* a phase never holds a head twice, so at most H classes */
+    ph->classes = rda_carve(c, sizeof(rda_class) * (size_t)p->H);
+    return ph->classes ? RDA_STATUS_SUCCESS : RDA_STATUS_INTERNAL;
+}
+
+static rda_status flush(rda_phase *ph, const rda_problem *p, rda_phase_run run, void *arg) {
+    rda_status st = RDA_STATUS_SUCCESS;
+    if (ph->nclasses) {
+        const rda_class *last = &ph->classes[ph->nclasses - 1];
+        ph->items = last->first_item + last->ntiles * p->B * last->nheads;
+        st = run(arg, ph);
+    }
+    ph->njobs = ph->ntiles = ph->nheads = ph->nclasses = ph->items = 0;
+    return st;
+}
+
+rda_status rda_plan_step(rda_phase *ph, const rda_problem *p, const rda_rows *qr,
+                         const rda_rows *kr, bool last_step, rda_phase_run run, void *arg,
+                         int64_t *pairs, char *msg) {
+    rda_status st = RDA_STATUS_SUCCESS;
+    ph->njobs = ph->ntiles = ph->nheads = ph->nclasses = ph->items = 0;
+    for (int32_t i = 0; i < p->G; i++) {
+        if (p->mode == RDA_MODE_LONGNET && (st = flush(ph, p, run, arg))) return st;
+        /* h0 is the first head of its class */
+        for (int64_t h0 = 0; h0 < p->H; h0++) {
+            int64_t o = rda_plan_offset(p, h0, i);
+            bool seen = o < 0;
+            for (int64_t h = 0; h < h0 && !seen; h++) seen = rda_plan_offset(p, h, i) == o;
+            if (seen) continue;
+            int64_t nj = rda_plan_jobs(p, i, o, qr, kr, NULL, 0), nt = 0;
+            if (nj == 0) continue;
+            RDA_ASSERT(nj <= ph->jobs_cap, done);
+            if (ph->njobs + nj > ph->jobs_cap && (st = flush(ph, p, run, arg))) return st;
+            rda_job *jobs = ph->jobs + ph->njobs;
+            rda_plan_jobs(p, i, o, qr, kr, jobs, nj);
+            for (int64_t j = 0; j < nj; j++) nt += (jobs[j].q_count + ph->bq - 1) / ph->bq;
+            if (ph->ntiles + nt > ph->tiles_cap) { /* full: run what is gathered */
+                if ((st = flush(ph, p, run, arg))) return st;
+                jobs = ph->jobs;
+                rda_plan_jobs(p, i, o, qr, kr, jobs, nj);
+            }
+            RDA_ASSERT(ph->ntiles + nt <= ph->tiles_cap, done);
+            rda_class *cl = &ph->classes[ph->nclasses];
+            cl->first_head = ph->nheads;
+            cl->nheads = 0;
+            for (int64_t h = h0; h < p->H; h++)
+                if (rda_plan_offset(p, h, i) == o) ph->heads[ph->nheads + cl->nheads++] = h;
+            ph->nheads += cl->nheads;
+            cl->first_tile = ph->ntiles;
+            for (int64_t j = 0; j < nj; j++) {
+                *pairs += rda_job_pairs(&jobs[j], p->causal) * p->B * cl->nheads;
+                for (int64_t t = 0; t < jobs[j].q_count; t += ph->bq)
+                    ph->tiles[ph->ntiles++] = (rda_tile){ph->njobs + j, t};
+            }
+            cl->ntiles = ph->ntiles - cl->first_tile;
+            /* on the last step a row is complete after its tile, except in
+             * longnet, where later patterns may still add to it */
+            cl->final = last_step && (p->mode != RDA_MODE_LONGNET || i == p->G - 1);
+            cl->first_item = ph->nclasses == 0
+                                 ? 0
+                                 : cl[-1].first_item + cl[-1].ntiles * p->B * cl[-1].nheads;
+            ph->nclasses++;
+            ph->njobs += nj;
+        }
+    }
+    return flush(ph, p, run, arg);
+done:
+    return st;
+}

@@ -54,4 +54,53 @@ int32_t rda_plan_ring_steps(const rda_problem *p, int32_t P);
  * heads and patterns (independent of the job enumeration). */
 int64_t rda_plan_total_pairs(const rda_problem *p);
 
+/* ---- steps: the work of one ring step, as phases of parallel tiles ---- */
+
+/* Heads that share one pattern and offset, hence one job list. */
+typedef struct rda_class {
+    int64_t first_head, nheads; /* into rda_phase.heads */
+    int64_t first_tile, ntiles; /* into rda_phase.tiles */
+    int64_t first_item;         /* work items of the earlier classes of the phase */
+    int64_t final;              /* nothing later touches these rows: write O directly */
+} rda_class;
+
+/* A tile: up to bq consecutive queries of one job, from query index first. */
+typedef struct rda_tile {
+    int64_t job, first;
+} rda_tile;
+
+/* Classes whose rows are disjoint, so that all their work items (batch,
+ * head, tile) can run at once. Item i of class c: tile
+ * c.first_tile + (i - c.first_item) / (B * c.nheads), batch and head from the
+ * remainder (batch-major). */
+typedef struct rda_phase {
+    int64_t bq;
+    rda_job *jobs;
+    int64_t njobs, jobs_cap;
+    rda_tile *tiles;
+    int64_t ntiles, tiles_cap;
+    int64_t *heads;
+    int64_t nheads;
+    rda_class *classes;
+    int64_t nclasses;
+    int64_t items; /* work items in the phase */
+} rda_phase;
+
+/* Host memory for the phase tables of a rank with query rows qr. */
+size_t rda_plan_phase_bytes(const rda_problem *p, const rda_rows *qr, int64_t bq);
+rda_status rda_plan_phase_init(rda_phase *ph, rda_carver *c, const rda_problem *p,
+                               const rda_rows *qr, int64_t bq);
+
+/* Runs one phase; returns a status. */
+typedef rda_status (*rda_phase_run)(void *arg, const rda_phase *ph);
+
+/* Builds the phases of one ring step (query rows qr against key block kr)
+ * and hands each to run. Every class of a phase touches rows no other class
+ * of it touches; longnet gets one phase per pattern (patterns share rows).
+ * last_step marks classes whose rows are then complete. Adds the pairs of
+ * every job to *pairs. */
+rda_status rda_plan_step(rda_phase *ph, const rda_problem *p, const rda_rows *qr,
+                         const rda_rows *kr, bool last_step, rda_phase_run run, void *arg,
+                         int64_t *pairs, char *msg);
+
 #endif

@@ -26,66 +26,33 @@ __extension__ typedef _Float16 rda_half;
 
 static inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-/* A class: heads that share one pattern and offset, hence one job list. */
-typedef struct {
-    int64_t first_head, nheads; /* into class_heads */
-    int64_t first_tile, ntiles; /* into tile_job / tile_first */
-    int64_t first_item;         /* prefix of ntiles * B * nheads */
-    bool final;                 /* no later work touches these rows: write O directly */
-} ws_class;
-
 struct rda_cpu_ws {
-    int32_t threads;
     int64_t per_thread; /* floats of scratch per thread */
     float *scratch;
-    rda_job *jobs;
-    int64_t jobs_cap;
-    int32_t *tile_job; /* per tile of the current class: its job */
-    int64_t *tile_first;
-    int64_t tiles_cap;
-    int64_t *class_heads; /* heads of the classes of the current phase */
-    ws_class *classes;    /* the classes of the current phase */
-    int64_t max_classes;
+    rda_phase phase;    /* the step's tables (shared planning) */
 };
 
-/* Sizes of the workspace parts for a rank whose query rows are qr. */
-static void ws_dims(const rda_problem *p, const rda_rows *qr, int32_t threads, int64_t *per_thread,
-                    int64_t *jobs_cap, int64_t *tiles_cap) {
+/* Floats of per-thread scratch. */
+static int64_t per_thread_floats(const rda_problem *p) {
     int64_t Dp = round_up(p->D, VL);
     /* the score buffer also holds the untransposed Q tile: BQ x max(BK, Dp) */
-    *per_thread = BQ * Dp + 2 * BK * Dp + BQ * (BK > Dp ? BK : Dp) + BQ * Dp + 4 * BQ + 64;
-    int64_t wmin = p->N;
-    for (int32_t i = 0; i < p->G; i++)
-        if (p->patterns[i].segment < wmin) wmin = p->patterns[i].segment;
-    *jobs_cap = 0;
-    for (int32_t a = 0; a < qr->n; a++) *jobs_cap += qr->count[a] / wmin + 2;
-    *tiles_cap = qr->total / BQ + *jobs_cap + 1;
-    (void)threads;
+    return BQ * Dp + 2 * BK * Dp + BQ * (BK > Dp ? BK : Dp) + BQ * Dp + 4 * BQ + 64;
 }
 
 size_t rda_cpu_workspace_size(const rda_problem *p, const rda_rows *qr, int32_t threads) {
-    int64_t pt, jc, tc;
-    ws_dims(p, qr, threads, &pt, &jc, &tc);
-    return RDA_ALIGN(sizeof(rda_cpu_ws)) + RDA_ALIGN(sizeof(float) * (size_t)(pt * threads)) +
-           RDA_ALIGN(sizeof(rda_job) * (size_t)jc) + RDA_ALIGN(sizeof(int32_t) * (size_t)tc) +
-           RDA_ALIGN(sizeof(int64_t) * (size_t)tc) + RDA_ALIGN(sizeof(int64_t) * (size_t)p->H) +
-           RDA_ALIGN(sizeof(ws_class) * (size_t)p->H);
+    return RDA_ALIGN(sizeof(rda_cpu_ws)) +
+           RDA_ALIGN(sizeof(float) * (size_t)(per_thread_floats(p) * threads)) +
+           rda_plan_phase_bytes(p, qr, BQ);
 }
 
 rda_cpu_ws *rda_cpu_workspace_init(rda_carver *c, const rda_problem *p, const rda_rows *qr,
                                    int32_t threads) {
     rda_cpu_ws *ws = rda_carve(c, sizeof(*ws));
     if (!ws) return NULL;
-    ws->threads = threads;
-    ws_dims(p, qr, threads, &ws->per_thread, &ws->jobs_cap, &ws->tiles_cap);
+    ws->per_thread = per_thread_floats(p);
     ws->scratch = rda_carve(c, sizeof(float) * (size_t)(ws->per_thread * threads));
-    ws->jobs = rda_carve(c, sizeof(rda_job) * (size_t)ws->jobs_cap);
-    ws->tile_job = rda_carve(c, sizeof(int32_t) * (size_t)ws->tiles_cap);
-    ws->tile_first = rda_carve(c, sizeof(int64_t) * (size_t)ws->tiles_cap);
-    ws->class_heads = rda_carve(c, sizeof(int64_t) * (size_t)p->H);
-    ws->classes = rda_carve(c, sizeof(ws_class) * (size_t)p->H);
-    ws->max_classes = p->H; /* a phase never holds a head twice */
-    return ws->classes ? ws : NULL;
+    if (!ws->scratch || rda_plan_phase_init(&ws->phase, c, p, qr, BQ)) return NULL;
+    return ws;
 }
 
 /* Rows row0 + j*stride (j < count) of head h, batch b, as fp32 times
@@ -253,7 +220,7 @@ typedef struct {
     const rda_problem *p;
     const rda_tensor *q, *k, *v;
     rda_acc *acc;
-    int64_t nclasses;
+    const rda_phase *ph;
     float qscale; /* softmax scale * log2(e) */
     rda_tensor *o, *lse; /* for final classes */
     float factor;
@@ -286,14 +253,15 @@ static void attend_tile(void *arg, int64_t item, int32_t thread) {
     const rda_problem *p = c->p;
     rda_cpu_ws *ws = c->ws;
     const int64_t D = p->D, H = p->H, Dp = round_up(D, VL);
-    const ws_class *cl = ws->classes;
-    while (cl + 1 < ws->classes + c->nclasses && cl[1].first_item <= item) cl++;
+    const rda_phase *ph = c->ph;
+    const rda_class *cl = ph->classes;
+    while (cl + 1 < ph->classes + ph->nclasses && cl[1].first_item <= item) cl++;
     item -= cl->first_item;
     int64_t bh = item % (p->B * cl->nheads), tile = cl->first_tile + item / (p->B * cl->nheads);
-    int64_t b = bh / cl->nheads, h = ws->class_heads[cl->first_head + bh % cl->nheads];
+    int64_t b = bh / cl->nheads, h = ph->heads[cl->first_head + bh % cl->nheads];
     int64_t kh = h / (p->H / p->Hkv);
-    const rda_job *job = &ws->jobs[ws->tile_job[tile]];
-    int64_t qi0 = ws->tile_first[tile]; /* index of the tile's first query in the job */
+    const rda_job *job = &ph->jobs[ph->tiles[tile].job];
+    int64_t qi0 = ph->tiles[tile].first; /* index of the tile's first query in the job */
     int64_t bq = job->q_count - qi0 < BQ ? job->q_count - qi0 : BQ;
     int64_t bqp = round_up(bq, 2 * VL);
     const int64_t r = job->stride;
@@ -420,83 +388,27 @@ static void attend_tile(void *arg, int64_t item, int32_t thread) {
     }
 }
 
-/* Runs the classes gathered so far as one parallel loop. */
-static void run_phase(rda_context *ctx, class_args *c) {
-    if (c->nclasses == 0) return;
-    const ws_class *last = &c->ws->classes[c->nclasses - 1];
-    int64_t items = last->first_item + last->ntiles * c->p->B * last->nheads;
-    rda_pool_run(ctx->pool, items, attend_tile, c);
-    c->nclasses = 0;
+typedef struct {
+    rda_context *ctx;
+    class_args *c;
+} phase_arg;
+
+static rda_status run_phase(void *arg, const rda_phase *ph) {
+    phase_arg *pa = arg;
+    pa->c->ph = ph;
+    rda_pool_run(pa->ctx->pool, ph->items, attend_tile, pa->c);
+    return RDA_STATUS_SUCCESS;
 }
 
 rda_status rda_cpu_attend_step(rda_context *ctx, rda_cpu_ws *ws, const rda_problem *p,
                                const rda_rows *qr, const rda_rows *kr, const rda_tensor *q,
                                const rda_tensor *k, const rda_tensor *v, rda_acc *acc,
                                rda_tensor *out, rda_tensor *lse, int64_t *pairs) {
-    char *msg = ctx->msg;
-    rda_status st = RDA_STATUS_SUCCESS;
     double scale = p->scale != 0.0 ? p->scale : 1.0 / sqrt((double)p->D);
-    class_args c = {ws,  p, q, k, v, acc, 0, (float)(scale * 1.4426950408889634),
+    class_args c = {ws,  p, q, k, v, acc, NULL, (float)(scale * 1.4426950408889634),
                     out, lse, (float)rda_plan_output_factor(p)};
-    /* Classes (heads sharing a pattern and offset) touch disjoint rows, so
-     * they run together in one parallel loop (a phase); only longnet, where
-     * every pattern covers every head, needs one phase per pattern. */
-    int64_t njobs = 0, ntiles = 0, nheads = 0;
-    for (int32_t i = 0; i < p->G; i++) {
-        if (p->mode == RDA_MODE_LONGNET) {
-            run_phase(ctx, &c);
-            njobs = ntiles = nheads = 0;
-        }
-        /* h0 is the first head of its class */
-        for (int64_t h0 = 0; h0 < p->H; h0++) {
-            int64_t o = rda_plan_offset(p, h0, i);
-            bool seen = o < 0;
-            for (int64_t h = 0; h < h0 && !seen; h++) seen = rda_plan_offset(p, h, i) == o;
-            if (seen) continue;
-            int64_t nj = rda_plan_jobs(p, i, o, qr, kr, NULL, 0), nt = 0;
-            if (nj == 0) continue;
-            RDA_ASSERT(nj <= ws->jobs_cap, done);
-            if (njobs + nj > ws->jobs_cap) { /* full: run what is gathered */
-                run_phase(ctx, &c);
-                njobs = ntiles = nheads = 0;
-            }
-            rda_job *jobs = ws->jobs + njobs;
-            rda_plan_jobs(p, i, o, qr, kr, jobs, nj);
-            for (int64_t j = 0; j < nj; j++) nt += (jobs[j].q_count + BQ - 1) / BQ;
-            if (ntiles + nt > ws->tiles_cap) {
-                run_phase(ctx, &c);
-                njobs = ntiles = nheads = 0;
-                jobs = ws->jobs;
-                rda_plan_jobs(p, i, o, qr, kr, jobs, nj);
-            }
-            RDA_ASSERT(ntiles + nt <= ws->tiles_cap, done);
-            ws_class *cl = &ws->classes[c.nclasses];
-            cl->first_head = nheads;
-            cl->nheads = 0;
-            for (int64_t h = h0; h < p->H; h++)
-                if (rda_plan_offset(p, h, i) == o) ws->class_heads[nheads + cl->nheads++] = h;
-            nheads += cl->nheads;
-            cl->first_tile = ntiles;
-            for (int64_t j = 0; j < nj; j++) {
-                *pairs += rda_job_pairs(&jobs[j], p->causal) * p->B * cl->nheads;
-                for (int64_t t = 0; t < jobs[j].q_count; t += BQ) {
-                    ws->tile_job[ntiles] = (int32_t)(njobs + j);
-                    ws->tile_first[ntiles] = t;
-                    ntiles++;
-                }
-            }
-            cl->ntiles = ntiles - cl->first_tile;
-            /* on the last step a row is complete after its tile, except in
-             * longnet, where later patterns may still add to it */
-            cl->final = out != NULL && (p->mode != RDA_MODE_LONGNET || i == p->G - 1);
-            cl->first_item = c.nclasses == 0 ? 0 : cl[-1].first_item + cl[-1].ntiles * p->B * cl[-1].nheads;
-            c.nclasses++;
-            njobs += nj;
-        }
-    }
-    run_phase(ctx, &c);
-done:
-    return st;
+    phase_arg pa = {ctx, &c};
+    return rda_plan_step(&ws->phase, p, qr, kr, out != NULL, run_phase, &pa, pairs, ctx->msg);
 }
 
 typedef struct {
