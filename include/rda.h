@@ -90,7 +90,8 @@ typedef enum rda_status {
     RDA_STATUS_TIMEOUT = 11,         /* a peer did not answer before the deadline */
     RDA_STATUS_CONFIG_MISMATCH = 12, /* ranks of one ring were given different configurations */
     RDA_STATUS_INTERNAL = 13,        /* a bug: please report it with the message */
-    RDA_STATUS_IO_ERROR = 14         /* file input/output (tools only) */
+    RDA_STATUS_IO_ERROR = 14,        /* file input/output (tools only) */
+    RDA_STATUS_DEVICE_ERROR = 15     /* the GPU runtime reported an error */
 } rda_status;
 
 RDA_API const char *rda_status_to_string(rda_status status);
@@ -176,16 +177,25 @@ typedef enum rda_backend {
     RDA_BACKEND_REFERENCE = 1, /* naive fp64 algorithm of SPEC.md (slow; the oracle) */
     /* The naive algorithm in the tensors' own type: scores and probabilities
      * rounded to it, fp32 sums. The baseline of SPEC.md's max_abs rule. */
-    RDA_BACKEND_REFERENCE_SAME_TYPE = 2
+    RDA_BACKEND_REFERENCE_SAME_TYPE = 2,
+    /* NVIDIA GPU (fused kernels, tensor cores for fp16/bf16). Tensors are
+     * device pointers; calls are ordered on the context's stream and return
+     * before the GPU is done: see rda_context_synchronize. */
+    RDA_BACKEND_CUDA = 3
 } rda_backend;
 
 typedef struct rda_context_params {
     uint32_t struct_size;
     rda_backend backend;
     int32_t num_threads; /* 0: all online cores */
+    int32_t device;      /* CUDA device ordinal (CUDA backend) */
+    void *stream;        /* cudaStream_t to work on; NULL: the context makes its own */
 } rda_context_params;
 
-#define RDA_CONTEXT_PARAMS_INIT {(uint32_t) sizeof(rda_context_params), RDA_BACKEND_CPU, 0}
+#define RDA_CONTEXT_PARAMS_INIT {(uint32_t) sizeof(rda_context_params), RDA_BACKEND_CPU, 0, 0, NULL}
+
+/* 1 if this build has the CUDA backend and a CUDA device is present. */
+RDA_API int rda_cuda_available(void);
 
 typedef struct rda_context rda_context;
 
@@ -194,6 +204,8 @@ RDA_API void rda_context_destroy(rda_context *ctx);
 /* The message of the last failed call on ctx ("" after a success). */
 RDA_API const char *rda_context_last_error(const rda_context *ctx);
 RDA_API int32_t rda_context_num_threads(const rda_context *ctx);
+/* Waits until the work issued on ctx is done (a no-op on the CPU backends). */
+RDA_API rda_status rda_context_synchronize(rda_context *ctx);
 
 /* Bytes of library memory (the context's workspace) the last forward call
  * on ctx held; caller tensors are not included. The workspace is kept and

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "comm/comm.h"
+#include "backend.h"
 #include "cpu/backend.h"
 #include "plan.h"
 #include "ring.h"
@@ -12,19 +13,15 @@ rda_status rda_attention_forward(rda_context *ctx, const rda_config *cfg, const 
                                  const rda_tensor *k, const rda_tensor *v, rda_tensor *o,
                                  rda_tensor *lse) {
     if (!ctx) return RDA_STATUS_NULL_POINTER;
-    if (ctx->backend == RDA_BACKEND_CPU) {
-        if (!q) {
-            rda_set_msg(ctx->msg, "tensor q is NULL");
-            return RDA_STATUS_NULL_POINTER;
-        }
-        return rda_ring_run(ctx, NULL, cfg, q->shape[1], q, k, v, o, lse, NULL);
-    }
-    rda_problem p;
-    rda_status st;
     if (!q) {
         rda_set_msg(ctx->msg, "tensor q is NULL");
         return RDA_STATUS_NULL_POINTER;
     }
+    /* fast backends: the ring loop with one rank */
+    if (ctx->backend != RDA_BACKEND_REFERENCE && ctx->backend != RDA_BACKEND_REFERENCE_SAME_TYPE)
+        return rda_ring_run(ctx, NULL, cfg, q->shape[1], q, k, v, o, lse, NULL);
+    rda_problem p;
+    rda_status st;
     if ((st = rda_problem_from_config(cfg, q->shape[1], &p, ctx->msg))) return st;
     if ((st = rda_validate_tensors(q, k, v, o, lse, 0, false, &p, ctx->msg))) return st;
     st = rda_cpu_reference(ctx, &p, ctx->backend == RDA_BACKEND_REFERENCE_SAME_TYPE, q, k, v, NULL,
@@ -199,6 +196,7 @@ static rda_status sim_contexts(rda_context *ctx, int32_t P) {
     if (!ctx->ranks) goto oom;
     rda_context_params cp = RDA_CONTEXT_PARAMS_INIT;
     cp.backend = ctx->backend;
+    cp.device = ctx->device;
     cp.num_threads = ctx->num_threads / P > 0 ? ctx->num_threads / P : 1;
     for (int32_t r = 0; r < P; r++) {
         if (rda_context_create(&cp, &ctx->ranks[r])) {
@@ -232,12 +230,12 @@ rda_status rda_ring_forward_simulated(rda_context *ctx, const rda_config *cfg, i
     if ((st = rda_problem_from_config(cfg, q->shape[1], &p, msg))) return st;
     if ((st = rda_validate_tensors(q, k, v, o, lse, 0, false, &p, msg))) return st;
     if ((st = rda_plan_rows(p.N, P, p.layout, 0, &rows, msg))) return st;
-    if (ctx->backend != RDA_BACKEND_CPU) {
-        rda_set_msg(msg, "only the CPU backend runs rings");
-        return RDA_STATUS_UNSUPPORTED;
-    }
-    if (p.dtype == RDA_DTYPE_F64) {
-        rda_set_msg(msg, "fp64 tensors are only accepted by the reference backend");
+    const rda_backend_ops *be;
+    const rda_tensor *const ts[5] = {q, k, v, o, lse};
+    if ((st = rda_backend_for(ctx, &p, ts, &be))) return st;
+    if (ctx->backend != RDA_BACKEND_CPU && p.layout == RDA_LAYOUT_ZIGZAG && P > 1) {
+        /* zig-zag ranks get rows copied into buffers of their own, on the host */
+        rda_set_msg(msg, "simulated zig-zag rings run on the CPU backend only");
         return RDA_STATUS_UNSUPPORTED;
     }
     if (P == 1) return rda_ring_run(ctx, NULL, cfg, p.N, q, k, v, o, lse, stats);

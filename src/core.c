@@ -35,6 +35,7 @@ const char *rda_status_to_string(rda_status s) {
     case RDA_STATUS_CONFIG_MISMATCH: return "configuration differs between ranks";
     case RDA_STATUS_INTERNAL: return "internal error";
     case RDA_STATUS_IO_ERROR: return "i/o error";
+    case RDA_STATUS_DEVICE_ERROR: return "device error";
     }
     return "unknown status";
 }
@@ -100,8 +101,11 @@ rda_status rda_context_create(const rda_context_params *params, rda_context **ou
         memcpy(&p, params, params->struct_size);
     }
     if (p.backend != RDA_BACKEND_CPU && p.backend != RDA_BACKEND_REFERENCE &&
-        p.backend != RDA_BACKEND_REFERENCE_SAME_TYPE)
+        p.backend != RDA_BACKEND_REFERENCE_SAME_TYPE && p.backend != RDA_BACKEND_CUDA)
         return RDA_STATUS_INVALID_ARGUMENT;
+#ifndef RDA_HAVE_CUDA
+    if (p.backend == RDA_BACKEND_CUDA) return RDA_STATUS_UNSUPPORTED; /* built without CUDA */
+#endif
     if (p.num_threads < 0 || p.num_threads > 4096) return RDA_STATUS_INVALID_ARGUMENT;
     int32_t threads = p.num_threads;
     if (threads == 0) {
@@ -112,11 +116,21 @@ rda_status rda_context_create(const rda_context_params *params, rda_context **ou
     if (!ctx) return RDA_STATUS_OUT_OF_MEMORY;
     ctx->backend = p.backend;
     ctx->num_threads = threads;
+    ctx->device = p.device;
     ctx->pool = rda_pool_create(threads);
     if (!ctx->pool) {
         free(ctx);
         return RDA_STATUS_OUT_OF_MEMORY;
     }
+#ifdef RDA_HAVE_CUDA
+    if (p.backend == RDA_BACKEND_CUDA) {
+        rda_status st = rda_cuda_context_init(ctx, p.device, p.stream);
+        if (st) {
+            rda_context_destroy(ctx);
+            return st;
+        }
+    }
+#endif
     *out = ctx;
     return RDA_STATUS_SUCCESS;
 }
@@ -125,9 +139,28 @@ void rda_context_destroy(rda_context *ctx) {
     if (!ctx) return;
     for (int32_t r = 0; r < ctx->num_ranks; r++) rda_context_destroy(ctx->ranks[r]);
     free(ctx->ranks);
+#ifdef RDA_HAVE_CUDA
+    rda_cuda_context_destroy(ctx);
+#endif
     rda_pool_destroy(ctx->pool);
     free(ctx->ws_raw);
     free(ctx);
+}
+
+rda_status rda_context_synchronize(rda_context *ctx) {
+    if (!ctx) return RDA_STATUS_NULL_POINTER;
+#ifdef RDA_HAVE_CUDA
+    if (ctx->backend == RDA_BACKEND_CUDA) return rda_cuda_synchronize(ctx);
+#endif
+    return RDA_STATUS_SUCCESS;
+}
+
+int rda_cuda_available(void) {
+#ifdef RDA_HAVE_CUDA
+    return rda_cuda_device_count() > 0;
+#else
+    return 0;
+#endif
 }
 
 const char *rda_context_last_error(const rda_context *ctx) { return ctx ? ctx->msg : "null context"; }

@@ -56,9 +56,12 @@ rda_status rda_context_reserve(rda_context *ctx, size_t bytes, rda_carver *c);
 struct rda_context {
     rda_backend backend;
     int32_t num_threads;
+    int32_t device;
     rda_pool *pool;
     void *ws_raw, *ws;      /* workspace (ws: 64-byte aligned inside ws_raw) */
     size_t ws_cap, ws_used; /* capacity; bytes the last call held */
+    void *call;             /* the backend's state for the call in progress */
+    void *cuda;             /* CUDA backend: device, stream, device workspace */
     rda_context **ranks;    /* contexts of simulated ranks, kept between calls */
     int32_t num_ranks;
     char msg[RDA_MSG_LEN];
@@ -76,6 +79,14 @@ typedef struct rda_problem {
     int64_t B, N, H, Hkv, D;            /* N: full sequence length */
     rda_dtype dtype;
 } rda_problem;
+
+#ifdef RDA_HAVE_CUDA
+/* CUDA backend lifetime (src/cuda/backend.cu). */
+rda_status rda_cuda_context_init(rda_context *ctx, int32_t device, void *stream);
+void rda_cuda_context_destroy(rda_context *ctx);
+rda_status rda_cuda_synchronize(rda_context *ctx);
+int rda_cuda_device_count(void);
+#endif
 
 /* Validates the config (not the tensors) and fills the pattern fields of p. */
 rda_status rda_problem_from_config(const rda_config *cfg, int64_t N, rda_problem *p, char *msg);

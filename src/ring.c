@@ -8,7 +8,7 @@
 #include <time.h>
 
 #include "comm/comm.h"
-#include "cpu/backend.h"
+#include "backend.h"
 #include "ring.h"
 
 static double now_seconds(void) {
@@ -31,31 +31,6 @@ typedef struct {
     rda_pattern patterns[RDA_MAX_PATTERNS];
 } ring_blob;
 
-/* Copies k and v rows [B, n, Hkv, D] into one contiguous buffer: K then V. */
-static void pack_kv(const rda_tensor *k, const rda_tensor *v, int64_t n, void *buf) {
-    size_t es = rda_dtype_size(k->dtype);
-    int64_t B = k->shape[0], H = k->shape[2], D = k->shape[3];
-    char *dst = buf;
-    const rda_tensor *ts[2] = {k, v};
-    for (int t = 0; t < 2; t++) {
-        const rda_tensor *x = ts[t];
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t r = 0; r < n; r++)
-                for (int64_t h = 0; h < H; h++) {
-                    const char *src = (const char *)x->data +
-                                      es * (size_t)(b * x->strides[0] + r * x->strides[1] +
-                                                    h * x->strides[2]);
-                    if (x->strides[3] == 1) {
-                        memcpy(dst, src, es * (size_t)D);
-                    } else {
-                        for (int64_t d = 0; d < D; d++)
-                            memcpy(dst + es * (size_t)d, src + es * (size_t)(d * x->strides[3]), es);
-                    }
-                    dst += es * (size_t)D;
-                }
-    }
-}
-
 rda_status rda_ring_run(rda_context *ctx, rda_comm *comm, const rda_config *cfg, int64_t N,
                         const rda_tensor *q, const rda_tensor *k, const rda_tensor *v,
                         rda_tensor *o, rda_tensor *lse, rda_ring_stats *stats) {
@@ -66,27 +41,16 @@ rda_status rda_ring_run(rda_context *ctx, rda_comm *comm, const rda_config *cfg,
     ctx->ws_used = 0;
     rda_problem p;
     rda_rows qr, kr;
-    rda_cpu_ws *ws = NULL;
-    rda_acc acc = {0};
     void *buf[2] = {NULL, NULL};
-    rda_carver carver;
     int64_t bytes_sent = 0, pairs = 0;
     int32_t steps = 0;
+    const rda_backend_ops *be = NULL;
 
     if ((st = rda_problem_from_config(cfg, N, &p, msg))) goto fail;
     if ((st = rda_plan_rows(N, P, p.layout, rank, &qr, msg))) goto fail;
     if ((st = rda_validate_tensors(q, k, v, o, lse, qr.total, true, &p, msg))) goto fail;
-    if (p.dtype == RDA_DTYPE_F64) {
-        rda_set_msg(msg, "fp64 tensors are only accepted by the reference backend");
-        st = RDA_STATUS_UNSUPPORTED;
-        goto fail;
-    }
-    if (ctx->backend != RDA_BACKEND_CPU) {
-        rda_set_msg(msg, "the %s backend does not run rings; use the CPU backend",
-                    ctx->backend == RDA_BACKEND_REFERENCE ? "reference" : "selected");
-        st = RDA_STATUS_UNSUPPORTED;
-        goto fail;
-    }
+    const rda_tensor *const ts[5] = {q, k, v, o, lse};
+    if ((st = rda_backend_for(ctx, &p, ts, &be))) goto fail;
     if (comm) {
         ring_blob blob;
         memset(&blob, 0, sizeof(blob));
@@ -103,11 +67,10 @@ rda_status rda_ring_run(rda_context *ctx, rda_comm *comm, const rda_config *cfg,
         blob.scale = p.scale;
         memcpy(blob.patterns, p.patterns, sizeof(blob.patterns));
         if ((st = comm->ops->agree(comm, &blob, sizeof(blob), p.timeout_seconds, msg))) goto fail;
+        comm->copy = be->copy;
     }
 
-    /* everything the call holds, O(rows of this rank), from one workspace */
-    int64_t n = qr.total, rows_hd = p.B * n * p.H;
-    int32_t threads = rda_pool_threads(ctx->pool);
+    /* the rank's state, O(its rows), and two key/value blocks if they travel */
     steps = rda_plan_ring_steps(&p, P);
     size_t es = rda_dtype_size(p.dtype), block = 0;
     if (steps > 1) {
@@ -119,25 +82,8 @@ rda_status rda_ring_run(rda_context *ctx, rda_comm *comm, const rda_config *cfg,
         }
         block = 2 * es * (size_t)(p.B * max_rows * p.Hkv * p.D); /* K then V */
     }
-    size_t need = RDA_ALIGN(sizeof(float) * (size_t)(rows_hd * p.D)) +
-                  2 * RDA_ALIGN(sizeof(float) * (size_t)rows_hd) +
-                  rda_cpu_workspace_size(&p, &qr, threads) + 2 * RDA_ALIGN(block);
-    if ((st = rda_context_reserve(ctx, need, &carver))) goto fail;
-    acc = (rda_acc){p.B, n, p.H, p.D, NULL, NULL, NULL};
-    acc.acc = rda_carve(&carver, sizeof(float) * (size_t)(rows_hd * p.D));
-    acc.m = rda_carve(&carver, sizeof(float) * (size_t)rows_hd);
-    acc.l = rda_carve(&carver, sizeof(float) * (size_t)rows_hd);
-    ws = rda_cpu_workspace_init(&carver, &p, &qr, threads);
-    if (steps > 1) {
-        buf[0] = rda_carve(&carver, block);
-        buf[1] = rda_carve(&carver, block);
-    }
-    RDA_ASSERT(acc.l && ws && (steps == 1 || buf[1]), fail);
-    for (int64_t i = 0; i < rows_hd; i++) {
-        acc.m[i] = -INFINITY;
-        acc.l[i] = 0.0f;
-    }
-    if (steps > 1) pack_kv(k, v, n, buf[0]);
+    if ((st = be->begin(ctx, &p, &qr, block, buf))) goto fail;
+    if (steps > 1 && (st = be->pack_kv(ctx, k, v, qr.total, buf[0]))) goto fail;
 
     kr = qr;
     rda_tensor kt = *k, vt = *v;
@@ -150,12 +96,14 @@ rda_status rda_ring_run(rda_context *ctx, rda_comm *comm, const rda_config *cfg,
             if ((st = rda_plan_rows(N, P, p.layout, src, &next, msg))) goto fail;
             size_t send = 2 * es * (size_t)(p.B * kr.total * p.Hkv * p.D);
             size_t recv = 2 * es * (size_t)(p.B * next.total * p.Hkv * p.D);
+            /* buf[cur] complete, and the last step's reads of buf[cur ^ 1] done */
+            if ((st = be->sync(ctx))) goto fail;
             if ((st = comm->ops->shift_start(comm, buf[cur], send, buf[cur ^ 1], recv, msg)))
                 goto fail;
             bytes_sent += (int64_t)send;
         }
-        if ((st = rda_cpu_attend_step(ctx, ws, &p, &qr, &kr, q, &kt, &vt, &acc, more ? NULL : o,
-                                      more ? NULL : lse, &pairs)))
+        if ((st = be->step(ctx, &p, &qr, &kr, q, &kt, &vt, more ? NULL : o, more ? NULL : lse,
+                           &pairs)))
             goto fail;
         if (more) {
             if ((st = comm->ops->shift_wait(comm, p.timeout_seconds, msg))) goto fail;
@@ -166,7 +114,9 @@ rda_status rda_ring_run(rda_context *ctx, rda_comm *comm, const rda_config *cfg,
                                        p.dtype, 4, shape);
         }
     }
-    rda_cpu_finalize(ctx, &p, &acc, o, lse);
+    if ((st = be->finish(ctx, &p, o, lse))) goto fail;
+    /* a rank's time includes its device work */
+    if (stats && (st = be->sync(ctx))) goto fail;
     goto cleanup;
 
 fail:

@@ -12,11 +12,13 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "device.h"
 #include "testdata.h"
 
 void bench_defaults(bench_options *o) {
     memset(o, 0, sizeof(*o));
     o->dtype = RDA_DTYPE_F32;
+    o->backend = -1;
     o->B = 1;
     o->H = 8;
     o->D = 64;
@@ -40,7 +42,8 @@ static void usage(FILE *f) {
             "usage: rda bench [options]\n"
             "Reproduces the seed benchmark report (dense rings, groups-dilated single rank and\n"
             "rings) on this machine and writes it as Markdown and JSON.\n\n"
-            "  --dtype fp32|fp16|bf16     element type (default fp32 on the CPU)\n"
+            "  --backend auto|cpu|cuda    where to run (default auto: the GPU when one exists)\n"
+            "  --dtype fp32|fp16|bf16     element type (default fp16 on a GPU, fp32 on the CPU)\n"
             "  --batch B --heads H --head-dim D   (default 1, 8, 64)\n"
             "  --seq-lens N1,N2,...       sequence lengths (default 1024,2048,4096)\n"
             "  --segments w1,w2,...       dilated segment lengths (default: seed rule\n"
@@ -110,6 +113,13 @@ static int parse_args(int argc, char **argv, bench_options *o) {
         } else if (!strcmp(a, "--dtype")) {
             NEED_VALUE();
             if (parse_dtype(v, &o->dtype)) BAD_VALUE();
+            o->dtype_set = 1;
+        } else if (!strcmp(a, "--backend")) {
+            NEED_VALUE();
+            if (!strcmp(v, "auto")) o->backend = -1;
+            else if (!strcmp(v, "cpu")) o->backend = RDA_BACKEND_CPU;
+            else if (!strcmp(v, "cuda")) o->backend = RDA_BACKEND_CUDA;
+            else BAD_VALUE();
         } else if (!strcmp(a, "--batch") || !strcmp(a, "--heads") || !strcmp(a, "--head-dim") ||
                    !strcmp(a, "--reps") || !strcmp(a, "--warmup") || !strcmp(a, "--threads") ||
                    !strcmp(a, "--sample-rows") || !strcmp(a, "--seed")) {
@@ -247,7 +257,10 @@ typedef struct {
     rda_context *ctx, *ref_ctx;
     int64_t N;
     void *q, *k, *v, *o_buf;
-    rda_tensor tq, tk, tv, to;
+    rda_tensor tq, tk, tv, to; /* host tensors */
+    bool dev;                  /* rows run on the GPU: */
+    void *dq, *dk, *dv, *d_o;  /* device copies */
+    rda_tensor rq, rk, rv, ro; /* the tensors the rows run on */
     double *q64, *k64, *v64; /* for the fp64 reference */
 } bench_state;
 
@@ -342,15 +355,21 @@ static void run_row(bench_state *s, bench_row *row, const rda_config *cfg, refer
         goto done;
     }
     rda_count_pairs(cfg, o->B, s->N, o->H, &row->pairs);
+    size_t obytes = (size_t)tensor_bytes4(o, s->N);
+    if (s->dev) { /* NaN in every element: one the kernels miss fails the check */
+        memset(s->o_buf, 0xFF, obytes);
+        dev_upload(s->d_o, s->o_buf, obytes);
+    }
     for (int32_t it = 0; it < o->warmup + o->reps; it++) {
-        memset(s->o_buf, 0, (size_t)tensor_bytes4(o, s->N)); /* a result never leaks between runs */
+        if (!s->dev) memset(s->o_buf, 0, obytes); /* a result never leaks between runs */
         double t0 = rda_now();
         rda_status st;
         if (row->ring_path)
-            st = rda_ring_forward_simulated(s->ctx, cfg, P, &s->tq, &s->tk, &s->tv, &s->to, NULL,
+            st = rda_ring_forward_simulated(s->ctx, cfg, P, &s->rq, &s->rk, &s->rv, &s->ro, NULL,
                                             stats);
         else
-            st = rda_attention_forward(s->ctx, cfg, &s->tq, &s->tk, &s->tv, &s->to, NULL);
+            st = rda_attention_forward(s->ctx, cfg, &s->rq, &s->rk, &s->rv, &s->ro, NULL);
+        if (st == RDA_STATUS_SUCCESS) st = rda_context_synchronize(s->ctx);
         double t = rda_now() - t0;
         if (st) {
             row->status = st;
@@ -383,6 +402,11 @@ static void run_row(bench_state *s, bench_row *row, const rda_config *cfg, refer
             row->steps = 1;
         }
         if (it >= o->warmup) times[it - o->warmup] = t;
+    }
+    if (s->dev && dev_download(s->o_buf, s->d_o, obytes)) {
+        row->status = RDA_STATUS_DEVICE_ERROR;
+        snprintf(row->error, sizeof row->error, "cannot read the output back from the GPU");
+        goto done;
     }
     qsort(times, (size_t)o->reps, sizeof(double), cmp_double);
     row->ms_min = 1e3 * times[0];
@@ -442,17 +466,32 @@ int bench_main(int argc, char **argv) {
     int pr = parse_args(argc, argv, o);
     if (pr) return pr > 0 ? 0 : 2;
 
+    bool use_gpu = o->backend == RDA_BACKEND_CUDA || (o->backend < 0 && dev_available());
+    if (use_gpu && !dev_available()) {
+        fprintf(stderr, "rda bench: --backend cuda, but no CUDA device (or a build without CUDA)\n");
+        return 2;
+    }
+    if (use_gpu && !o->dtype_set) o->dtype = RDA_DTYPE_F16; /* as the seed report */
     rda_context_params cp = RDA_CONTEXT_PARAMS_INIT;
     cp.num_threads = o->threads;
+    cp.backend = use_gpu ? RDA_BACKEND_CUDA : RDA_BACKEND_CPU;
     rda_context *ctx = NULL, *ref_ctx = NULL;
-    if (rda_context_create(&cp, &ctx)) {
-        fprintf(stderr, "rda bench: cannot create a CPU context\n");
+    rda_status cst = rda_context_create(&cp, &ctx);
+    if (cst) {
+        fprintf(stderr, "rda bench: cannot create a %s context: %s\n", use_gpu ? "CUDA" : "CPU",
+                rda_status_to_string(cst));
         return 1;
     }
     cp.backend = RDA_BACKEND_REFERENCE;
+    cp.num_threads = o->threads;
     rda_context_create(&cp, &ref_ctx);
     rep.threads = rda_context_num_threads(ctx);
     device_name(rep.device, sizeof rep.device, rep.threads);
+    if (use_gpu) {
+        char gname[64];
+        dev_name(gname, sizeof gname);
+        snprintf(rep.device, sizeof rep.device, "cuda (%.63s); fp64 reference on the CPU", gname);
+    }
     time_t now = time(NULL);
     strftime(rep.generated, sizeof rep.generated, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
 
@@ -491,6 +530,21 @@ int bench_main(int argc, char **argv) {
         s.tk = rda_tensor_contiguous(s.k, o->dtype, 4, shape);
         s.tv = rda_tensor_contiguous(s.v, o->dtype, 4, shape);
         s.to = rda_tensor_contiguous(s.o_buf, o->dtype, 4, shape);
+        s.rq = s.tq, s.rk = s.tk, s.rv = s.tv, s.ro = s.to;
+        if (use_gpu) {
+            size_t bytes = (size_t)n * es;
+            s.dev = true;
+            s.dq = dev_alloc(bytes), s.dk = dev_alloc(bytes), s.dv = dev_alloc(bytes), s.d_o = dev_alloc(bytes);
+            if (!s.dq || !s.dk || !s.dv || !s.d_o || dev_upload(s.dq, s.q, bytes) ||
+                dev_upload(s.dk, s.k, bytes) || dev_upload(s.dv, s.v, bytes)) {
+                fprintf(stderr, "rda bench: out of GPU memory at N = %lld\n", (long long)s.N);
+                return 1;
+            }
+            s.rq = rda_tensor_contiguous(s.dq, o->dtype, 4, shape);
+            s.rk = rda_tensor_contiguous(s.dk, o->dtype, 4, shape);
+            s.rv = rda_tensor_contiguous(s.dv, o->dtype, 4, shape);
+            s.ro = rda_tensor_contiguous(s.d_o, o->dtype, 4, shape);
+        }
 
         rda_config dense = RDA_CONFIG_INIT, dil = RDA_CONFIG_INIT;
         dense.causal = dil.causal = o->causal;
@@ -564,6 +618,7 @@ int bench_main(int argc, char **argv) {
         free_reference(&ref_dense);
         free_reference(&ref_dil);
         free(s.q), free(s.k), free(s.v), free(s.o_buf), free(s.q64), free(s.k64), free(s.v64);
+        dev_free(s.dq), dev_free(s.dk), dev_free(s.dv), dev_free(s.d_o);
     }
     rda_context_destroy(ctx);
     rda_context_destroy(ref_ctx);

@@ -11,6 +11,8 @@
 
 typedef struct {
     rda_dtype dtype;
+    int dtype_set;  /* given on the command line */
+    int backend;    /* -1: auto (the GPU when one exists), else an rda_backend */
     int64_t B, H, D;
     int64_t seq_lens[BENCH_MAX_LIST];
     int32_t n_seq;

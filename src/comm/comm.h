@@ -27,6 +27,9 @@ struct rda_comm {
     const rda_comm_ops *ops;
     int32_t rank, size;
     void *impl;
+    /* how the in-process engine copies into this rank's buffers (host memcpy,
+     * or a device copy for GPU buffers); set by the ring from its backend */
+    int (*copy)(void *dst, const void *src, size_t bytes); /* 0 on success */
 };
 
 #endif

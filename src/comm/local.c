@@ -108,8 +108,17 @@ static rda_status local_shift_wait(rda_comm *c, double timeout_s, char *msg) {
     {
         const void *from = g->box[me].ptr;
         pthread_mutex_unlock(&g->mu); /* the sender leaves its buffer alone until we release it */
-        memcpy(lr->recv, from, lr->recv_bytes);
+        int failed = 0;
+        if (c->copy)
+            failed = c->copy(lr->recv, from, lr->recv_bytes);
+        else
+            memcpy(lr->recv, from, lr->recv_bytes);
         pthread_mutex_lock(&g->mu);
+        if (failed) {
+            rda_set_msg(msg, "rank %d: copying %zu bytes from rank %d failed", me, lr->recv_bytes, src);
+            st = RDA_STATUS_COMM_ERROR;
+            goto done;
+        }
     }
     g->box[me].full = 0;
     pthread_cond_broadcast(&g->cv);

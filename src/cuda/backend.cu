@@ -1,0 +1,334 @@
+/* The CUDA backend: device workspace, per-step job tables, kernel dispatch.
+ * Work is ordered on the context's stream; nothing here synchronises the
+ * device except `sync` (the ring, before a buffer is sent) and workspace
+ * growth. */
+#include <cuda_runtime.h>
+#include <math.h>
+#include <string.h>
+
+#include "kernels.cuh"
+
+extern "C" {
+#include "../backend.h"
+}
+
+typedef struct {
+    int device;
+    cudaStream_t stream;
+    bool own_stream;
+    void *dws;     /* device workspace: state, key/value blocks, tables */
+    size_t dws_cap;
+    /* the call in progress */
+    float *acc, *m, *l;
+    int64_t n;     /* rows of the rank */
+    rda_phase phase;          /* host tables (built by the shared planner) */
+    rda_job *d_jobs;          /* their device copies */
+    rda_tile *d_tiles;
+    int64_t *d_heads;
+    rda_class *d_classes;
+    const rda_tensor *q, *k, *v;
+    float qscale;
+} cuda_ctx;
+
+#define CUDA_TRY(call)                                                                        \
+    do {                                                                                      \
+        cudaError_t e_ = (call);                                                              \
+        if (e_ != cudaSuccess) {                                                              \
+            rda_set_msg(ctx->msg, "%s: %s (%s:%d)", #call, cudaGetErrorString(e_), __FILE__, \
+                        __LINE__);                                                            \
+            return RDA_STATUS_DEVICE_ERROR;                                                   \
+        }                                                                                     \
+    } while (0)
+
+/* After a launch: the launch error, if any. */
+#define CUDA_LAUNCHED() CUDA_TRY(cudaGetLastError())
+
+static cuda_ctx *cctx(rda_context *ctx) { return static_cast<cuda_ctx *>(ctx->cuda); }
+
+extern "C" int rda_cuda_device_count(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError(); /* clear the sticky "no device" error */
+        return 0;
+    }
+    return n;
+}
+
+extern "C" rda_status rda_cuda_context_init(rda_context *ctx, int32_t device, void *stream) {
+    int n = rda_cuda_device_count();
+    if (device < 0 || device >= n) {
+        rda_set_msg(ctx->msg, "CUDA device %d does not exist (%d found)", device, n);
+        return RDA_STATUS_UNSUPPORTED;
+    }
+    cuda_ctx *c = static_cast<cuda_ctx *>(calloc(1, sizeof(cuda_ctx)));
+    if (!c) return RDA_STATUS_OUT_OF_MEMORY;
+    ctx->cuda = c;
+    c->device = device;
+    CUDA_TRY(cudaSetDevice(device));
+    if (stream) {
+        c->stream = static_cast<cudaStream_t>(stream);
+    } else {
+        CUDA_TRY(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+        c->own_stream = true;
+    }
+    CUDA_TRY(cudaFuncSetAttribute(attend_mma<__half, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  (int)mma_smem_bytes<128>()));
+    CUDA_TRY(cudaFuncSetAttribute(attend_mma<__nv_bfloat16, 128>,
+                                  cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mma_smem_bytes<128>()));
+    return RDA_STATUS_SUCCESS;
+}
+
+extern "C" void rda_cuda_context_destroy(rda_context *ctx) {
+    cuda_ctx *c = cctx(ctx);
+    if (!c) return;
+    cudaSetDevice(c->device);
+    cudaStreamSynchronize(c->stream);
+    cudaFree(c->dws);
+    if (c->own_stream) cudaStreamDestroy(c->stream);
+    free(c);
+    ctx->cuda = NULL;
+}
+
+extern "C" rda_status rda_cuda_synchronize(rda_context *ctx) {
+    CUDA_TRY(cudaStreamSynchronize(cctx(ctx)->stream));
+    return RDA_STATUS_SUCCESS;
+}
+
+static bool on_device(const void *p) {
+    cudaPointerAttributes at;
+    if (cudaPointerGetAttributes(&at, p) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+    }
+    return at.type == cudaMemoryTypeDevice || at.type == cudaMemoryTypeManaged;
+}
+
+extern "C" rda_status rda_cuda_supports(rda_context *ctx, const rda_problem *p,
+                                        const rda_tensor *const t[5]) {
+    if (p->dtype == RDA_DTYPE_F64) {
+        rda_set_msg(ctx->msg, "fp64 tensors are only accepted by the reference backend");
+        return RDA_STATUS_UNSUPPORTED;
+    }
+    if (p->D > GENERIC_MAX_D) {
+        rda_set_msg(ctx->msg, "the CUDA backend supports head dims up to %d (got %lld); use the CPU backend",
+                    GENERIC_MAX_D, (long long)p->D);
+        return RDA_STATUS_UNSUPPORTED;
+    }
+    static const char *names[5] = {"q", "k", "v", "o", "lse"};
+    for (int i = 0; i < 5; i++)
+        if (t[i] && !on_device(t[i]->data)) {
+            rda_set_msg(ctx->msg, "tensor %s is not in device memory (the CUDA backend takes device pointers)",
+                        names[i]);
+            return RDA_STATUS_INVALID_ARGUMENT;
+        }
+    return RDA_STATUS_SUCCESS;
+}
+
+/* Grows the device workspace to at least `bytes` (synchronises when it grows). */
+static rda_status reserve_device(rda_context *ctx, size_t bytes) {
+    cuda_ctx *c = cctx(ctx);
+    if (bytes <= c->dws_cap) return RDA_STATUS_SUCCESS;
+    CUDA_TRY(cudaStreamSynchronize(c->stream));
+    CUDA_TRY(cudaFree(c->dws));
+    c->dws = NULL;
+    c->dws_cap = 0;
+    CUDA_TRY(cudaMalloc(&c->dws, bytes));
+    c->dws_cap = bytes;
+    return RDA_STATUS_SUCCESS;
+}
+
+static rda_status cuda_begin(rda_context *ctx, const rda_problem *p, const rda_rows *qr, size_t block,
+                             void *kv[2]) {
+    cuda_ctx *c = cctx(ctx);
+    rda_status st;
+    CUDA_TRY(cudaSetDevice(c->device));
+    int64_t rows_hd = p->B * qr->total * p->H;
+    int64_t jc = 0, tc = 0; /* table capacities, the same as the host's */
+    rda_carver hc;
+    if ((st = rda_context_reserve(ctx, rda_plan_phase_bytes(p, qr, RDA_CUDA_BQ), &hc))) return st;
+    size_t host_bytes = ctx->ws_used;
+    if ((st = rda_plan_phase_init(&c->phase, &hc, p, qr, RDA_CUDA_BQ))) return st;
+    jc = c->phase.jobs_cap;
+    tc = c->phase.tiles_cap;
+    size_t need = RDA_ALIGN(sizeof(float) * (size_t)(rows_hd * p->D)) + 2 * RDA_ALIGN(sizeof(float) * (size_t)rows_hd) +
+                  (block ? 2 * RDA_ALIGN(block) : 0) + RDA_ALIGN(sizeof(rda_job) * (size_t)jc) +
+                  RDA_ALIGN(sizeof(rda_tile) * (size_t)tc) + RDA_ALIGN(sizeof(int64_t) * (size_t)p->H) +
+                  RDA_ALIGN(sizeof(rda_class) * (size_t)p->H);
+    if ((st = reserve_device(ctx, need))) return st;
+    rda_carver dc = {static_cast<char *>(c->dws), need};
+    c->acc = static_cast<float *>(rda_carve(&dc, sizeof(float) * (size_t)(rows_hd * p->D)));
+    c->m = static_cast<float *>(rda_carve(&dc, sizeof(float) * (size_t)rows_hd));
+    c->l = static_cast<float *>(rda_carve(&dc, sizeof(float) * (size_t)rows_hd));
+    if (block) {
+        kv[0] = rda_carve(&dc, block);
+        kv[1] = rda_carve(&dc, block);
+    }
+    c->d_jobs = static_cast<rda_job *>(rda_carve(&dc, sizeof(rda_job) * (size_t)jc));
+    c->d_tiles = static_cast<rda_tile *>(rda_carve(&dc, sizeof(rda_tile) * (size_t)tc));
+    c->d_heads = static_cast<int64_t *>(rda_carve(&dc, sizeof(int64_t) * (size_t)p->H));
+    c->d_classes = static_cast<rda_class *>(rda_carve(&dc, sizeof(rda_class) * (size_t)p->H));
+    if (!c->d_classes) {
+        rda_set_msg(ctx->msg, "internal error: device workspace sizing (%s:%d)", __FILE__, __LINE__);
+        return RDA_STATUS_INTERNAL;
+    }
+    c->n = qr->total;
+    ctx->ws_used = host_bytes + need;
+    fill_state<<<(unsigned)((rows_hd + 255) / 256 < 4096 ? (rows_hd + 255) / 256 : 4096), 256, 0, c->stream>>>(
+        c->m, c->l, rows_hd);
+    CUDA_LAUNCHED();
+    return RDA_STATUS_SUCCESS;
+}
+
+static rda_status cuda_pack_kv(rda_context *ctx, const rda_tensor *k, const rda_tensor *v, int64_t n,
+                               void *buf) {
+    cuda_ctx *c = cctx(ctx);
+    size_t es = rda_dtype_size(k->dtype);
+    char *dst = static_cast<char *>(buf);
+    const rda_tensor *ts[2] = {k, v};
+    for (int t = 0; t < 2; t++) {
+        const rda_tensor *x = ts[t];
+        int64_t total = x->shape[0] * n * x->shape[2] * x->shape[3];
+        unsigned grid = (unsigned)((total + 255) / 256 < 65535 ? (total + 255) / 256 : 65535);
+        if (es == 4)
+            pack_rows_kernel<uint32_t><<<grid, 256, 0, c->stream>>>(
+                reinterpret_cast<uint32_t *>(dst), static_cast<const uint32_t *>(x->data), x->shape[0], n,
+                x->shape[2], x->shape[3], x->strides[0], x->strides[1], x->strides[2], x->strides[3]);
+        else
+            pack_rows_kernel<uint16_t><<<grid, 256, 0, c->stream>>>(
+                reinterpret_cast<uint16_t *>(dst), static_cast<const uint16_t *>(x->data), x->shape[0], n,
+                x->shape[2], x->shape[3], x->strides[0], x->strides[1], x->strides[2], x->strides[3]);
+        CUDA_LAUNCHED();
+        dst += es * (size_t)total;
+    }
+    return RDA_STATUS_SUCCESS;
+}
+
+static void fill_args(attend_args *a, cuda_ctx *c, const rda_problem *p, const rda_tensor *q,
+                      const rda_tensor *k, const rda_tensor *v, rda_tensor *o, rda_tensor *lse) {
+    memset(a, 0, sizeof(*a));
+    a->q = q->data;
+    a->k = k->data;
+    a->v = v->data;
+    for (int i = 0; i < 4; i++) {
+        a->qs[i] = q->strides[i];
+        a->ks[i] = k->strides[i];
+        a->vs[i] = v->strides[i];
+        a->os[i] = o ? o->strides[i] : 0;
+    }
+    a->acc = c->acc;
+    a->m = c->m;
+    a->l = c->l;
+    a->n = c->n;
+    a->o = o ? o->data : NULL;
+    a->lse = lse ? static_cast<float *>(lse->data) : NULL;
+    for (int i = 0; i < 3; i++) a->ls[i] = lse ? lse->strides[i] : 0;
+    a->B = p->B;
+    a->H = p->H;
+    a->Hkv = p->Hkv;
+    a->D = p->D;
+    a->causal = p->causal;
+    a->qscale = c->qscale;
+    a->factor = (float)rda_plan_output_factor(p);
+}
+
+/* The tensor-core kernel needs 16-byte rows: fp16/bf16, D of 64 or 128,
+ * contiguous head dim, 16-byte aligned bases and row strides. */
+static bool mma_ok(const rda_problem *p, const rda_tensor *q, const rda_tensor *k, const rda_tensor *v,
+                   const rda_tensor *o) {
+    if (p->dtype != RDA_DTYPE_F16 && p->dtype != RDA_DTYPE_BF16) return false;
+    if (p->D != 64 && p->D != 128) return false;
+    const rda_tensor *ts[4] = {q, k, v, o};
+    for (int i = 0; i < 4; i++) {
+        if (!ts[i]) continue;
+        if (ts[i]->strides[3] != 1 || ((uintptr_t)ts[i]->data & 15)) return false;
+        for (int d = 0; d < 3; d++)
+            if (ts[i]->strides[d] % 8) return false;
+    }
+    return true;
+}
+
+typedef struct {
+    rda_context *ctx;
+    const rda_problem *p;
+    const rda_tensor *q, *k, *v;
+    rda_tensor *o, *lse;
+} step_arg;
+
+static rda_status run_phase(void *arg, const rda_phase *ph) {
+    step_arg *sa = static_cast<step_arg *>(arg);
+    rda_context *ctx = sa->ctx;
+    cuda_ctx *c = cctx(ctx);
+    cudaStream_t s = c->stream;
+    /* the tables, uploaded behind the previous launch on the same stream */
+    CUDA_TRY(cudaMemcpyAsync(c->d_jobs, ph->jobs, sizeof(rda_job) * (size_t)ph->njobs, cudaMemcpyHostToDevice, s));
+    CUDA_TRY(cudaMemcpyAsync(c->d_tiles, ph->tiles, sizeof(rda_tile) * (size_t)ph->ntiles, cudaMemcpyHostToDevice, s));
+    CUDA_TRY(cudaMemcpyAsync(c->d_heads, ph->heads, sizeof(int64_t) * (size_t)ph->nheads, cudaMemcpyHostToDevice, s));
+    CUDA_TRY(cudaMemcpyAsync(c->d_classes, ph->classes, sizeof(rda_class) * (size_t)ph->nclasses,
+                             cudaMemcpyHostToDevice, s));
+    attend_args a;
+    fill_args(&a, c, sa->p, sa->q, sa->k, sa->v, sa->o, sa->lse);
+    a.jobs = c->d_jobs;
+    a.tiles = c->d_tiles;
+    a.heads = c->d_heads;
+    a.classes = c->d_classes;
+    a.nclasses = ph->nclasses;
+    if (ph->items > 0x7fffffff) {
+        rda_set_msg(ctx->msg, "too many work items in one step (%lld)", (long long)ph->items);
+        return RDA_STATUS_UNSUPPORTED;
+    }
+    dim3 grid((unsigned)ph->items);
+    if (mma_ok(sa->p, sa->q, sa->k, sa->v, sa->o)) {
+        bool bf = sa->p->dtype == RDA_DTYPE_BF16;
+        if (sa->p->D == 64) {
+            if (bf) attend_mma<__nv_bfloat16, 64><<<grid, 128, mma_smem_bytes<64>(), s>>>(a);
+            else attend_mma<__half, 64><<<grid, 128, mma_smem_bytes<64>(), s>>>(a);
+        } else {
+            if (bf) attend_mma<__nv_bfloat16, 128><<<grid, 128, mma_smem_bytes<128>(), s>>>(a);
+            else attend_mma<__half, 128><<<grid, 128, mma_smem_bytes<128>(), s>>>(a);
+        }
+    } else {
+        switch (sa->p->dtype) {
+        case RDA_DTYPE_F16: attend_generic<__half><<<grid, 128, 0, s>>>(a); break;
+        case RDA_DTYPE_BF16: attend_generic<__nv_bfloat16><<<grid, 128, 0, s>>>(a); break;
+        default: attend_generic<float><<<grid, 128, 0, s>>>(a); break;
+        }
+    }
+    CUDA_LAUNCHED();
+    return RDA_STATUS_SUCCESS;
+}
+
+static rda_status cuda_step(rda_context *ctx, const rda_problem *p, const rda_rows *qr, const rda_rows *kr,
+                            const rda_tensor *q, const rda_tensor *k, const rda_tensor *v, rda_tensor *o,
+                            rda_tensor *lse, int64_t *pairs) {
+    cuda_ctx *c = cctx(ctx);
+    double scale = p->scale != 0.0 ? p->scale : 1.0 / sqrt((double)p->D);
+    c->qscale = (float)(scale * 1.4426950408889634);
+    step_arg sa = {ctx, p, q, k, v, o, lse};
+    return rda_plan_step(&c->phase, p, qr, kr, o != NULL, run_phase, &sa, pairs, ctx->msg);
+}
+
+static rda_status cuda_finish(rda_context *ctx, const rda_problem *p, rda_tensor *o, rda_tensor *lse) {
+    cuda_ctx *c = cctx(ctx);
+    attend_args a;
+    fill_args(&a, c, p, o, o, o, o, lse);
+    int64_t rows = p->B * c->n * p->H;
+    unsigned grid = (unsigned)((rows * 32 + 255) / 256);
+    switch (p->dtype) {
+    case RDA_DTYPE_F16: finalize_rows<__half><<<grid, 256, 0, c->stream>>>(a); break;
+    case RDA_DTYPE_BF16: finalize_rows<__nv_bfloat16><<<grid, 256, 0, c->stream>>>(a); break;
+    default: finalize_rows<float><<<grid, 256, 0, c->stream>>>(a); break;
+    }
+    CUDA_LAUNCHED();
+    return RDA_STATUS_SUCCESS;
+}
+
+static rda_status cuda_sync(rda_context *ctx) { return rda_cuda_synchronize(ctx); }
+
+static int cuda_copy(void *dst, const void *src, size_t bytes) {
+    return cudaMemcpy(dst, src, bytes, cudaMemcpyDefault) == cudaSuccess ? 0 : -1;
+}
+
+static const rda_backend_ops cuda_ops = {"cuda", cuda_begin, cuda_pack_kv, cuda_step, cuda_finish, cuda_sync,
+                                         cuda_copy};
+
+extern "C" const rda_backend_ops *rda_backend_cuda(void) { return &cuda_ops; }

@@ -1,0 +1,421 @@
+/* CUDA kernels of the attention backend. C-style CUDA: templates only for
+ * the element type and the head dimension.
+ *
+ * attend_mma<T, D>   fp16/bf16, D = 64 or 128, contiguous head dim:
+ *                    FlashAttention-2's recurrence on mma.sync m16n8k16
+ *                    tensor cores; one CTA (4 warps) per work item, a tile
+ *                    of 64 queries, 64 keys at a time through shared memory.
+ * attend_generic<T>  any type (fp32 on CUDA cores), D <= 256, any strides:
+ *                    one warp per query row.
+ * Both read query/key rows through the job's progression (dilation is a
+ * stride), keep the online softmax in registers, and either fold into the
+ * rank's running state (acc, m, l in global memory) or, for rows that are
+ * then complete, write O (and LSE) directly. */
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+extern "C" {
+#include "../plan.h"
+}
+
+#define RDA_CUDA_BQ 64 /* queries per work item (both kernels) */
+
+/* Everything a launch needs, passed by value. Shapes: q/o [B, n, H, D],
+ * k/v [B, nk, Hkv, D] (strides in elements), acc [B, n, H, D] fp32,
+ * m/l [B, n, H], lse [B, H, n] (strides). */
+struct attend_args {
+    const void *q, *k, *v;
+    int64_t qs[4], ks[4], vs[4];
+    float *acc, *m, *l;
+    int64_t n;
+    void *o;
+    int64_t os[4];
+    float *lse;
+    int64_t ls[3];
+    const rda_job *jobs;
+    const rda_tile *tiles;
+    const int64_t *heads;
+    const rda_class *classes;
+    int64_t nclasses;
+    int64_t B, H, Hkv, D;
+    int causal;
+    float qscale; /* softmax scale * log2(e) */
+    float factor; /* 1/G in groups mode */
+};
+
+__device__ __forceinline__ float ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+template <typename T> __device__ __forceinline__ float to_f32(T x);
+template <> __device__ __forceinline__ float to_f32<float>(float x) { return x; }
+template <> __device__ __forceinline__ float to_f32<__half>(__half x) { return __half2float(x); }
+template <> __device__ __forceinline__ float to_f32<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <typename T> __device__ __forceinline__ T from_f32(float x);
+template <> __device__ __forceinline__ float from_f32<float>(float x) { return x; }
+template <> __device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half_rn(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+
+/* The work item of this CTA: class, tile, batch and head. */
+struct item_pos {
+    const rda_class *cl;
+    int64_t tile, b, h, kh;
+};
+
+__device__ __forceinline__ item_pos decode_item(const attend_args &a, int64_t item) {
+    int64_t c = 0;
+    while (c + 1 < a.nclasses && a.classes[c + 1].first_item <= item) c++;
+    item_pos p;
+    p.cl = &a.classes[c];
+    item -= p.cl->first_item;
+    int64_t per = a.B * p.cl->nheads;
+    p.tile = p.cl->first_tile + item / per;
+    int64_t bh = item % per;
+    p.b = bh / p.cl->nheads;
+    p.h = a.heads[p.cl->first_head + bh % p.cl->nheads];
+    p.kh = p.h / (a.H / a.Hkv);
+    return p;
+}
+
+/* ------------------------------------------------------------------ tensor cores */
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p)));
+}
+
+__device__ __forceinline__ void ldsm_x4_t(uint32_t r[4], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p)));
+}
+
+template <typename T> __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1);
+
+template <> __device__ __forceinline__ void mma16816<__half>(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
+                 "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <> __device__ __forceinline__ void mma16816<__nv_bfloat16>(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+                 "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <typename T> __device__ __forceinline__ uint32_t pack2(float x, float y);
+template <> __device__ __forceinline__ uint32_t pack2<__half>(float x, float y) {
+    __half2 h = __floats2half2_rn(x, y);
+    return *reinterpret_cast<uint32_t *>(&h);
+}
+template <> __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float x, float y) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
+    return *reinterpret_cast<uint32_t *>(&h);
+}
+
+/* Shared memory of attend_mma: Q, K, V tiles of 64 rows, rows padded by 16
+ * bytes so that ldmatrix reads hit 8 different bank groups. */
+template <int D> __host__ __device__ constexpr int mma_lds() { return D + 8; }
+template <int D> __host__ __device__ constexpr size_t mma_smem_bytes() { return 3 * 64 * (size_t)mma_lds<D>() * 2; }
+
+template <typename T, int D>
+__global__ void __launch_bounds__(128) attend_mma(const attend_args a) {
+    constexpr int LDS = mma_lds<D>(), CH = D / 8; /* 16-byte chunks per row */
+    extern __shared__ __align__(16) unsigned char smem[];
+    T *Qs = reinterpret_cast<T *>(smem), *Ks = Qs + 64 * LDS, *Vs = Ks + 64 * LDS;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const item_pos ip = decode_item(a, blockIdx.x);
+    const rda_tile tile = a.tiles[ip.tile];
+    const rda_job &job = a.jobs[tile.job];
+    const int64_t qi0 = tile.first, r = job.stride;
+    const int bq = (int)min((int64_t)64, job.q_count - qi0);
+
+    const T *qb = static_cast<const T *>(a.q) + ip.b * a.qs[0] + ip.h * a.qs[2];
+    for (int i = tid; i < 64 * CH; i += 128) {
+        int row = i / CH, ch = i % CH;
+        uint4 x = make_uint4(0, 0, 0, 0);
+        if (row < bq) x = *reinterpret_cast<const uint4 *>(qb + (job.q_local + (qi0 + row) * r) * a.qs[1] + ch * 8);
+        *reinterpret_cast<uint4 *>(Qs + row * LDS + ch * 8) = x;
+    }
+    __syncthreads();
+    uint32_t qa[D / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++)
+        ldsm_x4(qa[kk], Qs + (warp * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LDS + kk * 16 + (lane >> 4) * 8);
+
+    /* running state of the thread's two rows */
+    const int rl[2] = {warp * 16 + (lane >> 2), warp * 16 + (lane >> 2) + 8};
+    float o[D / 8][4];
+    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f};
+#pragma unroll
+    for (int nt = 0; nt < D / 8; nt++) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        if (rl[i] >= bq) continue;
+        int64_t ai = (ip.b * a.n + job.q_local + (qi0 + rl[i]) * r) * a.H + ip.h;
+        float L = a.l[ai];
+        if (L > 0.f) { /* earlier steps reached this row */
+            lrow[i] = L;
+            mrow[i] = a.m[ai];
+#pragma unroll
+            for (int nt = 0; nt < D / 8; nt++) {
+                float2 x = *reinterpret_cast<const float2 *>(a.acc + ai * D + nt * 8 + (lane & 3) * 2);
+                o[nt][2 * i] = x.x;
+                o[nt][2 * i + 1] = x.y;
+            }
+        }
+    }
+
+    const T *kb = static_cast<const T *>(a.k) + ip.b * a.ks[0] + ip.kh * a.ks[2];
+    const T *vb = static_cast<const T *>(a.v) + ip.b * a.vs[0] + ip.kh * a.vs[2];
+    for (int c = 0; c < job.nk; c++) {
+        int64_t kcount = job.k_count[c];
+        const int64_t dq = (job.q_first - job.k_first[c]) / r; /* key j allowed iff j <= i + dq */
+        if (a.causal) kcount = min(kcount, qi0 + bq + dq);
+        for (int64_t k0 = 0; k0 < kcount; k0 += 64) {
+            const int bk = (int)min((int64_t)64, kcount - k0);
+            __syncthreads(); /* every warp is done with the previous tile */
+            for (int i = tid; i < 64 * CH; i += 128) {
+                int row = i / CH, ch = i % CH;
+                uint4 x = make_uint4(0, 0, 0, 0), y = x;
+                if (row < bk) {
+                    int64_t kr = job.k_local[c] + (k0 + row) * r;
+                    x = *reinterpret_cast<const uint4 *>(kb + kr * a.ks[1] + ch * 8);
+                    y = *reinterpret_cast<const uint4 *>(vb + kr * a.vs[1] + ch * 8);
+                }
+                *reinterpret_cast<uint4 *>(Ks + row * LDS + ch * 8) = x;
+                *reinterpret_cast<uint4 *>(Vs + row * LDS + ch * 8) = y;
+            }
+            __syncthreads();
+            /* S = Q K^T: 16 queries x 64 keys per warp */
+            float s[8][4];
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++)
+#pragma unroll
+                for (int np = 0; np < 4; np++) {
+                    uint32_t bf[4];
+                    ldsm_x4(bf, Ks + (np * 16 + (lane >> 4) * 8 + (lane & 7)) * LDS + kk * 16 + ((lane >> 3) & 1) * 8);
+                    mma16816<T>(s[2 * np], qa[kk], bf[0], bf[1]);
+                    mma16816<T>(s[2 * np + 1], qa[kk], bf[2], bf[3]);
+                }
+            const bool mask = bk < 64 || (a.causal && k0 + 63 > qi0 + dq);
+            float mx[2] = {mrow[0], mrow[1]};
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float x = s[nt][e] * a.qscale;
+                    if (mask) {
+                        int64_t key = k0 + nt * 8 + (lane & 3) * 2 + (e & 1);
+                        if (key >= k0 + bk || (a.causal && key > qi0 + rl[e >> 1] + dq)) x = -INFINITY;
+                    }
+                    s[nt][e] = x;
+                    mx[e >> 1] = fmaxf(mx[e >> 1], x);
+                }
+            float mu[2], al[2], ls[2] = {0.f, 0.f};
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+                mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+                mu[i] = mx[i] == -INFINITY ? 0.f : mx[i]; /* nothing allowed yet */
+                al[i] = ex2(mrow[i] - mu[i]);
+                mrow[i] = mx[i];
+            }
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    s[nt][e] = ex2(s[nt][e] - mu[e >> 1]);
+                    ls[e >> 1] += s[nt][e];
+                }
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                ls[i] += __shfl_xor_sync(0xffffffffu, ls[i], 1);
+                ls[i] += __shfl_xor_sync(0xffffffffu, ls[i], 2);
+                lrow[i] = lrow[i] * al[i] + ls[i];
+            }
+#pragma unroll
+            for (int nt = 0; nt < D / 8; nt++) {
+                o[nt][0] *= al[0];
+                o[nt][1] *= al[0];
+                o[nt][2] *= al[1];
+                o[nt][3] *= al[1];
+            }
+            /* O += P V: P from the score registers, V through ldmatrix.trans */
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) {
+                uint32_t pa[4] = {pack2<T>(s[2 * kk][0], s[2 * kk][1]), pack2<T>(s[2 * kk][2], s[2 * kk][3]),
+                                  pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                  pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+                for (int dp = 0; dp < D / 16; dp++) {
+                    uint32_t vf[4];
+                    ldsm_x4_t(vf, Vs + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LDS + dp * 16 + (lane >> 4) * 8);
+                    mma16816<T>(o[2 * dp], pa, vf[0], vf[1]);
+                    mma16816<T>(o[2 * dp + 1], pa, vf[2], vf[3]);
+                }
+            }
+        }
+    }
+    /* rows complete: normalise into O; otherwise back to the running state */
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        if (rl[i] >= bq) continue;
+        int64_t row = job.q_local + (qi0 + rl[i]) * r, ai = (ip.b * a.n + row) * a.H + ip.h;
+        if (ip.cl->final) {
+            float inv = lrow[i] > 0.f ? a.factor / lrow[i] : 0.f;
+            T *orow = static_cast<T *>(a.o) + ip.b * a.os[0] + row * a.os[1] + ip.h * a.os[2];
+#pragma unroll
+            for (int nt = 0; nt < D / 8; nt++)
+                *reinterpret_cast<uint32_t *>(orow + nt * 8 + (lane & 3) * 2) =
+                    pack2<T>(o[nt][2 * i] * inv, o[nt][2 * i + 1] * inv);
+            if ((lane & 3) == 0) {
+                if (a.lse)
+                    a.lse[ip.b * a.ls[0] + ip.h * a.ls[1] + row * a.ls[2]] =
+                        lrow[i] > 0.f ? (mrow[i] + log2f(lrow[i])) * 0.6931471805599453f : -INFINITY;
+                a.l[ai] = -1.f; /* done: the final pass leaves it alone */
+            }
+        } else {
+#pragma unroll
+            for (int nt = 0; nt < D / 8; nt++)
+                *reinterpret_cast<float2 *>(a.acc + ai * D + nt * 8 + (lane & 3) * 2) =
+                    make_float2(o[nt][2 * i], o[nt][2 * i + 1]);
+            if ((lane & 3) == 0) {
+                a.m[ai] = mrow[i];
+                a.l[ai] = lrow[i];
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ CUDA cores */
+
+#define GENERIC_MAX_D 256
+
+template <typename T>
+__global__ void __launch_bounds__(128) attend_generic(const attend_args a) {
+    constexpr int E = GENERIC_MAX_D / 32; /* elements per lane */
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const item_pos ip = decode_item(a, blockIdx.x);
+    const rda_tile tile = a.tiles[ip.tile];
+    const rda_job &job = a.jobs[tile.job];
+    const int64_t qi0 = tile.first, r = job.stride, D = a.D;
+    const int bq = (int)min((int64_t)RDA_CUDA_BQ, job.q_count - qi0);
+    const T *qb = static_cast<const T *>(a.q) + ip.b * a.qs[0] + ip.h * a.qs[2];
+    const T *kb = static_cast<const T *>(a.k) + ip.b * a.ks[0] + ip.kh * a.ks[2];
+    const T *vb = static_cast<const T *>(a.v) + ip.b * a.vs[0] + ip.kh * a.vs[2];
+    for (int rq = warp; rq < bq; rq += 4) {
+        int64_t row = job.q_local + (qi0 + rq) * r, ai = (ip.b * a.n + row) * a.H + ip.h;
+        float qv[E], acc[E], m = -INFINITY, l = 0.f;
+#pragma unroll
+        for (int e = 0; e < E; e++) {
+            int64_t d = lane + 32 * e;
+            qv[e] = d < D ? to_f32<T>(qb[row * a.qs[1] + d * a.qs[3]]) * a.qscale : 0.f;
+            acc[e] = 0.f;
+        }
+        if (a.l[ai] > 0.f) {
+            m = a.m[ai];
+            l = a.l[ai];
+#pragma unroll
+            for (int e = 0; e < E; e++)
+                if (lane + 32 * e < D) acc[e] = a.acc[ai * D + lane + 32 * e];
+        }
+        for (int c = 0; c < job.nk; c++) {
+            int64_t kcount = job.k_count[c], dq = (job.q_first - job.k_first[c]) / r;
+            if (a.causal) kcount = min(kcount, qi0 + rq + dq + 1);
+            for (int64_t j = 0; j < kcount; j++) {
+                int64_t kr = job.k_local[c] + j * r;
+                float dot = 0.f;
+#pragma unroll
+                for (int e = 0; e < E; e++) {
+                    int64_t d = lane + 32 * e;
+                    if (d < D) dot += qv[e] * to_f32<T>(kb[kr * a.ks[1] + d * a.ks[3]]);
+                }
+#pragma unroll
+                for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+                float m_new = fmaxf(m, dot), alpha = ex2(m - m_new), p = ex2(dot - m_new);
+                l = l * alpha + p;
+                m = m_new;
+#pragma unroll
+                for (int e = 0; e < E; e++) {
+                    int64_t d = lane + 32 * e;
+                    if (d < D) acc[e] = acc[e] * alpha + p * to_f32<T>(vb[kr * a.vs[1] + d * a.vs[3]]);
+                }
+            }
+        }
+        if (ip.cl->final) {
+            float inv = l > 0.f ? a.factor / l : 0.f;
+            T *orow = static_cast<T *>(a.o) + ip.b * a.os[0] + row * a.os[1] + ip.h * a.os[2];
+#pragma unroll
+            for (int e = 0; e < E; e++)
+                if (lane + 32 * e < D) orow[(lane + 32 * e) * a.os[3]] = from_f32<T>(acc[e] * inv);
+            if (lane == 0) {
+                if (a.lse)
+                    a.lse[ip.b * a.ls[0] + ip.h * a.ls[1] + row * a.ls[2]] =
+                        l > 0.f ? (m + log2f(l)) * 0.6931471805599453f : -INFINITY;
+                a.l[ai] = -1.f;
+            }
+        } else {
+#pragma unroll
+            for (int e = 0; e < E; e++)
+                if (lane + 32 * e < D) a.acc[ai * D + lane + 32 * e] = acc[e];
+            if (lane == 0) {
+                a.m[ai] = m;
+                a.l[ai] = l;
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ state, finish, copies */
+
+__global__ void fill_state(float *m, float *l, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        m[i] = -INFINITY;
+        l[i] = 0.f;
+    }
+}
+
+/* Rows not yet written: O = acc / l * factor (0 where l == 0), LSE. One warp a row. */
+template <typename T>
+__global__ void finalize_rows(const attend_args a) {
+    int64_t idx = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (idx >= a.B * a.n * a.H) return;
+    float l = a.l[idx];
+    if (l < 0.f) return;
+    int64_t b = idx / (a.n * a.H), row = (idx / a.H) % a.n, h = idx % a.H;
+    float inv = l > 0.f ? a.factor / l : 0.f;
+    T *orow = static_cast<T *>(a.o) + b * a.os[0] + row * a.os[1] + h * a.os[2];
+    for (int64_t d = lane; d < a.D; d += 32) orow[d * a.os[3]] = from_f32<T>(l > 0.f ? a.acc[idx * a.D + d] * inv : 0.f);
+    if (lane == 0 && a.lse)
+        a.lse[b * a.ls[0] + h * a.ls[1] + row * a.ls[2]] =
+            l > 0.f ? (a.m[idx] + log2f(l)) * 0.6931471805599453f : -INFINITY;
+}
+
+/* dst = rows [0, n) of x (strided, elements of ES bytes), contiguous [B, n, H, D]. */
+template <typename U>
+__global__ void pack_rows_kernel(U *dst, const U *x, int64_t B, int64_t n, int64_t H, int64_t D, int64_t s0,
+                                 int64_t s1, int64_t s2, int64_t s3) {
+    int64_t total = B * n * H * D;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t d = i % D, h = (i / D) % H, r = (i / (D * H)) % n, b = i / (D * H * n);
+        dst[i] = x[b * s0 + r * s1 + h * s2 + d * s3];
+    }
+}

@@ -1,0 +1,52 @@
+#include "device.h"
+
+#include <stdio.h>
+
+#include "rda.h"
+
+#ifdef RDA_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+int dev_available(void) { return rda_cuda_available(); }
+
+void dev_name(char *buf, size_t n) {
+    struct cudaDeviceProp p;
+    if (cudaGetDeviceProperties(&p, 0) == cudaSuccess)
+        snprintf(buf, n, "%s", p.name);
+    else
+        snprintf(buf, n, "unknown CUDA device");
+}
+
+void *dev_alloc(size_t bytes) {
+    void *p = NULL;
+    return cudaMalloc(&p, bytes ? bytes : 1) == cudaSuccess ? p : NULL;
+}
+
+void dev_free(void *p) {
+    if (p) cudaFree(p);
+}
+
+int dev_upload(void *dst, const void *src, size_t bytes) {
+    return cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice) == cudaSuccess ? 0 : -1;
+}
+
+int dev_download(void *dst, const void *src, size_t bytes) {
+    return cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost) == cudaSuccess ? 0 : -1;
+}
+#else
+int dev_available(void) { return 0; }
+void dev_name(char *buf, size_t n) { snprintf(buf, n, "none"); }
+void *dev_alloc(size_t bytes) {
+    (void)bytes;
+    return NULL;
+}
+void dev_free(void *p) { (void)p; }
+int dev_upload(void *dst, const void *src, size_t bytes) {
+    (void)dst, (void)src, (void)bytes;
+    return -1;
+}
+int dev_download(void *dst, const void *src, size_t bytes) {
+    (void)dst, (void)src, (void)bytes;
+    return -1;
+}
+#endif

@@ -1,0 +1,14 @@
+/* Device memory for the tools (CUDA runtime; stubs in builds without CUDA). */
+#ifndef RDA_TOOLS_DEVICE_H
+#define RDA_TOOLS_DEVICE_H
+
+#include <stddef.h>
+
+int dev_available(void);                /* a CUDA device and the CUDA backend */
+void dev_name(char *buf, size_t n);     /* "NVIDIA H100 80GB HBM3" */
+void *dev_alloc(size_t bytes);          /* NULL on failure */
+void dev_free(void *p);
+int dev_upload(void *dst, const void *src, size_t bytes);   /* 0 on success */
+int dev_download(void *dst, const void *src, size_t bytes); /* 0 on success */
+
+#endif
