@@ -171,6 +171,11 @@ static rda_status cuda_begin(rda_context *ctx, const rda_problem *p, const rda_r
         rda_set_msg(ctx->msg, "internal error: device workspace sizing (%s:%d)", __FILE__, __LINE__);
         return RDA_STATUS_INTERNAL;
     }
+    if ((char *)c->d_classes - (char *)c->d_jobs != (char *)c->phase.classes - (char *)c->phase.jobs) {
+        rda_set_msg(ctx->msg, "internal error: device tables laid out unlike the host's (%s:%d)", __FILE__,
+                    __LINE__);
+        return RDA_STATUS_INTERNAL;
+    }
     c->n = qr->total;
     ctx->ws_used = host_bytes + need;
     fill_state<<<(unsigned)((rows_hd + 255) / 256 < 4096 ? (rows_hd + 255) / 256 : 4096), 256, 0, c->stream>>>(
@@ -259,12 +264,12 @@ static rda_status run_phase(void *arg, const rda_phase *ph) {
     rda_context *ctx = sa->ctx;
     cuda_ctx *c = cctx(ctx);
     cudaStream_t s = c->stream;
-    /* the tables, uploaded behind the previous launch on the same stream */
-    CUDA_TRY(cudaMemcpyAsync(c->d_jobs, ph->jobs, sizeof(rda_job) * (size_t)ph->njobs, cudaMemcpyHostToDevice, s));
-    CUDA_TRY(cudaMemcpyAsync(c->d_tiles, ph->tiles, sizeof(rda_tile) * (size_t)ph->ntiles, cudaMemcpyHostToDevice, s));
-    CUDA_TRY(cudaMemcpyAsync(c->d_heads, ph->heads, sizeof(int64_t) * (size_t)ph->nheads, cudaMemcpyHostToDevice, s));
-    CUDA_TRY(cudaMemcpyAsync(c->d_classes, ph->classes, sizeof(rda_class) * (size_t)ph->nclasses,
-                             cudaMemcpyHostToDevice, s));
+    /* the tables, uploaded behind the previous launch on the same stream, in
+     * one copy: host and device tables are carved alike, so one span of the
+     * host arena maps onto the device tables */
+    const char *h0 = reinterpret_cast<const char *>(ph->jobs);
+    size_t span = (size_t)(reinterpret_cast<const char *>(ph->classes + ph->nclasses) - h0);
+    CUDA_TRY(cudaMemcpyAsync(c->d_jobs, h0, span, cudaMemcpyHostToDevice, s));
     attend_args a;
     fill_args(&a, c, sa->p, sa->q, sa->k, sa->v, sa->o, sa->lse);
     a.jobs = c->d_jobs;

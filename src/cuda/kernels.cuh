@@ -127,16 +127,26 @@ template <> __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float x, fl
     return *reinterpret_cast<uint32_t *>(&h);
 }
 
-/* Shared memory of attend_mma: Q, K, V tiles of 64 rows, rows padded by 16
- * bytes so that ldmatrix reads hit 8 different bank groups. */
+/* Shared memory of attend_mma: a Q tile and two K and V tiles (double
+ * buffered) of 64 rows, rows padded by 16 bytes so that ldmatrix reads hit 8
+ * different bank groups. */
 template <int D> __host__ __device__ constexpr int mma_lds() { return D + 8; }
-template <int D> __host__ __device__ constexpr size_t mma_smem_bytes() { return 3 * 64 * (size_t)mma_lds<D>() * 2; }
+template <int D> __host__ __device__ constexpr size_t mma_smem_bytes() { return 5 * 64 * (size_t)mma_lds<D>() * 2; }
+
+/* 16 bytes global -> shared without a register round trip; zero-filled
+ * when !valid (nothing is read then). */
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_u32(smem)), "l"(gmem),
+                 "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
 
 template <typename T, int D>
 __global__ void __launch_bounds__(128) attend_mma(const attend_args a) {
     constexpr int LDS = mma_lds<D>(), CH = D / 8; /* 16-byte chunks per row */
     extern __shared__ __align__(16) unsigned char smem[];
-    T *Qs = reinterpret_cast<T *>(smem), *Ks = Qs + 64 * LDS, *Vs = Ks + 64 * LDS;
+    T *Qs = reinterpret_cast<T *>(smem), *Kbuf = Qs + 64 * LDS, *Vbuf = Kbuf + 2 * 64 * LDS;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const item_pos ip = decode_item(a, blockIdx.x);
     const rda_tile tile = a.tiles[ip.tile];
@@ -182,25 +192,47 @@ __global__ void __launch_bounds__(128) attend_mma(const attend_args a) {
 
     const T *kb = static_cast<const T *>(a.k) + ip.b * a.ks[0] + ip.kh * a.ks[2];
     const T *vb = static_cast<const T *>(a.v) + ip.b * a.vs[0] + ip.kh * a.vs[2];
-    for (int c = 0; c < job.nk; c++) {
-        int64_t kcount = job.k_count[c];
-        const int64_t dq = (job.q_first - job.k_first[c]) / r; /* key j allowed iff j <= i + dq */
-        if (a.causal) kcount = min(kcount, qi0 + bq + dq);
-        for (int64_t k0 = 0; k0 < kcount; k0 += 64) {
-            const int bk = (int)min((int64_t)64, kcount - k0);
-            __syncthreads(); /* every warp is done with the previous tile */
-            for (int i = tid; i < 64 * CH; i += 128) {
-                int row = i / CH, ch = i % CH;
-                uint4 x = make_uint4(0, 0, 0, 0), y = x;
-                if (row < bk) {
-                    int64_t kr = job.k_local[c] + (k0 + row) * r;
-                    x = *reinterpret_cast<const uint4 *>(kb + kr * a.ks[1] + ch * 8);
-                    y = *reinterpret_cast<const uint4 *>(vb + kr * a.vs[1] + ch * 8);
-                }
-                *reinterpret_cast<uint4 *>(Ks + row * LDS + ch * 8) = x;
-                *reinterpret_cast<uint4 *>(Vs + row * LDS + ch * 8) = y;
-            }
-            __syncthreads();
+    /* the key tiles of both progressions in one sequence, so that the next
+     * tile streams in (cp.async, double buffered) while this one is used */
+    /* (scalars, not arrays: a run-time index would put them in local memory) */
+    int64_t kc0 = 0, kc1 = 0, dq0 = 0, dq1 = 0;
+    if (job.nk > 0) {
+        dq0 = (job.q_first - job.k_first[0]) / r; /* key j allowed iff j <= i + dq */
+        kc0 = a.causal ? min(job.k_count[0], qi0 + bq + dq0) : job.k_count[0];
+    }
+    if (job.nk > 1) {
+        dq1 = (job.q_first - job.k_first[1]) / r;
+        kc1 = a.causal ? min(job.k_count[1], qi0 + bq + dq1) : job.k_count[1];
+    }
+    const int64_t nt0 = kc0 > 0 ? (kc0 + 63) / 64 : 0, nt1 = kc1 > 0 ? (kc1 + 63) / 64 : 0;
+    const int64_t ntiles = nt0 + nt1, kl0 = job.k_local[0], kl1 = job.nk > 1 ? job.k_local[1] : 0;
+    auto load_tile = [&](int64_t t, int buf) {
+        const bool second = t >= nt0;
+        const int64_t k0 = (t - (second ? nt0 : 0)) * 64, kl = second ? kl1 : kl0;
+        const int bk = (int)min((int64_t)64, (second ? kc1 : kc0) - k0);
+        T *Kd = Kbuf + buf * 64 * LDS, *Vd = Vbuf + buf * 64 * LDS;
+        for (int i = tid; i < 64 * CH; i += 128) {
+            int row = i / CH, ch = i % CH;
+            int64_t kr = kl + (k0 + (row < bk ? row : 0)) * r;
+            cp_async16(Kd + row * LDS + ch * 8, kb + kr * a.ks[1] + ch * 8, row < bk);
+            cp_async16(Vd + row * LDS + ch * 8, vb + kr * a.vs[1] + ch * 8, row < bk);
+        }
+        cp_async_commit();
+    };
+    if (ntiles > 0) load_tile(0, 0);
+    for (int64_t t = 0; t < ntiles; t++) {
+        const bool second = t >= nt0;
+        const int64_t k0 = (t - (second ? nt0 : 0)) * 64, dq = second ? dq1 : dq0;
+        const int bk = (int)min((int64_t)64, (second ? kc1 : kc0) - k0);
+        if (t + 1 < ntiles) {
+            load_tile(t + 1, (int)((t + 1) & 1));
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads(); /* tile t is in shared memory for every warp */
+        const T *Ks = Kbuf + (t & 1) * 64 * LDS, *Vs = Vbuf + (t & 1) * 64 * LDS;
+        {
             /* S = Q K^T: 16 queries x 64 keys per warp */
             float s[8][4];
 #pragma unroll
@@ -272,6 +304,7 @@ __global__ void __launch_bounds__(128) attend_mma(const attend_args a) {
                 }
             }
         }
+        __syncthreads(); /* every warp is done with buffer t & 1 before it is refilled */
     }
     /* rows complete: normalise into O; otherwise back to the running state */
 #pragma unroll
