@@ -5,13 +5,14 @@
 # the GPU and the PyTorch side-by-side; full logs go to $OUT (default
 # ./gpu-out), a short summary is printed last.
 #
-#     tests/gpu/run.sh [stages...]     stages: build test sanitize bench baseline sass (default: all)
+#     tests/gpu/run.sh [stages...]     stages: build test sanitize bench baseline sass playground
+#                                      (default: all)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-./gpu-out}
 mkdir -p "$OUT"
 export NCCL_NVLS_ENABLE=0
-stages=${*:-build test sanitize bench baseline sass}
+stages=${*:-build test sanitize bench baseline sass playground}
 summary=()
 has() { [[ " $stages " == *" $1 "* ]]; }
 
@@ -59,6 +60,15 @@ if has sass; then
     obj=$(find build-gpu -name 'backend.cu.o' | head -1)
     cuobjdump -sass "$obj" > "$OUT/sass.txt" 2>&1
     summary+=("sass: HMMA $(grep -c HMMA "$OUT/sass.txt"), HGMMA $(grep -c HGMMA "$OUT/sass.txt")")
+fi
+if has playground; then
+    # the kernel versions of dev/cuda/attend.cu, checked and timed one by one
+    nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iinclude -Isrc dev/cuda/attend.cu \
+        -o build-gpu/attend_playground > "$OUT/playground.log" 2>&1
+    for args in "0 4096 64" "1 4096 64" "2 4096 64" "1 16384 64" "2 16384 64" "2 16384 64 1" "1 16384 128" "2 16384 128"; do
+        ./build-gpu/attend_playground $args >> "$OUT/playground.log" 2>&1
+    done
+    summary+=("playground:" "$(grep kernel "$OUT/playground.log")")
 fi
 echo
 [ -f "$OUT/bench-summary.txt" ] && cat "$OUT/bench-summary.txt"

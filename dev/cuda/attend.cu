@@ -1,0 +1,157 @@
+/* Kernel playground for the CUDA attention kernels (the llm.c dev/cuda way).
+ * Dense fp16 attention, B = 1, H = 8, one rank, launched directly with the
+ * library's argument block:
+ *
+ *   kernel 0  attend_generic  CUDA cores, one warp per query row
+ *   kernel 1  attend_mma_v1   mma.sync tensor cores, synchronous K/V loads
+ *                             (dev/cuda/attend_v1.cuh; dense N=4096: 0.394 ms
+ *                             through rda bench on an H100, 2026-11-26)
+ *   kernel 2  attend_mma      + cp.async double-buffered K/V (the library's;
+ *                             0.251 ms the same way)
+ *
+ * Each version is checked against an fp64 CPU reference on 64 sampled query
+ * rows, then timed with CUDA events (median of 20 after 3 warm-ups).
+ *
+ *     nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iinclude -Isrc \
+ *          dev/cuda/attend.cu -o attend && ./attend [kernel] [N] [D] [causal]
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "attend_v1.cuh"
+
+#define CK(x)                                                                                 \
+    do {                                                                                      \
+        cudaError_t e = (x);                                                                  \
+        if (e != cudaSuccess) {                                                               \
+            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
+            exit(1);                                                                          \
+        }                                                                                     \
+    } while (0)
+
+template <int D> static void launch(int kernel, int64_t items, const attend_args &a, cudaStream_t s) {
+    if (kernel == 0) attend_generic<__half><<<(unsigned)items, 128, 0, s>>>(a);
+    if (kernel == 1) attend_mma_v1<__half, D><<<(unsigned)items, 128, mma_smem_bytes<D>(), s>>>(a);
+    if (kernel == 2) attend_mma<__half, D><<<(unsigned)items, 128, mma_smem_bytes<D>(), s>>>(a);
+}
+
+int main(int argc, char **argv) {
+    int kernel = argc > 1 ? atoi(argv[1]) : 2;
+    int64_t N = argc > 2 ? atoll(argv[2]) : 4096, D = argc > 3 ? atoll(argv[3]) : 64;
+    int causal = argc > 4 ? atoi(argv[4]) : 0;
+    const int64_t B = 1, H = 8, n = B * N * H * D;
+    if (D != 64 && D != 128) {
+        fprintf(stderr, "D must be 64 or 128\n");
+        return 2;
+    }
+    CK(cudaFuncSetAttribute(attend_mma<__half, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mma_smem_bytes<128>()));
+    CK(cudaFuncSetAttribute(attend_mma_v1<__half, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mma_smem_bytes<128>()));
+    std::vector<__half> hq(n), hk(n), hv(n), ho(n);
+    srand(1);
+    for (int64_t i = 0; i < n; i++) {
+        hq[i] = __float2half(rand() / (float)RAND_MAX * 2 - 1);
+        hk[i] = __float2half(rand() / (float)RAND_MAX * 2 - 1);
+        hv[i] = __float2half(rand() / (float)RAND_MAX * 2 - 1);
+    }
+    /* the phase the planner makes for dense attention on one rank */
+    rda_job job = {};
+    job.stride = 1;
+    job.q_count = N;
+    job.nk = 1;
+    job.k_count[0] = N;
+    int64_t ntiles = (N + 63) / 64;
+    std::vector<rda_tile> tiles(ntiles);
+    for (int64_t t = 0; t < ntiles; t++) tiles[t] = {0, t * 64};
+    std::vector<int64_t> heads(H);
+    for (int64_t h = 0; h < H; h++) heads[h] = h;
+    rda_class cl = {0, H, 0, ntiles, 0, 1};
+    void *dq, *dk, *dv, *dout, *dj, *dt, *dh, *dc;
+    float *acc, *m, *l;
+    CK(cudaMalloc(&dq, n * 2));
+    CK(cudaMalloc(&dk, n * 2));
+    CK(cudaMalloc(&dv, n * 2));
+    CK(cudaMalloc(&dout, n * 2));
+    CK(cudaMalloc(&acc, n * 4));
+    CK(cudaMalloc(&m, B * N * H * 4));
+    CK(cudaMalloc(&l, B * N * H * 4));
+    CK(cudaMalloc(&dj, sizeof job));
+    CK(cudaMalloc(&dt, sizeof(rda_tile) * ntiles));
+    CK(cudaMalloc(&dh, sizeof(int64_t) * H));
+    CK(cudaMalloc(&dc, sizeof cl));
+    CK(cudaMemcpy(dq, hq.data(), n * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dk, hk.data(), n * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dv, hv.data(), n * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dj, &job, sizeof job, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dt, tiles.data(), sizeof(rda_tile) * ntiles, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dh, heads.data(), sizeof(int64_t) * H, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dc, &cl, sizeof cl, cudaMemcpyHostToDevice));
+    CK(cudaMemset(l, 0, B * N * H * 4)); /* l = 0: no earlier state */
+    attend_args a = {};
+    a.q = dq, a.k = dk, a.v = dv, a.o = dout;
+    int64_t st[4] = {N * H * D, H * D, D, 1};
+    for (int i = 0; i < 4; i++) a.qs[i] = a.ks[i] = a.vs[i] = a.os[i] = st[i];
+    a.acc = acc, a.m = m, a.l = l, a.n = N;
+    a.jobs = (rda_job *)dj, a.tiles = (rda_tile *)dt, a.heads = (int64_t *)dh, a.classes = (rda_class *)dc;
+    a.nclasses = 1, a.B = B, a.H = H, a.Hkv = H, a.D = D, a.causal = causal;
+    a.qscale = (float)(1.0 / sqrt((double)D) * 1.4426950408889634), a.factor = 1.0f;
+    int64_t items = ntiles * B * H;
+    cudaStream_t s;
+    CK(cudaStreamCreate(&s));
+    /* check */
+    CK(cudaMemset(dout, 0xFF, n * 2));
+    if (D == 64) launch<64>(kernel, items, a, s); else launch<128>(kernel, items, a, s);
+    CK(cudaGetLastError());
+    CK(cudaStreamSynchronize(s));
+    CK(cudaMemcpy(ho.data(), dout, n * 2, cudaMemcpyDeviceToHost));
+    double num = 0, den = 0;
+    std::vector<double> sc(N);
+    for (int sample = 0; sample < 64; sample++) {
+        int64_t qp = (sample * 7919) % N;
+        for (int64_t h = 0; h < H; h++) {
+            double mx = -INFINITY, sum = 0;
+            int64_t kend = causal ? qp + 1 : N;
+            for (int64_t kp = 0; kp < kend; kp++) {
+                double dot = 0;
+                for (int64_t d = 0; d < D; d++)
+                    dot += (double)__half2float(hq[(qp * H + h) * D + d]) * __half2float(hk[(kp * H + h) * D + d]);
+                sc[kp] = dot / sqrt((double)D);
+                mx = std::max(mx, sc[kp]);
+            }
+            for (int64_t kp = 0; kp < kend; kp++) sum += exp(sc[kp] - mx);
+            for (int64_t d = 0; d < D; d++) {
+                double o = 0;
+                for (int64_t kp = 0; kp < kend; kp++) o += exp(sc[kp] - mx) / sum * __half2float(hv[(kp * H + h) * D + d]);
+                double x = __half2float(ho[(qp * H + h) * D + d]);
+                num += (x - o) * (x - o);
+                den += o * o;
+            }
+        }
+    }
+    double rel = sqrt(num / den);
+    /* time */
+    for (int i = 0; i < 3; i++) {
+        if (D == 64) launch<64>(kernel, items, a, s); else launch<128>(kernel, items, a, s);
+    }
+    std::vector<float> ms;
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    for (int i = 0; i < 20; i++) {
+        CK(cudaEventRecord(e0, s));
+        if (D == 64) launch<64>(kernel, items, a, s); else launch<128>(kernel, items, a, s);
+        CK(cudaEventRecord(e1, s));
+        CK(cudaEventSynchronize(e1));
+        float t;
+        CK(cudaEventElapsedTime(&t, e0, e1));
+        ms.push_back(t);
+    }
+    std::sort(ms.begin(), ms.end());
+    double flops = 4.0 * D * (causal ? N * (N + 1) / 2.0 : (double)N * N) * H * B;
+    printf("kernel %d N=%lld D=%lld causal=%d: rel_l2 %.2e (%s), %.3f ms, %.1f TFLOP/s\n", kernel, (long long)N,
+           (long long)D, causal, rel, rel < 1e-3 ? "pass" : "FAIL", ms[10], flops / (ms[10] * 1e-3) / 1e12);
+    return rel < 1e-3 ? 0 : 1;
+}
