@@ -86,6 +86,7 @@ typedef struct {
     rda_rows rows;
     rda_ring_stats stats;
     rda_status st;
+    const rda_backend_ops *be;
 } sim_rank;
 
 /* A view of rows [start, start + count) of a [B, N, H, D] tensor. */
@@ -104,36 +105,46 @@ static rda_tensor lse_view(const rda_tensor *t, int64_t start, int64_t count) {
 }
 
 /* Copies rows of the rank between the full tensor and a local contiguous
- * one (zig-zag ranks own two chunks, which no single view describes). */
-static void copy_rows(const rda_tensor *full, rda_tensor *local, const rda_rows *rows, bool to_local) {
+ * one (zig-zag ranks own two chunks, which no single view describes), in
+ * the largest contiguous runs the strides allow, through the backend's copy
+ * (host or device memory). Returns 0 on success. */
+static int copy_rows(const rda_backend_ops *be, const rda_tensor *full, rda_tensor *local,
+                     const rda_rows *rows, bool to_local) {
     size_t es = rda_dtype_size(full->dtype);
+    int64_t H = full->shape[2], D = full->shape[3];
+    bool whole_rows = full->strides[3] == 1 && full->strides[2] == D; /* H*D contiguous */
+    int64_t run = whole_rows ? H * D : 1;
     for (int32_t i = 0; i < rows->n; i++)
         for (int64_t b = 0; b < full->shape[0]; b++)
             for (int64_t r = 0; r < rows->count[i]; r++)
-                for (int64_t h = 0; h < full->shape[2]; h++)
-                    for (int64_t d = 0; d < full->shape[3]; d++) {
-                        char *f = (char *)full->data +
-                                  es * (size_t)(b * full->strides[0] + (rows->start[i] + r) * full->strides[1] +
-                                                h * full->strides[2] + d * full->strides[3]);
-                        char *l = (char *)local->data +
-                                  es * (size_t)(b * local->strides[0] + (rows->local[i] + r) * local->strides[1] +
-                                                h * local->strides[2] + d * local->strides[3]);
-                        if (to_local)
-                            memcpy(l, f, es);
-                        else
-                            memcpy(f, l, es);
-                    }
+                for (int64_t e = 0; e < H * D; e += run) {
+                    int64_t h = e / D, d = e % D;
+                    char *f = (char *)full->data +
+                              es * (size_t)(b * full->strides[0] + (rows->start[i] + r) * full->strides[1] +
+                                            h * full->strides[2] + d * full->strides[3]);
+                    char *l = (char *)local->data +
+                              es * (size_t)(b * local->strides[0] + (rows->local[i] + r) * local->strides[1] +
+                                            h * local->strides[2] + d * local->strides[3]);
+                    if (be->copy(to_local ? l : f, to_local ? f : l, es * (size_t)run)) return -1;
+                }
+    return 0;
 }
 
-static void copy_lse_rows(const rda_tensor *full, rda_tensor *local, const rda_rows *rows) {
+static int copy_lse_rows(const rda_backend_ops *be, const rda_tensor *full, rda_tensor *local,
+                         const rda_rows *rows) {
+    int64_t run = full->strides[2] == 1 ? 0 : 1; /* 0: a range at once */
     for (int32_t i = 0; i < rows->n; i++)
         for (int64_t b = 0; b < full->shape[0]; b++)
             for (int64_t h = 0; h < full->shape[1]; h++)
-                for (int64_t r = 0; r < rows->count[i]; r++)
-                    ((float *)full->data)[b * full->strides[0] + h * full->strides[1] +
-                                          (rows->start[i] + r) * full->strides[2]] =
-                        ((float *)local->data)[b * local->strides[0] + h * local->strides[1] +
-                                               (rows->local[i] + r) * local->strides[2]];
+                for (int64_t r = 0; r < rows->count[i]; r += run ? run : rows->count[i]) {
+                    int64_t n = run ? run : rows->count[i];
+                    float *f = (float *)full->data + b * full->strides[0] + h * full->strides[1] +
+                               (rows->start[i] + r) * full->strides[2];
+                    float *l = (float *)local->data + b * local->strides[0] + h * local->strides[1] +
+                               (rows->local[i] + r) * local->strides[2];
+                    if (be->copy(f, l, sizeof(float) * (size_t)n)) return -1;
+                }
+    return 0;
 }
 
 static void *sim_rank_main(void *arg) {
@@ -164,7 +175,7 @@ static void *sim_rank_main(void *arg) {
         }
         size_t bytes = rda_dtype_size(t->dtype) * (size_t)(shape[0] * shape[1] * shape[2] *
                                                            (i == 4 ? 1 : shape[3]));
-        mem[i] = malloc(bytes);
+        mem[i] = s->be->alloc(bytes);
         if (!mem[i]) {
             rda_set_msg(ctx->msg, "out of memory for the rank's rows");
             s->st = RDA_STATUS_OUT_OF_MEMORY;
@@ -172,16 +183,25 @@ static void *sim_rank_main(void *arg) {
             goto done;
         }
         loc[i] = rda_tensor_contiguous(mem[i], t->dtype, i == 4 ? 3 : 4, shape);
-        if (i < 3) copy_rows(t, &loc[i], &s->rows, true);
+        if (i < 3 && copy_rows(s->be, t, &loc[i], &s->rows, true)) {
+            rda_set_msg(ctx->msg, "copying the rank's rows failed");
+            s->st = RDA_STATUS_DEVICE_ERROR;
+            s->comm->ops->abort(s->comm);
+            goto done;
+        }
     }
     s->st = rda_ring_run(ctx, s->comm, s->cfg, s->N, &loc[0], &loc[1], &loc[2], &loc[3],
                          s->lse ? &loc[4] : NULL, &s->stats);
-    if (s->st == RDA_STATUS_SUCCESS) {
-        copy_rows(s->o, &loc[3], &s->rows, false);
-        if (s->lse) copy_lse_rows(s->lse, &loc[4], &s->rows);
+    if (s->st == RDA_STATUS_SUCCESS) s->st = rda_context_synchronize(ctx);
+    if (s->st == RDA_STATUS_SUCCESS &&
+        (copy_rows(s->be, s->o, &loc[3], &s->rows, false) ||
+         (s->lse && copy_lse_rows(s->be, s->lse, &loc[4], &s->rows)))) {
+        rda_set_msg(ctx->msg, "copying the rank's results back failed");
+        s->st = RDA_STATUS_DEVICE_ERROR;
     }
 done:
-    for (int i = 0; i < 5; i++) free(mem[i]);
+    for (int i = 0; i < 5; i++)
+        if (mem[i]) s->be->release(mem[i]);
     return NULL;
 }
 
@@ -233,11 +253,6 @@ rda_status rda_ring_forward_simulated(rda_context *ctx, const rda_config *cfg, i
     const rda_backend_ops *be;
     const rda_tensor *const ts[5] = {q, k, v, o, lse};
     if ((st = rda_backend_for(ctx, &p, ts, &be))) return st;
-    if (ctx->backend != RDA_BACKEND_CPU && p.layout == RDA_LAYOUT_ZIGZAG && P > 1) {
-        /* zig-zag ranks get rows copied into buffers of their own, on the host */
-        rda_set_msg(msg, "simulated zig-zag rings run on the CPU backend only");
-        return RDA_STATUS_UNSUPPORTED;
-    }
     if (P == 1) return rda_ring_run(ctx, NULL, cfg, p.N, q, k, v, o, lse, stats);
 
     rda_comm **comms = calloc((size_t)P, sizeof(*comms));
@@ -260,6 +275,7 @@ rda_status rda_ring_forward_simulated(rda_context *ctx, const rda_config *cfg, i
         ranks[r].v = v;
         ranks[r].o = o;
         ranks[r].lse = lse;
+        ranks[r].be = be;
         rda_plan_rows(p.N, P, p.layout, r, &ranks[r].rows, NULL);
     }
     for (int32_t r = 0; r < P; r++) {

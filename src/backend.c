@@ -2,6 +2,7 @@
 #include "backend.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu/backend.h"
@@ -120,7 +121,9 @@ static int cpu_copy(void *dst, const void *src, size_t bytes) {
     return 0;
 }
 
-static const rda_backend_ops cpu_ops = {"cpu", cpu_begin, cpu_pack_kv, cpu_step, cpu_finish,
-                                        cpu_sync, cpu_copy};
+static void *cpu_alloc(size_t bytes) { return malloc(bytes ? bytes : 1); }
+
+static const rda_backend_ops cpu_ops = {"cpu",    cpu_begin, cpu_pack_kv, cpu_step, cpu_finish,
+                                        cpu_sync, cpu_copy,  cpu_alloc,   free};
 
 const rda_backend_ops *rda_backend_cpu(void) { return &cpu_ops; }

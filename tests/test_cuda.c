@@ -139,19 +139,24 @@ int main(void) {
                                  rda_dtype_name(dts[ti]), mode, causal);
                         run_case(s, &cfg, dts[ti], 1, seed++, what);
                     }
-    /* rings of virtual ranks on one GPU equal one rank (contiguous layout) */
+    /* rings of virtual ranks on one GPU equal one rank: contiguous, and
+     * zig-zag (causal and not) */
     for (int P = 2; P <= 4; P += 2)
-        for (int mode = 0; mode < 3; mode++) {
-            rda_config cfg = RDA_CONFIG_INIT;
-            cfg.mode = (rda_mode)mode;
-            cfg.num_patterns = 2;
-            cfg.patterns[0] = (rda_pattern){512, 1};
-            cfg.patterns[1] = (rda_pattern){1024, 2};
-            shape4 s = {1, quick ? 96 : 2048, 4, 64};
-            char what[96];
-            snprintf(what, sizeof what, "ring P=%d mode %d", P, mode);
-            run_case(s, &cfg, RDA_DTYPE_F16, P, seed++, what);
-        }
+        for (int mode = 0; mode < 3; mode++)
+            for (int lay = 0; lay < 3; lay++) {
+                rda_config cfg = RDA_CONFIG_INIT;
+                cfg.mode = (rda_mode)mode;
+                cfg.num_patterns = 2;
+                cfg.patterns[0] = (rda_pattern){512, 1};
+                cfg.patterns[1] = (rda_pattern){1024, 2};
+                cfg.layout = lay ? RDA_LAYOUT_ZIGZAG : RDA_LAYOUT_CONTIGUOUS;
+                cfg.causal = lay == 2;
+                shape4 s = {1, quick ? 96 : 2000, 4, 64};
+                char what[96];
+                snprintf(what, sizeof what, "ring P=%d mode %d %s causal %d", P, mode,
+                         lay ? "zig-zag" : "contiguous", cfg.causal);
+                run_case(s, &cfg, RDA_DTYPE_F16, P, seed++, what);
+            }
     /* host memory is refused, nothing written */
     {
         int64_t sh[4] = {1, 8, 1, 64};

@@ -333,7 +333,14 @@ static int cuda_copy(void *dst, const void *src, size_t bytes) {
     return cudaMemcpy(dst, src, bytes, cudaMemcpyDefault) == cudaSuccess ? 0 : -1;
 }
 
-static const rda_backend_ops cuda_ops = {"cuda", cuda_begin, cuda_pack_kv, cuda_step, cuda_finish, cuda_sync,
-                                         cuda_copy};
+static void *cuda_alloc(size_t bytes) {
+    void *p = NULL;
+    return cudaMalloc(&p, bytes ? bytes : 1) == cudaSuccess ? p : NULL;
+}
+
+static void cuda_release(void *p) { cudaFree(p); }
+
+static const rda_backend_ops cuda_ops = {"cuda",    cuda_begin, cuda_pack_kv, cuda_step, cuda_finish,
+                                         cuda_sync, cuda_copy,  cuda_alloc,   cuda_release};
 
 extern "C" const rda_backend_ops *rda_backend_cuda(void) { return &cuda_ops; }
