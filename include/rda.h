@@ -251,6 +251,11 @@ typedef struct rda_comm rda_comm;
 /* P linked communicators for P virtual ranks of one process, one per thread
  * that will call rda_ring_forward. comms must hold P pointers. */
 RDA_API rda_status rda_comm_create_local(int32_t P, rda_comm **comms);
+/* A communicator over MPI, one process per rank: mpi_comm points to an
+ * MPI_Comm (a variable holding MPI_COMM_WORLD, say) of an initialised MPI; the library
+ * works on a duplicate of it. Transfers are non-blocking and polled against
+ * the config's deadline. RDA_STATUS_UNSUPPORTED in builds without MPI. */
+RDA_API rda_status rda_comm_create_mpi(const void *mpi_comm, rda_comm **out);
 RDA_API void rda_comm_destroy(rda_comm *comm);
 RDA_API int32_t rda_comm_rank(const rda_comm *comm);
 RDA_API int32_t rda_comm_size(const rda_comm *comm);

@@ -10,6 +10,7 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: rda [bench] [options]   reproduce the seed benchmark report (default)\n"
             "       rda run [options]       one attention call on .npy files\n"
+            "       mpirun -np P rda ring [options]   one ring forward over P real ranks (MPI)\n"
             "       rda version             library version\n"
             "       rda <command> --help    options of a command\n");
 }
@@ -25,6 +26,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "bench")) return bench_main(argc - 2, argv + 2);
     if (!strcmp(argv[1], "run")) return run_main(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "ring")) return ring_main(argc - 2, argv + 2);
     if (!strcmp(argv[1], "version")) {
         printf("rda %s\n", rda_version_string());
         return 0;
