@@ -256,6 +256,18 @@ RDA_API rda_status rda_comm_create_local(int32_t P, rda_comm **comms);
  * works on a duplicate of it. Transfers are non-blocking and polled against
  * the config's deadline. RDA_STATUS_UNSUPPORTED in builds without MPI. */
 RDA_API rda_status rda_comm_create_mpi(const void *mpi_comm, rda_comm **out);
+/* A communicator over NCCL for a GPU rank (CUDA backend): nccl_comm points
+ * to the caller's ncclComm_t (the caller keeps and destroys it), device is
+ * the rank's GPU, stream the cudaStream_t transfers are ordered on (NULL:
+ * the default stream). Grouped send/receive; waits poll the stream and
+ * ncclCommGetAsyncError against the deadline, and a failed or timed-out ring
+ * is torn down with ncclCommAbort. RDA_STATUS_UNSUPPORTED without NCCL. */
+RDA_API rda_status rda_comm_create_nccl(const void *nccl_comm, int32_t device, void *stream,
+                                        rda_comm **out);
+/* P communicators for P GPUs driven by one process (ncclCommInitAll), one
+ * per thread that will call rda_ring_forward; streams may be NULL. */
+RDA_API rda_status rda_comm_create_nccl_local(int32_t P, const int32_t *devices,
+                                              void *const *streams, rda_comm **comms);
 RDA_API void rda_comm_destroy(rda_comm *comm);
 RDA_API int32_t rda_comm_rank(const rda_comm *comm);
 RDA_API int32_t rda_comm_size(const rda_comm *comm);

@@ -4,9 +4,15 @@
 # not; a configuration mismatch; a hung peer (SIGSTOP) and a dead peer
 # (kill -9) mid-ring, several trials each, with the time every survivor took.
 # Usage: tests/test_mpi.sh path/to/rda [trials]   (exit 77 without mpirun)
+# Environment: RING_ARGS (extra `rda ring` options, e.g. "--backend cuda
+# --dtype fp16" for GPU ranks through NCCL), MAX_P (largest ring, default 4),
+# FAULT_NP (processes in the fault trials, default 3).
 set -u
 rda=${1:?path to the rda tool}
 trials=${2:-3}
+extra=${RING_ARGS:-}
+max_p=${MAX_P:-4}
+np=${FAULT_NP:-3}
 command -v mpirun >/dev/null 2>&1 || { echo "mpi: skipped (no mpirun)"; exit 77; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 # ASan builds: Open MPI's own allocations are not ours to report
@@ -17,14 +23,14 @@ bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
 run() { timeout 120 mpirun -np "$@" 2>&1; }
 
 # correctness
-for P in 1 2 3 4; do
+for P in $(seq 1 "$max_p"); do
     for N in 600 601; do
         for args in "--mode dense" "--mode dense --causal --layout zigzag" \
                     "--mode groups --segments 64,128 --dilations 1,2" \
                     "--mode longnet --segments 64,256 --dilations 1,4 --causal" \
                     "--mode longnet --segments 100,300 --dilations 2,3 --causal --layout zigzag" \
-                    "--mode groups --segments 256,512 --dilations 1,2 --dtype bf16"; do
-            out=$(run "$P" "$rda" ring --seq-len "$N" --heads 3 --head-dim 16 $args --check --timeout 30)
+                    "--mode groups --segments 256,512 --dilations 1,2"; do
+            out=$(run "$P" "$rda" ring --seq-len "$N" --heads 3 --head-dim 16 $args $extra --check --timeout 30)
             if [ $? -eq 0 ] && grep -q ": ok" <<<"$out"; then ok; else bad "P=$P N=$N $args: $(tail -3 <<<"$out")"; fi
         done
     done
@@ -32,18 +38,18 @@ done
 
 # every rank must report a configuration mismatch, quickly
 t0=$(date +%s.%N)
-out=$(run 3 "$rda" ring --seq-len 300 --heads 2 --head-dim 8 --skew-config 1 --timeout 20)
+out=$(run "$np" "$rda" ring --seq-len 300 --heads 2 --head-dim 16 --skew-config 1 --timeout 20 $extra)
 rc=$? t=$(echo "$(date +%s.%N) - $t0" | bc)
 n=$(grep -c "configuration differs between ranks" <<<"$out")
-if [ $rc -ne 0 ] && [ "$n" -eq 3 ] && [ "$(echo "$t < 10" | bc)" -eq 1 ]; then ok; else bad "mismatch: rc=$rc, $n of 3 ranks reported, $t s"; fi
+if [ $rc -ne 0 ] && [ "$n" -eq "$np" ] && [ "$(echo "$t < 15" | bc)" -eq 1 ]; then ok; else bad "mismatch: rc=$rc, $n of $np ranks reported, $t s"; fi
 
 # faults: a peer stopped or killed mid-ring
 deadline=4
 fault() { # $1: signal (STOP or KILL), $2: trial
     local dir; dir=$(mktemp -d)
     local log="$dir/log"
-    timeout 120 mpirun -np 3 "$rda" ring --seq-len 2048 --heads 4 --head-dim 32 --reps 100000 \
-        --timeout $deadline --pid-dir "$dir" > "$log" 2>&1 &
+    timeout 120 mpirun -np "$np" "$rda" ring --seq-len 2048 --heads 4 --head-dim 32 --reps 100000 \
+        --timeout $deadline --pid-dir "$dir" $extra > "$log" 2>&1 &
     local job=$!
     for _ in $(seq 1 300); do [ -f "$dir/ready" ] && break; sleep 0.1; done
     if [ ! -f "$dir/ready" ]; then bad "fault $1: the ring never started"; kill $job; return; fi
@@ -53,12 +59,12 @@ fault() { # $1: signal (STOP or KILL), $2: trial
     wait $job
     local rc=$? t; t=$(echo "$(date +%s.%N) - $t0" | bc)
     [ "$1" = STOP ] && kill -KILL "$victim" 2>/dev/null
-    local survivors; survivors=$(grep -c "rda ring: rank [02]: timeout" "$log")
-    echo "fault SIG$1 trial $2: mpirun exit $rc after $t s; $survivors of 2 survivors reported a timeout"
+    local survivors; survivors=$(grep "rda ring: rank [0-9]*: timeout" "$log" | grep -vc "rda ring: rank 1:")
+    echo "fault SIG$1 trial $2: mpirun exit $rc after $t s; $survivors of $((np - 1)) survivors reported a timeout"
     grep "rda ring: rank" "$log" | sed 's/^/    /'
     if [ "$1" = STOP ]; then
         # every other rank returns the timeout within the deadline + 5 s; the job fails
-        if [ $rc -ne 0 ] && [ "$survivors" -eq 2 ] && [ "$(echo "$t < $deadline + 5" | bc)" -eq 1 ]; then ok; else bad "hung peer trial $2"; fi
+        if [ $rc -ne 0 ] && [ "$survivors" -eq $((np - 1)) ] && [ "$(echo "$t < $deadline + 5" | bc)" -eq 1 ]; then ok; else bad "hung peer trial $2"; fi
     else
         # the job ends within the deadline + 30 s, non-zero
         if [ $rc -ne 0 ] && [ "$(echo "$t < $deadline + 30" | bc)" -eq 1 ]; then ok; else bad "dead peer trial $2"; fi

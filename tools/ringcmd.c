@@ -19,6 +19,12 @@
 #include <mpi.h>
 #include <unistd.h>
 
+#include "device.h"
+#ifdef RDA_HAVE_NCCL
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+#endif
+
 static void usage(void) {
     printf("usage: mpirun -np P rda ring [options]\n"
            "  --seq-len N --batch B --heads H --head-dim D   (default 4096, 1, 8, 64)\n"
@@ -30,7 +36,8 @@ static void usage(void) {
            "  --pid-dir DIR    each rank writes DIR/rank<r>.pid; rank 0 writes DIR/ready\n"
            "                   after the first forward (for fault tests)\n"
            "  --skew-config R  rank R flips causal (a configuration mismatch)\n"
-           "  --threads T      CPU threads per rank (default 1)\n");
+           "  --threads T      CPU threads per rank (default 1)\n"
+           "  --backend cuda   one GPU per rank (rank %% GPUs), NCCL between them\n");
 }
 
 static int parse_list(const char *s, int64_t *out, int max) {
@@ -46,7 +53,7 @@ static int parse_list(const char *s, int64_t *out, int max) {
 
 int ring_main(int argc, char **argv) {
     int64_t N = 4096, B = 1, H = 8, D = 64, segs[RDA_MAX_PATTERNS], dils[RDA_MAX_PATTERNS];
-    int nseg = 0, ndil = 0, reps = 1, check = 0, skew = -1, threads = 1;
+    int nseg = 0, ndil = 0, reps = 1, check = 0, skew = -1, threads = 1, gpu = 0;
     double timeout = 60;
     const char *pid_dir = NULL;
     rda_dtype dt = RDA_DTYPE_F32;
@@ -58,6 +65,7 @@ int ring_main(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--causal")) cfg.causal = 1;
         else if (!strcmp(a, "--check")) check = 1;
+        else if (!strcmp(a, "--backend")) gpu = !strcmp(v, "cuda"), i++;
         else if (!strcmp(a, "--seq-len")) N = atoll(v), i++;
         else if (!strcmp(a, "--batch")) B = atoll(v), i++;
         else if (!strcmp(a, "--heads")) H = atoll(v), i++;
@@ -133,22 +141,61 @@ int ring_main(int argc, char **argv) {
                tv = rda_tensor_contiguous(lv, dt, 4, ls), to = rda_tensor_contiguous(lo, dt, 4, ls);
     rda_context_params cp = RDA_CONTEXT_PARAMS_INIT;
     cp.num_threads = threads;
-    rda_context *ctx;
+    rda_context *ctx, *gctx = NULL;
     rda_comm *comm;
     rda_context_create(&cp, &ctx);
-    MPI_Comm world = MPI_COMM_WORLD;
-    if ((st = rda_comm_create_mpi(&world, &comm))) {
-        fprintf(stderr, "rank %d: %s\n", rank, rda_status_to_string(st));
+    void *dmem = NULL;
+    size_t lbytes = (size_t)(B * nl * row_bytes);
+    if (gpu) {
+#ifdef RDA_HAVE_NCCL
+        int ndev = 0;
+        cudaGetDeviceCount(&ndev);
+        if (ndev < 1) {
+            fprintf(stderr, "rank %d: --backend cuda, but no GPU\n", rank);
+            MPI_Abort(MPI_COMM_WORLD, 2);
+        }
+        int dev = rank % ndev;
+        cudaSetDevice(dev);
+        ncclUniqueId id;
+        if (rank == 0) ncclGetUniqueId(&id);
+        MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD); /* the NCCL id travels over MPI */
+        static ncclComm_t nc;
+        if (ncclCommInitRank(&nc, P, id, rank) != ncclSuccess) {
+            fprintf(stderr, "rank %d: ncclCommInitRank failed\n", rank);
+            MPI_Abort(MPI_COMM_WORLD, 2);
+        }
+        cp.backend = RDA_BACKEND_CUDA;
+        cp.device = dev;
+        if ((st = rda_context_create(&cp, &gctx)) || (st = rda_comm_create_nccl(&nc, dev, NULL, &comm))) {
+            fprintf(stderr, "rank %d: %s\n", rank, rda_status_to_string(st));
+            MPI_Abort(MPI_COMM_WORLD, 2);
+        }
+        dmem = dev_alloc(4 * lbytes);
+        dev_upload(dmem, lq, lbytes);
+        dev_upload((char *)dmem + lbytes, lk, lbytes);
+        dev_upload((char *)dmem + 2 * lbytes, lv, lbytes);
+        tq.data = dmem, tk.data = (char *)dmem + lbytes, tv.data = (char *)dmem + 2 * lbytes;
+        to.data = (char *)dmem + 3 * lbytes;
+#else
+        fprintf(stderr, "rda ring: --backend cuda needs a build with CUDA and NCCL\n");
         MPI_Abort(MPI_COMM_WORLD, 2);
+#endif
+    } else {
+        MPI_Comm world = MPI_COMM_WORLD;
+        if ((st = rda_comm_create_mpi(&world, &comm))) {
+            fprintf(stderr, "rank %d: %s\n", rank, rda_status_to_string(st));
+            MPI_Abort(MPI_COMM_WORLD, 2);
+        }
     }
+    rda_context *rctx = gctx ? gctx : ctx;
     double slowest = 0;
     for (int r = 0; r < reps; r++) {
         rda_ring_stats stats;
         double t0 = MPI_Wtime();
-        st = rda_ring_forward(ctx, comm, &cfg, N, &tq, &tk, &tv, &to, NULL, &stats);
+        st = rda_ring_forward(rctx, comm, &cfg, N, &tq, &tk, &tv, &to, NULL, &stats);
         if (st) {
             fprintf(stderr, "rda ring: rank %d: %s: %s (after %.2f s)\n", rank, rda_status_to_string(st),
-                    rda_context_last_error(ctx), MPI_Wtime() - t0);
+                    rda_context_last_error(rctx), MPI_Wtime() - t0);
             fflush(stderr);
             sleep(1); /* let the other survivors report too */
             _exit(3); /* ends the job: mpirun stops the other ranks */
@@ -161,6 +208,7 @@ int ring_main(int argc, char **argv) {
             if (f) fclose(f);
         }
     }
+    if (dmem) dev_download(lo, to.data, lbytes);
     double worst = 0;
     MPI_Reduce(&slowest, &worst, 1, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
     int rc = 0;
@@ -208,7 +256,9 @@ int ring_main(int argc, char **argv) {
     }
     MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
     rda_comm_destroy(comm);
+    rda_context_destroy(gctx);
     rda_context_destroy(ctx);
+    dev_free(dmem);
     free(q), free(k), free(v), free(lq), free(lk), free(lv), free(lo);
     MPI_Finalize();
     return rc;

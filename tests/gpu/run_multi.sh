@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Rings over several GPUs (2 or 4, one host): one process driving every GPU
+# through NCCL (test_nccl), then one process per GPU started by mpirun with
+# the NCCL id shared over MPI (tests/test_mpi.sh with GPU ranks): correctness
+# against one rank, a configuration mismatch, a hung peer and a dead peer.
+#     tests/gpu/run_multi.sh [trials]      (logs under $OUT)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-./gpu-out}
+mkdir -p "$OUT"
+export NCCL_NVLS_ENABLE=0
+trials=${1:-3}
+ngpu=$(nvidia-smi -L | wc -l)
+cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DRDA_WITH_CUDA=ON > "$OUT/build.log" 2>&1 &&
+    cmake --build build-gpu -j "$(nproc)" >> "$OUT/build.log" 2>&1 || { tail -20 "$OUT/build.log"; exit 1; }
+grep "rda:" "$OUT/build.log"
+timeout 300 ./build-gpu/tests/test_nccl > "$OUT/test_nccl.log" 2>&1
+echo "test_nccl ($ngpu GPUs, one process): rc=$? $(tail -1 "$OUT/test_nccl.log")"
+grep FAIL "$OUT/test_nccl.log" | head
+RING_ARGS="--backend cuda --dtype fp16" MAX_P=$ngpu FAULT_NP=2 timeout 500 \
+    tests/test_mpi.sh ./build-gpu/rda "$trials" > "$OUT/test_mpi_gpu.log" 2>&1
+echo "test_mpi.sh with GPU ranks (NCCL, one process per GPU): rc=$?"
+grep -E "^FAIL|^fault|^    rda ring|^mpi:" "$OUT/test_mpi_gpu.log" | head -40
