@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the build needs when it is missing (Debian/Ubuntu, as root or
 # with sudo): a C11 compiler, make and CMake; Open MPI for the MPI engine and
-# its tests (bc for their timings). The library itself needs only the C
+# its tests. The library itself needs only the C
 # library and POSIX threads; MPI and CUDA parts are built when present.
 set -euo pipefail
 missing=()
@@ -10,7 +10,6 @@ command -v make >/dev/null 2>&1 || missing+=(make)
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v mpicc >/dev/null 2>&1 || missing+=(libopenmpi-dev)
 command -v mpirun >/dev/null 2>&1 || missing+=(openmpi-bin)
-command -v bc >/dev/null 2>&1 || missing+=(bc)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "deps: installing ${missing[*]}"
     sudo=""
