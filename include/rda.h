@@ -299,6 +299,14 @@ RDA_API rda_status rda_ring_forward_simulated(rda_context *ctx, const rda_config
                                               rda_tensor *o, rda_tensor *lse,
                                               rda_ring_stats *stats);
 
+/* A real ring over P GPUs of this process (CUDA backend, NCCL between
+ * them): rank r runs on devices[r] in its own thread, with its own copy of
+ * its rows; q/k/v/o/lse are full tensors on ctx's GPU. stats: P entries. */
+RDA_API rda_status rda_ring_forward_gpus(rda_context *ctx, const rda_config *cfg, int32_t P,
+                                         const int32_t *devices, const rda_tensor *q,
+                                         const rda_tensor *k, const rda_tensor *v, rda_tensor *o,
+                                         rda_tensor *lse, rda_ring_stats *stats);
+
 #ifdef __cplusplus
 }
 #endif

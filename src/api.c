@@ -87,6 +87,7 @@ typedef struct {
     rda_ring_stats stats;
     rda_status st;
     const rda_backend_ops *be;
+    bool own_rows; /* copy the rows into the rank's own buffers (another GPU) */
 } sim_rank;
 
 /* A view of rows [start, start + count) of a [B, N, H, D] tensor. */
@@ -150,7 +151,7 @@ static int copy_lse_rows(const rda_backend_ops *be, const rda_tensor *full, rda_
 static void *sim_rank_main(void *arg) {
     sim_rank *s = arg;
     rda_context *ctx = s->ctx;
-    if (s->rows.n == 1) {
+    if (s->rows.n == 1 && !s->own_rows) {
         rda_tensor q = rows_view(s->q, s->rows.start[0], s->rows.count[0]);
         rda_tensor k = rows_view(s->k, s->rows.start[0], s->rows.count[0]);
         rda_tensor v = rows_view(s->v, s->rows.start[0], s->rows.count[0]);
@@ -160,7 +161,7 @@ static void *sim_rank_main(void *arg) {
                              &s->stats);
         return NULL;
     }
-    /* zig-zag: the rank's rows live in buffers of its own */
+    /* zig-zag, or ranks on other GPUs: the rank's rows live in buffers of its own */
     const rda_tensor *full[4] = {s->q, s->k, s->v, s->o};
     rda_tensor loc[5];
     void *mem[5] = {NULL, NULL, NULL, NULL, NULL};
@@ -175,7 +176,7 @@ static void *sim_rank_main(void *arg) {
         }
         size_t bytes = rda_dtype_size(t->dtype) * (size_t)(shape[0] * shape[1] * shape[2] *
                                                            (i == 4 ? 1 : shape[3]));
-        mem[i] = s->be->alloc(bytes);
+        mem[i] = s->be->alloc(ctx, bytes);
         if (!mem[i]) {
             rda_set_msg(ctx->msg, "out of memory for the rank's rows");
             s->st = RDA_STATUS_OUT_OF_MEMORY;
@@ -233,10 +234,12 @@ oom:
     return RDA_STATUS_OUT_OF_MEMORY;
 }
 
-rda_status rda_ring_forward_simulated(rda_context *ctx, const rda_config *cfg, int32_t P,
-                                      const rda_tensor *q, const rda_tensor *k,
-                                      const rda_tensor *v, rda_tensor *o, rda_tensor *lse,
-                                      rda_ring_stats *stats) {
+/* P ranks, one thread each: virtual ranks of ctx (devices NULL, in-process
+ * engine), or one GPU each (devices[r], NCCL). */
+static rda_status ring_threads(rda_context *ctx, const rda_config *cfg, int32_t P,
+                               const int32_t *devices, const rda_tensor *q, const rda_tensor *k,
+                               const rda_tensor *v, rda_tensor *o, rda_tensor *lse,
+                               rda_ring_stats *stats) {
     if (!ctx) return RDA_STATUS_NULL_POINTER;
     char *msg = ctx->msg;
     rda_problem p;
@@ -253,20 +256,47 @@ rda_status rda_ring_forward_simulated(rda_context *ctx, const rda_config *cfg, i
     const rda_backend_ops *be;
     const rda_tensor *const ts[5] = {q, k, v, o, lse};
     if ((st = rda_backend_for(ctx, &p, ts, &be))) return st;
-    if (P == 1) return rda_ring_run(ctx, NULL, cfg, p.N, q, k, v, o, lse, stats);
+    if (P == 1 && !devices) return rda_ring_run(ctx, NULL, cfg, p.N, q, k, v, o, lse, stats);
+    if (devices && ctx->backend != RDA_BACKEND_CUDA) {
+        rda_set_msg(msg, "rings over several GPUs need the CUDA backend");
+        return RDA_STATUS_UNSUPPORTED;
+    }
 
     rda_comm **comms = calloc((size_t)P, sizeof(*comms));
     sim_rank *ranks = calloc((size_t)P, sizeof(*ranks));
     pthread_t *tids = calloc((size_t)P, sizeof(*tids));
     bool *started = calloc((size_t)P, sizeof(*started));
-    if (!comms || !ranks || !tids || !started || rda_comm_create_local(P, comms)) {
-        rda_set_msg(msg, "out of memory for %d virtual ranks", P);
+    rda_context **gctx = devices ? calloc((size_t)P, sizeof(*gctx)) : NULL;
+    if (!comms || !ranks || !tids || !started || (devices && !gctx)) {
+        rda_set_msg(msg, "out of memory for %d ranks", P);
         st = RDA_STATUS_OUT_OF_MEMORY;
         goto done;
     }
-    if ((st = sim_contexts(ctx, P))) goto done;
+    if (devices) {
+        if ((st = rda_comm_create_nccl_local(P, devices, NULL, comms))) {
+            rda_set_msg(msg, "cannot set up NCCL over %d GPUs (%s)", P, rda_status_to_string(st));
+            goto done;
+        }
+        for (int32_t r = 0; r < P; r++) {
+            rda_context_params cp = RDA_CONTEXT_PARAMS_INIT;
+            cp.backend = RDA_BACKEND_CUDA;
+            cp.device = devices[r];
+            if ((st = rda_context_create(&cp, &gctx[r]))) {
+                rda_set_msg(msg, "cannot create a context on GPU %d", devices[r]);
+                goto done;
+            }
+        }
+    } else {
+        if (rda_comm_create_local(P, comms)) {
+            rda_set_msg(msg, "out of memory for %d virtual ranks", P);
+            st = RDA_STATUS_OUT_OF_MEMORY;
+            goto done;
+        }
+        if ((st = sim_contexts(ctx, P))) goto done;
+    }
     for (int32_t r = 0; r < P; r++) {
-        ranks[r].ctx = ctx->ranks[r];
+        ranks[r].ctx = devices ? gctx[r] : ctx->ranks[r];
+        ranks[r].own_rows = devices != NULL;
         ranks[r].comm = comms[r];
         ranks[r].cfg = cfg;
         ranks[r].N = p.N;
@@ -308,9 +338,30 @@ rda_status rda_ring_forward_simulated(rda_context *ctx, const rda_config *cfg, i
 done:
     if (comms)
         for (int32_t r = 0; r < P; r++) rda_comm_destroy(comms[r]);
+    if (gctx)
+        for (int32_t r = 0; r < P; r++) rda_context_destroy(gctx[r]);
+    free(gctx);
     free(comms);
     free(ranks);
     free(tids);
     free(started);
     return st;
+}
+
+rda_status rda_ring_forward_simulated(rda_context *ctx, const rda_config *cfg, int32_t P,
+                                      const rda_tensor *q, const rda_tensor *k,
+                                      const rda_tensor *v, rda_tensor *o, rda_tensor *lse,
+                                      rda_ring_stats *stats) {
+    return ring_threads(ctx, cfg, P, NULL, q, k, v, o, lse, stats);
+}
+
+rda_status rda_ring_forward_gpus(rda_context *ctx, const rda_config *cfg, int32_t P,
+                                 const int32_t *devices, const rda_tensor *q, const rda_tensor *k,
+                                 const rda_tensor *v, rda_tensor *o, rda_tensor *lse,
+                                 rda_ring_stats *stats) {
+    if (!devices) {
+        if (ctx) rda_set_msg(ctx->msg, "devices is NULL");
+        return RDA_STATUS_NULL_POINTER;
+    }
+    return ring_threads(ctx, cfg, P, devices, q, k, v, o, lse, stats);
 }

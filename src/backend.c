@@ -121,7 +121,10 @@ static int cpu_copy(void *dst, const void *src, size_t bytes) {
     return 0;
 }
 
-static void *cpu_alloc(size_t bytes) { return malloc(bytes ? bytes : 1); }
+static void *cpu_alloc(rda_context *ctx, size_t bytes) {
+    (void)ctx;
+    return malloc(bytes ? bytes : 1);
+}
 
 static const rda_backend_ops cpu_ops = {"cpu",    cpu_begin, cpu_pack_kv, cpu_step, cpu_finish,
                                         cpu_sync, cpu_copy,  cpu_alloc,   free};

@@ -29,8 +29,8 @@ typedef struct rda_backend_ops {
     /* Copies bytes between buffers of this backend (used by the in-process
      * engine to receive); 0 on success. */
     int (*copy)(void *dst, const void *src, size_t bytes);
-    /* Memory for a simulated rank's own rows (zig-zag), and its release. */
-    void *(*alloc)(size_t bytes);
+    /* Memory for a rank's own copy of its rows (on ctx's device), and its release. */
+    void *(*alloc)(rda_context *ctx, size_t bytes);
     void (*release)(void *p);
 } rda_backend_ops;
 

@@ -261,6 +261,8 @@ typedef struct {
     bool dev;                  /* rows run on the GPU: */
     void *dq, *dk, *dv, *d_o;  /* device copies */
     rda_tensor rq, rk, rv, ro; /* the tensors the rows run on */
+    int32_t ngpus;             /* GPUs of this machine */
+    int32_t devices[BENCH_MAX_LIST * 8];
     double *q64, *k64, *v64; /* for the fp64 reference */
 } bench_state;
 
@@ -364,7 +366,10 @@ static void run_row(bench_state *s, bench_row *row, const rda_config *cfg, refer
         if (!s->dev) memset(s->o_buf, 0, obytes); /* a result never leaks between runs */
         double t0 = rda_now();
         rda_status st;
-        if (row->ring_path)
+        if (row->real_gpus)
+            st = rda_ring_forward_gpus(s->ctx, cfg, P, s->devices, &s->rq, &s->rk, &s->rv, &s->ro,
+                                       NULL, stats);
+        else if (row->ring_path)
             st = rda_ring_forward_simulated(s->ctx, cfg, P, &s->rq, &s->rk, &s->rv, &s->ro, NULL,
                                             stats);
         else
@@ -544,6 +549,8 @@ int bench_main(int argc, char **argv) {
             s.rk = rda_tensor_contiguous(s.dk, o->dtype, 4, shape);
             s.rv = rda_tensor_contiguous(s.dv, o->dtype, 4, shape);
             s.ro = rda_tensor_contiguous(s.d_o, o->dtype, 4, shape);
+            s.ngpus = dev_count();
+            for (int32_t g = 0; g < (int32_t)(sizeof s.devices / sizeof *s.devices); g++) s.devices[g] = g;
         }
 
         rda_config dense = RDA_CONFIG_INIT, dil = RDA_CONFIG_INIT;
@@ -596,6 +603,8 @@ int bench_main(int argc, char **argv) {
             if (rings[k] > 1) ADD_ROW("RingDilatedV2_ring%d", rings[k], rings[k], true, true);
         for (int32_t t = 0; t < nt; t++) {
             bench_row *row = &todo[t];
+            /* rings of P > 1 run on P real GPUs when there are that many */
+            row->real_gpus = s.dev && row->ring_path && row->ring > 1 && row->ring <= s.ngpus;
             if (!o->quiet)
                 fprintf(stderr, "[N=%lld %d/%d] %-26s ", (long long)s.N, t + 1, nt, row->variant);
             if (row->ring > s.N || row->ring < 1) {

@@ -42,6 +42,7 @@ typedef struct {
     int64_t N;
     int32_t ring;        /* P */
     bool ring_path;      /* ran through the ring scheduler entry */
+    bool real_gpus;      /* ranks on P real GPUs (NCCL), not simulated */
     bool dilated;
     rda_mode mode;
     int32_t n_pat;

@@ -9,6 +9,11 @@
 
 int dev_available(void) { return rda_cuda_available(); }
 
+int dev_count(void) {
+    int n = 0;
+    return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
+}
+
 void dev_name(char *buf, size_t n) {
     struct cudaDeviceProp p;
     if (cudaGetDeviceProperties(&p, 0) == cudaSuccess)
@@ -35,6 +40,7 @@ int dev_download(void *dst, const void *src, size_t bytes) {
 }
 #else
 int dev_available(void) { return 0; }
+int dev_count(void) { return 0; }
 void dev_name(char *buf, size_t n) { snprintf(buf, n, "none"); }
 void *dev_alloc(size_t bytes) {
     (void)bytes;

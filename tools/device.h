@@ -5,6 +5,7 @@
 #include <stddef.h>
 
 int dev_available(void);                /* a CUDA device and the CUDA backend */
+int dev_count(void);                    /* CUDA devices (0 without CUDA) */
 void dev_name(char *buf, size_t n);     /* "NVIDIA H100 80GB HBM3" */
 void *dev_alloc(size_t bytes);          /* NULL on failure */
 void dev_free(void *p);

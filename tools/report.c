@@ -53,8 +53,13 @@ int report_write_markdown(const bench_report *r, const char *path) {
     fprintf(f, "]\n");
     fprintf(f, "- Dilated mode: %s; causal: %s; ring layout: %s\n", mode_name(o->dilated_mode),
             o->causal ? "yes" : "no", o->layout == RDA_LAYOUT_ZIGZAG ? "zig-zag" : "contiguous");
-    fprintf(f, "- Ranks: simulated (P virtual ranks in one process, one thread each, through the "
-               "ring scheduler and the in-process communicator)\n");
+    int real = 0;
+    for (int32_t i = 0; i < r->n_rows; i++) real |= r->rows[i].real_gpus;
+    fprintf(f, "- Ranks: %s\n",
+            real ? "rings of P > 1 on P real GPUs of this machine (NCCL between them); a ring larger than "
+                   "the GPU count, and P = 1, through the ring scheduler in one process"
+                 : "simulated (P virtual ranks in one process, one thread each, through the ring "
+                   "scheduler and the in-process communicator)");
     fprintf(f, "- Timing: median of %d runs after %d warm-up runs; a ring's time is its slowest rank's\n",
             o->reps, o->warmup);
     fprintf(f, "- Check: against the naive fp64 reference on the same inputs (full, or %lld sampled "
@@ -96,7 +101,9 @@ int report_write_markdown(const bench_report *r, const char *path) {
         if (x->ref_seconds > 0)
             fprintf(f, "- fp64 reference: %.1f ms (%.1fx slower)\n", 1e3 * x->ref_seconds,
                     1e3 * x->ref_seconds / x->ms_median);
-        fprintf(f, "- Ring size: %d%s\n", x->ring, x->ring_path ? "" : " (single-rank entry point)");
+        fprintf(f, "- Ring size: %d%s\n", x->ring,
+                !x->ring_path ? " (single-rank entry point)"
+                              : x->real_gpus ? " (real GPUs, NCCL)" : x->ring > 1 ? " (simulated ranks)" : "");
         fprintf(f, "- Ring steps: %d; bytes sent per rank: %.0f\n", x->steps, x->sent_mb * 1048576.0);
         if (x->dilated) {
             pattern_lists(x, segs, dils, sizeof segs);
@@ -145,7 +152,6 @@ int report_write_json(const bench_report *r, const char *path) {
     json_str(f, "dilated_mode", mode_name(o->dilated_mode), 0);
     fprintf(f, "\"causal\": %s, ", o->causal ? "true" : "false");
     json_str(f, "layout", o->layout == RDA_LAYOUT_ZIGZAG ? "zigzag" : "contiguous", 0);
-    json_str(f, "ranks", "simulated", 0);
     json_num(f, "reps", o->reps, 0);
     json_num(f, "warmup", o->warmup, 0);
     json_num(f, "threads", r->threads, 1);
@@ -156,6 +162,7 @@ int report_write_json(const bench_report *r, const char *path) {
         json_str(f, "variant", x->variant, 0);
         json_num(f, "seq_len", (double)x->N, 0);
         json_num(f, "ring_size", x->ring, 0);
+        json_str(f, "ranks", x->real_gpus ? "gpus" : x->ring > 1 ? "simulated" : "one", 0);
         json_str(f, "mode", mode_name(x->mode), 0);
         fprintf(f, "\"ok\": %s, ", x->status ? "false" : "true");
         if (x->status) {

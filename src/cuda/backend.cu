@@ -333,8 +333,9 @@ static int cuda_copy(void *dst, const void *src, size_t bytes) {
     return cudaMemcpy(dst, src, bytes, cudaMemcpyDefault) == cudaSuccess ? 0 : -1;
 }
 
-static void *cuda_alloc(size_t bytes) {
+static void *cuda_alloc(rda_context *ctx, size_t bytes) {
     void *p = NULL;
+    cudaSetDevice(cctx(ctx)->device);
     return cudaMalloc(&p, bytes ? bytes : 1) == cudaSuccess ? p : NULL;
 }
 
