@@ -234,56 +234,6 @@ oom:
     return RDA_STATUS_OUT_OF_MEMORY;
 }
 
-static void gpu_ring_free(rda_context *ctx) {
-    for (int32_t r = 0; r < ctx->num_gpu_ranks; r++) {
-        rda_comm_destroy(ctx->gpu_comms[r]);
-        rda_context_destroy(ctx->gpu_ranks[r]);
-    }
-    free(ctx->gpu_comms);
-    free(ctx->gpu_ranks);
-    ctx->gpu_comms = NULL;
-    ctx->gpu_ranks = NULL;
-    ctx->num_gpu_ranks = 0;
-}
-
-/* The contexts and NCCL communicators of a ring over `devices`, made once
- * and kept in ctx for the next call with the same GPUs. */
-static rda_status gpu_ring(rda_context *ctx, int32_t P, const int32_t *devices) {
-    if (P > 64) {
-        rda_set_msg(ctx->msg, "at most 64 GPUs in one process");
-        return RDA_STATUS_UNSUPPORTED;
-    }
-    if (ctx->num_gpu_ranks == P && !memcmp(ctx->gpu_devices, devices, sizeof(int32_t) * (size_t)P))
-        return RDA_STATUS_SUCCESS;
-    gpu_ring_free(ctx);
-    ctx->gpu_comms = calloc((size_t)P, sizeof(rda_comm *));
-    ctx->gpu_ranks = calloc((size_t)P, sizeof(rda_context *));
-    if (!ctx->gpu_comms || !ctx->gpu_ranks) {
-        gpu_ring_free(ctx);
-        return RDA_STATUS_OUT_OF_MEMORY;
-    }
-    rda_status st = rda_comm_create_nccl_local(P, devices, NULL, ctx->gpu_comms);
-    if (st) {
-        free(ctx->gpu_comms), free(ctx->gpu_ranks);
-        ctx->gpu_comms = NULL, ctx->gpu_ranks = NULL;
-        rda_set_msg(ctx->msg, "cannot set up NCCL over %d GPUs (%s)", P, rda_status_to_string(st));
-        return st;
-    }
-    ctx->num_gpu_ranks = P;
-    memcpy(ctx->gpu_devices, devices, sizeof(int32_t) * (size_t)P);
-    for (int32_t r = 0; r < P; r++) {
-        rda_context_params cp = RDA_CONTEXT_PARAMS_INIT;
-        cp.backend = RDA_BACKEND_CUDA;
-        cp.device = devices[r];
-        if ((st = rda_context_create(&cp, &ctx->gpu_ranks[r]))) {
-            rda_set_msg(ctx->msg, "cannot create a context on GPU %d", devices[r]);
-            gpu_ring_free(ctx);
-            return st;
-        }
-    }
-    return RDA_STATUS_SUCCESS;
-}
-
 /* P ranks, one thread each: virtual ranks of ctx (devices NULL, in-process
  * engine), or one GPU each (devices[r], NCCL). */
 static rda_status ring_threads(rda_context *ctx, const rda_config *cfg, int32_t P,
@@ -316,16 +266,26 @@ static rda_status ring_threads(rda_context *ctx, const rda_config *cfg, int32_t 
     sim_rank *ranks = calloc((size_t)P, sizeof(*ranks));
     pthread_t *tids = calloc((size_t)P, sizeof(*tids));
     bool *started = calloc((size_t)P, sizeof(*started));
-    rda_context **gctx = NULL;
-    if (!comms || !ranks || !tids || !started) {
+    rda_context **gctx = devices ? calloc((size_t)P, sizeof(*gctx)) : NULL;
+    if (!comms || !ranks || !tids || !started || (devices && !gctx)) {
         rda_set_msg(msg, "out of memory for %d ranks", P);
         st = RDA_STATUS_OUT_OF_MEMORY;
         goto done;
     }
     if (devices) {
-        if ((st = gpu_ring(ctx, P, devices))) goto done;
-        gctx = ctx->gpu_ranks;
-        memcpy(comms, ctx->gpu_comms, sizeof(*comms) * (size_t)P);
+        if ((st = rda_comm_create_nccl_local(P, devices, NULL, comms))) {
+            rda_set_msg(msg, "cannot set up NCCL over %d GPUs (%s)", P, rda_status_to_string(st));
+            goto done;
+        }
+        for (int32_t r = 0; r < P; r++) {
+            rda_context_params cp = RDA_CONTEXT_PARAMS_INIT;
+            cp.backend = RDA_BACKEND_CUDA;
+            cp.device = devices[r];
+            if ((st = rda_context_create(&cp, &gctx[r]))) {
+                rda_set_msg(msg, "cannot create a context on GPU %d", devices[r]);
+                goto done;
+            }
+        }
     } else {
         if (rda_comm_create_local(P, comms)) {
             rda_set_msg(msg, "out of memory for %d virtual ranks", P);
@@ -376,9 +336,11 @@ static rda_status ring_threads(rda_context *ctx, const rda_config *cfg, int32_t 
         for (int32_t r = 0; r < P; r++) stats[r] = ranks[r].stats;
     if (st == RDA_STATUS_SUCCESS) msg[0] = '\0';
 done:
-    if (comms && !devices) /* the GPU ring's communicators stay with ctx */
+    if (comms)
         for (int32_t r = 0; r < P; r++) rda_comm_destroy(comms[r]);
-    if (devices && st != RDA_STATUS_SUCCESS) gpu_ring_free(ctx); /* a failed ring is torn down */
+    if (gctx)
+        for (int32_t r = 0; r < P; r++) rda_context_destroy(gctx[r]);
+    free(gctx);
     free(comms);
     free(ranks);
     free(tids);

@@ -139,12 +139,6 @@ void rda_context_destroy(rda_context *ctx) {
     if (!ctx) return;
     for (int32_t r = 0; r < ctx->num_ranks; r++) rda_context_destroy(ctx->ranks[r]);
     free(ctx->ranks);
-    for (int32_t r = 0; r < ctx->num_gpu_ranks; r++) {
-        rda_comm_destroy(ctx->gpu_comms[r]);
-        rda_context_destroy(ctx->gpu_ranks[r]);
-    }
-    free(ctx->gpu_comms);
-    free(ctx->gpu_ranks);
 #ifdef RDA_HAVE_CUDA
     rda_cuda_context_destroy(ctx);
 #endif

@@ -64,10 +64,6 @@ struct rda_context {
     void *cuda;             /* CUDA backend: device, stream, device workspace */
     rda_context **ranks;    /* contexts of simulated ranks, kept between calls */
     int32_t num_ranks;
-    rda_context **gpu_ranks; /* contexts and NCCL communicators of a ring over */
-    rda_comm **gpu_comms;    /* several GPUs, kept between calls (NCCL set-up is slow) */
-    int32_t num_gpu_ranks;
-    int32_t gpu_devices[64];
     char msg[RDA_MSG_LEN];
 };
 
