@@ -60,6 +60,8 @@ static void usage(FILE *f) {
             "                             reference is too long (default 1024)\n"
             "  --full-ref-limit X         full reference up to X pair*D products (default 2e11)\n"
             "  --time-reference           also time the full fp64 reference (speed-up column)\n"
+            "  --real-gpus                rings of P > 1 on P GPUs of this machine through NCCL\n"
+            "                             (default: P simulated ranks on one GPU)\n"
             "  --seed S                   input seed (default 2025)\n"
             "  --out-md PATH --out-json PATH  report files (default reports/rda-report.{md,json})\n"
             "  --quiet                    no progress on stderr\n");
@@ -176,6 +178,8 @@ static int parse_args(int argc, char **argv, bench_options *o) {
             o->out_json = v;
         } else if (!strcmp(a, "--causal")) {
             o->causal = 1;
+        } else if (!strcmp(a, "--real-gpus")) {
+            o->real_gpus = 1;
         } else if (!strcmp(a, "--time-reference")) {
             o->time_reference = 1;
         } else if (!strcmp(a, "--quiet")) {
@@ -603,8 +607,8 @@ int bench_main(int argc, char **argv) {
             if (rings[k] > 1) ADD_ROW("RingDilatedV2_ring%d", rings[k], rings[k], true, true);
         for (int32_t t = 0; t < nt; t++) {
             bench_row *row = &todo[t];
-            /* rings of P > 1 run on P real GPUs when there are that many */
-            row->real_gpus = s.dev && row->ring_path && row->ring > 1 && row->ring <= s.ngpus;
+            /* with --real-gpus, rings of P > 1 run on P real GPUs when there are that many */
+            row->real_gpus = o->real_gpus && s.dev && row->ring_path && row->ring > 1 && row->ring <= s.ngpus;
             if (!o->quiet)
                 fprintf(stderr, "[N=%lld %d/%d] %-26s ", (long long)s.N, t + 1, nt, row->variant);
             if (row->ring > s.N || row->ring < 1) {

@@ -33,6 +33,7 @@ typedef struct {
     uint64_t seed;
     int quiet;
     int time_reference; /* also time the full fp64 reference (for the speed-up figure) */
+    int real_gpus;      /* rings on real GPUs (NCCL) when there are enough */
 } bench_options;
 
 void bench_defaults(bench_options *o);
