@@ -40,17 +40,6 @@ static void usage(void) {
            "  --backend cuda   one GPU per rank (rank %% GPUs), NCCL between them\n");
 }
 
-static int parse_list(const char *s, int64_t *out, int max) {
-    int n = 0;
-    while (*s && n < max) {
-        char *end;
-        out[n++] = strtoll(s, &end, 10);
-        if (end == s) return -1;
-        s = end + (*end == ',');
-    }
-    return n;
-}
-
 int ring_main(int argc, char **argv) {
     int64_t N = 4096, B = 1, H = 8, D = 64, segs[RDA_MAX_PATTERNS], dils[RDA_MAX_PATTERNS];
     int nseg = 0, ndil = 0, reps = 1, check = 0, skew = -1, threads = 1, gpu = 0;
@@ -75,8 +64,8 @@ int ring_main(int argc, char **argv) {
         else if (!strcmp(a, "--timeout")) timeout = atof(v), i++;
         else if (!strcmp(a, "--pid-dir")) pid_dir = v, i++;
         else if (!strcmp(a, "--skew-config")) skew = atoi(v), i++;
-        else if (!strcmp(a, "--segments")) nseg = parse_list(v, segs, RDA_MAX_PATTERNS), i++;
-        else if (!strcmp(a, "--dilations")) ndil = parse_list(v, dils, RDA_MAX_PATTERNS), i++;
+        else if (!strcmp(a, "--segments")) nseg = parse_i64_list(v, segs, RDA_MAX_PATTERNS), i++;
+        else if (!strcmp(a, "--dilations")) ndil = parse_i64_list(v, dils, RDA_MAX_PATTERNS), i++;
         else if (!strcmp(a, "--mode")) {
             cfg.mode = !strcmp(v, "groups") ? RDA_MODE_GROUPS : !strcmp(v, "longnet") ? RDA_MODE_LONGNET : RDA_MODE_DENSE;
             i++;

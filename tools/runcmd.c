@@ -26,7 +26,7 @@ static void usage(FILE *f) {
             "  --threads T\n");
 }
 
-static int parse_i64_list(const char *s, int64_t *out, int32_t max) {
+int parse_i64_list(const char *s, int64_t *out, int32_t max) {
     int32_t n = 0;
     while (*s) {
         char *end;

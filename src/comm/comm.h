@@ -4,6 +4,8 @@
 #ifndef RDA_COMM_H
 #define RDA_COMM_H
 
+#include <time.h>
+
 #include "../internal.h"
 
 typedef struct rda_comm_ops {
@@ -22,6 +24,18 @@ typedef struct rda_comm_ops {
     void (*abort)(rda_comm *c);
     void (*destroy)(rda_comm *c);
 } rda_comm_ops;
+
+/* Polling helpers of the engines that wait against a deadline. */
+static inline double rda_comm_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static inline void rda_comm_nap(void) {
+    struct timespec ts = {0, 50000}; /* 50 us between polls */
+    nanosleep(&ts, NULL);
+}
 
 struct rda_comm {
     const rda_comm_ops *ops;

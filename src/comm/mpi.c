@@ -22,17 +22,6 @@ typedef struct {
     void *gather; /* agree: everybody's blob */
 } mpi_rank;
 
-static double mono(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void nap(void) {
-    struct timespec ts = {0, 50000}; /* 50 us between polls */
-    nanosleep(&ts, NULL);
-}
-
 static rda_status mpi_fail(rda_comm *c, int err, const char *what, char *msg) {
     char s[MPI_MAX_ERROR_STRING];
     int len = 0;
@@ -61,7 +50,7 @@ static rda_status mpi_shift_start(rda_comm *c, const void *send, size_t send_byt
 static rda_status mpi_shift_wait(rda_comm *c, double timeout_s, char *msg) {
     mpi_rank *m = c->impl;
     if (!m->pending) return RDA_STATUS_SUCCESS;
-    double end = mono() + timeout_s;
+    double end = rda_comm_now() + timeout_s;
     int done[2] = {0, 0}, err;
     for (;;) {
         for (int i = 0; i < 2; i++)
@@ -70,7 +59,7 @@ static rda_status mpi_shift_wait(rda_comm *c, double timeout_s, char *msg) {
                 return mpi_fail(c, err, "MPI_Test", msg);
             }
         if (done[0] && done[1]) break;
-        if (mono() > end) {
+        if (rda_comm_now() > end) {
             int src = (c->rank - 1 + c->size) % c->size, dst = (c->rank + 1) % c->size;
             if (!done[0])
                 rda_set_msg(msg, "rank %d: no data from rank %d within %.3g s", c->rank, src, timeout_s);
@@ -79,7 +68,7 @@ static rda_status mpi_shift_wait(rda_comm *c, double timeout_s, char *msg) {
                             timeout_s);
             return RDA_STATUS_TIMEOUT; /* the communicator is unusable from here on */
         }
-        nap();
+        rda_comm_nap();
     }
     m->pending = 0;
     return RDA_STATUS_SUCCESS;
@@ -91,8 +80,8 @@ static rda_status wait_one(rda_comm *c, MPI_Request *req, double end, int *done,
     *done = 0;
     while (!*done) {
         if ((err = MPI_Test(req, done, MPI_STATUS_IGNORE))) return mpi_fail(c, err, "MPI_Test", msg);
-        if (*done || mono() > end) break;
-        nap();
+        if (*done || rda_comm_now() > end) break;
+        rda_comm_nap();
     }
     return RDA_STATUS_SUCCESS;
 }
@@ -103,7 +92,7 @@ static rda_status wait_one(rda_comm *c, MPI_Request *req, double end, int *done,
 static rda_status mpi_agree(rda_comm *c, const void *blob, size_t bytes, double timeout_s,
                             char *msg) {
     mpi_rank *m = c->impl;
-    double end = mono() + timeout_s;
+    double end = rda_comm_now() + timeout_s;
     int verdict = 0, done, err;
     rda_status st;
     if (bytes > INT_MAX) return RDA_STATUS_INTERNAL;

@@ -20,17 +20,6 @@ typedef struct {
     size_t dblob_cap;
 } nccl_rank;
 
-static double mono(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void nap(void) {
-    struct timespec ts = {0, 50000};
-    nanosleep(&ts, NULL);
-}
-
 static void teardown(rda_comm *c) {
     nccl_rank *n = c->impl;
     if (!n->aborted) {
@@ -42,7 +31,7 @@ static void teardown(rda_comm *c) {
 /* Polls the event until done, an NCCL async error, or the deadline. */
 static rda_status poll_done(rda_comm *c, double timeout_s, const char *what, char *msg) {
     nccl_rank *n = c->impl;
-    double end = mono() + timeout_s;
+    double end = rda_comm_now() + timeout_s;
     for (;;) {
         cudaError_t e = cudaEventQuery(n->done);
         if (e == cudaSuccess) return RDA_STATUS_SUCCESS;
@@ -58,14 +47,14 @@ static rda_status poll_done(rda_comm *c, double timeout_s, const char *what, cha
             teardown(c);
             return RDA_STATUS_COMM_ERROR;
         }
-        if (mono() > end) {
+        if (rda_comm_now() > end) {
             int prev = (c->rank - 1 + c->size) % c->size;
             rda_set_msg(msg, "rank %d: %s with rank %d did not complete within %.3g s", c->rank, what,
                         prev, timeout_s);
             teardown(c);
             return RDA_STATUS_TIMEOUT;
         }
-        nap();
+        rda_comm_nap();
     }
 }
 
