@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "device.h"
+#include "runcmd.h"
 #include "testdata.h"
 
 void bench_defaults(bench_options *o) {
@@ -67,18 +68,9 @@ static void usage(FILE *f) {
             "  --quiet                    no progress on stderr\n");
 }
 
+/* a list of at least one value */
 static int parse_list(const char *s, int64_t *out, int32_t *n, int32_t max) {
-    *n = 0;
-    while (*s) {
-        char *end;
-        errno = 0;
-        long long v = strtoll(s, &end, 10);
-        if (end == s || errno || *n >= max) return -1;
-        out[(*n)++] = v;
-        s = end;
-        if (*s == ',') s++;
-        else if (*s) return -1;
-    }
+    *n = parse_i64_list(s, out, max);
     return *n > 0 ? 0 : -1;
 }
 

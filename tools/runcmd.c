@@ -4,9 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "convert.h"
 #include "npy.h"
 #include "runcmd.h"
+#include "testdata.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -46,21 +46,7 @@ static int convert(rda_npy *a, rda_dtype to) {
     int64_t n = rda_npy_count(a);
     void *dst = malloc((size_t)n * rda_dtype_size(to) + 1);
     if (!dst) return -1;
-    for (int64_t i = 0; i < n; i++) {
-        double x;
-        switch (a->dtype) {
-        case RDA_DTYPE_F32: x = ((float *)a->data)[i]; break;
-        case RDA_DTYPE_F16: x = rda_f16_to_f32(((uint16_t *)a->data)[i]); break;
-        case RDA_DTYPE_BF16: x = rda_bf16_to_f32(((uint16_t *)a->data)[i]); break;
-        default: x = ((double *)a->data)[i]; break;
-        }
-        switch (to) {
-        case RDA_DTYPE_F32: ((float *)dst)[i] = (float)x; break;
-        case RDA_DTYPE_F16: ((uint16_t *)dst)[i] = rda_f32_to_f16((float)x); break;
-        case RDA_DTYPE_BF16: ((uint16_t *)dst)[i] = rda_f32_to_bf16((float)x); break;
-        case RDA_DTYPE_F64: ((double *)dst)[i] = x; break;
-        }
-    }
+    rda_convert(a->data, a->dtype, dst, to, n);
     free(a->data);
     a->data = dst;
     a->dtype = to;

@@ -51,6 +51,10 @@ void rda_to_f64(const void *src, rda_dtype dt, int64_t n, double *dst) {
     for (int64_t i = 0; i < n; i++) dst[i] = load(src, dt, i);
 }
 
+void rda_convert(const void *src, rda_dtype from, void *dst, rda_dtype to, int64_t n) {
+    for (int64_t i = 0; i < n; i++) store(dst, to, i, load(src, from, i));
+}
+
 static rda_error finish(double num, double den, double mx, int64_t bad) {
     rda_error e;
     e.rel_l2 = den > 0 ? sqrt(num / den) : sqrt(num);

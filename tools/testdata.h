@@ -21,6 +21,8 @@ double rda_rng_uniform(rda_rng *r, double lo, double hi);
 void rda_fill_uniform(void *dst, rda_dtype dt, int64_t n, rda_rng *rng, double lo, double hi);
 /* dst[i] = (double) src[i] for n elements of dtype dt. */
 void rda_to_f64(const void *src, rda_dtype dt, int64_t n, double *dst);
+/* n elements of type `from` at src, rounded to type `to` at dst. */
+void rda_convert(const void *src, rda_dtype from, void *dst, rda_dtype to, int64_t n);
 
 typedef struct {
     double rel_l2, max_abs;
