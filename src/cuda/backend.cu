@@ -143,17 +143,13 @@ static rda_status cuda_begin(rda_context *ctx, const rda_problem *p, const rda_r
     rda_status st;
     CUDA_TRY(cudaSetDevice(c->device));
     int64_t rows_hd = p->B * qr->total * p->H;
-    int64_t jc = 0, tc = 0; /* table capacities, the same as the host's */
+    /* the step tables: built on the host, copied to identically carved device memory */
+    size_t tables = rda_plan_phase_bytes(p, qr, RDA_CUDA_BQ);
     rda_carver hc;
-    if ((st = rda_context_reserve(ctx, rda_plan_phase_bytes(p, qr, RDA_CUDA_BQ), &hc))) return st;
-    size_t host_bytes = ctx->ws_used;
+    if ((st = rda_context_reserve(ctx, tables, &hc))) return st;
     if ((st = rda_plan_phase_init(&c->phase, &hc, p, qr, RDA_CUDA_BQ))) return st;
-    jc = c->phase.jobs_cap;
-    tc = c->phase.tiles_cap;
     size_t need = RDA_ALIGN(sizeof(float) * (size_t)(rows_hd * p->D)) + 2 * RDA_ALIGN(sizeof(float) * (size_t)rows_hd) +
-                  (block ? 2 * RDA_ALIGN(block) : 0) + RDA_ALIGN(sizeof(rda_job) * (size_t)jc) +
-                  RDA_ALIGN(sizeof(rda_tile) * (size_t)tc) + RDA_ALIGN(sizeof(int64_t) * (size_t)p->H) +
-                  RDA_ALIGN(sizeof(rda_class) * (size_t)p->H);
+                  (block ? 2 * RDA_ALIGN(block) : 0) + tables;
     if ((st = reserve_device(ctx, need))) return st;
     rda_carver dc = {static_cast<char *>(c->dws), need};
     c->acc = static_cast<float *>(rda_carve(&dc, sizeof(float) * (size_t)(rows_hd * p->D)));
@@ -163,21 +159,17 @@ static rda_status cuda_begin(rda_context *ctx, const rda_problem *p, const rda_r
         kv[0] = rda_carve(&dc, block);
         kv[1] = rda_carve(&dc, block);
     }
-    c->d_jobs = static_cast<rda_job *>(rda_carve(&dc, sizeof(rda_job) * (size_t)jc));
-    c->d_tiles = static_cast<rda_tile *>(rda_carve(&dc, sizeof(rda_tile) * (size_t)tc));
-    c->d_heads = static_cast<int64_t *>(rda_carve(&dc, sizeof(int64_t) * (size_t)p->H));
-    c->d_classes = static_cast<rda_class *>(rda_carve(&dc, sizeof(rda_class) * (size_t)p->H));
-    if (!c->d_classes) {
+    rda_phase dev; /* the same carving on the device: the same layout by construction */
+    if ((st = rda_plan_phase_init(&dev, &dc, p, qr, RDA_CUDA_BQ))) {
         rda_set_msg(ctx->msg, "internal error: device workspace sizing (%s:%d)", __FILE__, __LINE__);
-        return RDA_STATUS_INTERNAL;
+        return st;
     }
-    if ((char *)c->d_classes - (char *)c->d_jobs != (char *)c->phase.classes - (char *)c->phase.jobs) {
-        rda_set_msg(ctx->msg, "internal error: device tables laid out unlike the host's (%s:%d)", __FILE__,
-                    __LINE__);
-        return RDA_STATUS_INTERNAL;
-    }
+    c->d_jobs = dev.jobs;
+    c->d_tiles = dev.tiles;
+    c->d_heads = dev.heads;
+    c->d_classes = dev.classes;
     c->n = qr->total;
-    ctx->ws_used = host_bytes + need;
+    ctx->ws_used = tables + need;
     fill_state<<<(unsigned)((rows_hd + 255) / 256 < 4096 ? (rows_hd + 255) / 256 : 4096), 256, 0, c->stream>>>(
         c->m, c->l, rows_hd);
     CUDA_LAUNCHED();
