@@ -6,11 +6,23 @@
  *   kernel 1  attend_mma_v1   mma.sync tensor cores, synchronous K/V loads
  *                             (dev/cuda/attend_v1.cuh; dense N=4096: 0.394 ms
  *                             through rda bench on an H100, 2026-11-26)
- *   kernel 2  attend_mma      + cp.async double-buffered K/V (the library's;
- *                             0.251 ms the same way)
+ *   kernel 2  attend_mma      + cp.async double-buffered K/V (the library's
+ *                             portable path; 0.251 ms the same way)
+ *   kernels 3-7 attend_wgmma  Hopper warpgroup MMA (src/cuda/attend_wgmma.cuh),
+ *                             K/V in 128-byte swizzled shared memory read by
+ *                             the MMA directly, the softmax of one key tile
+ *                             overlapping the P V product of the previous; the
+ *                             variants differ in keys per tile (BK), warpgroups
+ *                             per CTA (NW), stages (ST), CTAs per SM (MINB):
+ *             3  BK=128 NW=2 ST=3   (the library's for D = 128)
+ *             4  BK=128 NW=2 ST=4
+ *             5  BK=64  NW=2 ST=4
+ *             6  BK=128 NW=1 ST=3 MINB=2   (the library's for D = 64)
+ *             7  BK=128 NW=1 ST=4 MINB=2
+ *           Times of every version: docs/PERFORMANCE.md.
  *
  * Each version is checked against an fp64 CPU reference on 64 sampled query
- * rows, then timed with CUDA events (median of 20 after 3 warm-ups).
+ * rows (RDA_PG_SAMPLES to change), then timed with CUDA events (median of 20 after 3 warm-ups).
  *
  *     nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iinclude -Isrc \
  *          dev/cuda/attend.cu -o attend && ./attend [kernel] [N] [D] [causal]
@@ -23,6 +35,7 @@
 #include <vector>
 
 #include "attend_v1.cuh"
+#include "cuda/attend_wgmma.cuh"
 
 #define CK(x)                                                                                 \
     do {                                                                                      \
@@ -33,10 +46,32 @@
         }                                                                                     \
     } while (0)
 
+/* wgmma variants: <BK, NW, ST, MINB> */
+#ifndef WG_VARIANTS
+#define WG_VARIANTS(X) X(3, 128, 2, 3, 1) X(4, 128, 2, 4, 1) X(5, 64, 2, 4, 1) X(6, 128, 1, 3, 2) X(7, 128, 1, 4, 2)
+#endif
+
+static int query_rows(int kernel) {
+#define WG_NW(k, bk, nw, st, mb) if (kernel == k) return 64 * nw;
+    WG_VARIANTS(WG_NW)
+    return 64;
+}
+
+template <int D> static void setup() {
+#define WG_SETUP(k, bk, nw, st, mb)                                                                   \
+    if (wg_smem_bytes<D, bk, nw, st>() <= 232448)                                                              \
+        CK(cudaFuncSetAttribute(attend_wgmma<__half, D, bk, nw, st, mb>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
+                                (int)wg_smem_bytes<D, bk, nw, st>()));
+    WG_VARIANTS(WG_SETUP)
+}
+
 template <int D> static void launch(int kernel, int64_t items, const attend_args &a, cudaStream_t s) {
     if (kernel == 0) attend_generic<__half><<<(unsigned)items, 128, 0, s>>>(a);
     if (kernel == 1) attend_mma_v1<__half, D><<<(unsigned)items, 128, mma_smem_bytes<D>(), s>>>(a);
     if (kernel == 2) attend_mma<__half, D><<<(unsigned)items, 128, mma_smem_bytes<D>(), s>>>(a);
+#define WG_LAUNCH(k, bk, nw, st, mb) \
+    if (kernel == k) attend_wgmma<__half, D, bk, nw, st, mb><<<(unsigned)items, nw * 128, wg_smem_bytes<D, bk, nw, st>(), s>>>(a);
+    WG_VARIANTS(WG_LAUNCH)
 }
 
 int main(int argc, char **argv) {
@@ -50,6 +85,7 @@ int main(int argc, char **argv) {
     }
     CK(cudaFuncSetAttribute(attend_mma<__half, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mma_smem_bytes<128>()));
     CK(cudaFuncSetAttribute(attend_mma_v1<__half, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mma_smem_bytes<128>()));
+    if (D == 64) setup<64>(); else setup<128>();
     std::vector<__half> hq(n), hk(n), hv(n), ho(n);
     srand(1);
     for (int64_t i = 0; i < n; i++) {
@@ -63,9 +99,9 @@ int main(int argc, char **argv) {
     job.q_count = N;
     job.nk = 1;
     job.k_count[0] = N;
-    int64_t ntiles = (N + 63) / 64;
+    const int64_t bq = query_rows(kernel), ntiles = (N + bq - 1) / bq;
     std::vector<rda_tile> tiles(ntiles);
-    for (int64_t t = 0; t < ntiles; t++) tiles[t] = {0, t * 64};
+    for (int64_t t = 0; t < ntiles; t++) tiles[t] = {0, t * bq};
     std::vector<int64_t> heads(H);
     for (int64_t h = 0; h < H; h++) heads[h] = h;
     rda_class cl = {0, H, 0, ntiles, 0, 1};
@@ -109,7 +145,8 @@ int main(int argc, char **argv) {
     CK(cudaMemcpy(ho.data(), dout, n * 2, cudaMemcpyDeviceToHost));
     double num = 0, den = 0;
     std::vector<double> sc(N);
-    for (int sample = 0; sample < 64; sample++) {
+    const int samples = getenv("RDA_PG_SAMPLES") ? atoi(getenv("RDA_PG_SAMPLES")) : 64;
+    for (int sample = 0; sample < samples; sample++) {
         int64_t qp = (sample * 7919) % N;
         for (int64_t h = 0; h < H; h++) {
             double mx = -INFINITY, sum = 0;

@@ -6,7 +6,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "kernels.cuh"
+#include "attend_wgmma.cuh"
 
 extern "C" {
 #include "../backend.h"
@@ -16,6 +16,7 @@ typedef struct {
     int device;
     cudaStream_t stream;
     bool own_stream;
+    bool wgmma;    /* a Hopper device and this binary carries the sm_90a kernels */
     void *dws;     /* device workspace: state, key/value blocks, tables */
     size_t dws_cap;
     /* the call in progress */
@@ -54,6 +55,48 @@ extern "C" int rda_cuda_device_count(void) {
     return n;
 }
 
+/* The Hopper kernels, per head dim: <T, D, BK, NW, ST, MINB> (the winners
+ * of dev/cuda/attend.cu, docs/PERFORMANCE.md). */
+#define WG64(T) attend_wgmma<T, 64, 128, 1, 3, 2>
+#define WG64_SMEM wg_smem_bytes<64, 128, 1, 3>()
+#define WG64_NW 1
+#define WG128(T) attend_wgmma<T, 128, 128, 2, 3, 1>
+#define WG128_SMEM wg_smem_bytes<128, 128, 2, 3>()
+#define WG128_NW 2
+
+/* Sets *ok when this binary's code for the device has the warpgroup MMA. */
+__global__ void wgmma_probe(int *ok) {
+#ifdef RDA_WGMMA
+    *ok = 1;
+#endif
+}
+
+static rda_status detect_wgmma(rda_context *ctx, cuda_ctx *c) {
+    int major = 0, *d_ok = NULL, ok = 0;
+    CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, c->device));
+    c->wgmma = false;
+    if (major != 9) return RDA_STATUS_SUCCESS;
+    CUDA_TRY(cudaMalloc(&d_ok, sizeof(int)));
+    cudaError_t e = cudaMemsetAsync(d_ok, 0, sizeof(int), c->stream);
+    if (e == cudaSuccess) {
+        wgmma_probe<<<1, 1, 0, c->stream>>>(d_ok);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess) e = cudaMemcpyAsync(&ok, d_ok, sizeof(int), cudaMemcpyDeviceToHost, c->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
+    cudaFree(d_ok);
+    CUDA_TRY(e);
+    c->wgmma = ok == 1;
+    if (c->wgmma) {
+        CUDA_TRY(cudaFuncSetAttribute(WG64(__half), cudaFuncAttributeMaxDynamicSharedMemorySize, (int)WG64_SMEM));
+        CUDA_TRY(cudaFuncSetAttribute(WG64(__nv_bfloat16), cudaFuncAttributeMaxDynamicSharedMemorySize, (int)WG64_SMEM));
+        CUDA_TRY(cudaFuncSetAttribute(WG128(__half), cudaFuncAttributeMaxDynamicSharedMemorySize, (int)WG128_SMEM));
+        CUDA_TRY(cudaFuncSetAttribute(WG128(__nv_bfloat16), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      (int)WG128_SMEM));
+    }
+    return RDA_STATUS_SUCCESS;
+}
+
 extern "C" rda_status rda_cuda_context_init(rda_context *ctx, int32_t device, void *stream) {
     int n = rda_cuda_device_count();
     if (device < 0 || device >= n) {
@@ -75,7 +118,7 @@ extern "C" rda_status rda_cuda_context_init(rda_context *ctx, int32_t device, vo
                                   (int)mma_smem_bytes<128>()));
     CUDA_TRY(cudaFuncSetAttribute(attend_mma<__nv_bfloat16, 128>,
                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mma_smem_bytes<128>()));
-    return RDA_STATUS_SUCCESS;
+    return detect_wgmma(ctx, c);
 }
 
 extern "C" void rda_cuda_context_destroy(rda_context *ctx) {
@@ -137,6 +180,17 @@ static rda_status reserve_device(rda_context *ctx, size_t bytes) {
     return RDA_STATUS_SUCCESS;
 }
 
+/* Tensor-core kernels take 16-byte rows: fp16/bf16, D of 64 or 128. */
+static bool mma_shape(const rda_problem *p) {
+    return (p->dtype == RDA_DTYPE_F16 || p->dtype == RDA_DTYPE_BF16) && (p->D == 64 || p->D == 128);
+}
+
+/* Queries per work item: the tile of the kernel that will run. */
+static int64_t tile_rows(const cuda_ctx *c, const rda_problem *p) {
+    if (c->wgmma && mma_shape(p)) return 64 * (p->D == 64 ? WG64_NW : WG128_NW);
+    return RDA_CUDA_BQ;
+}
+
 static rda_status cuda_begin(rda_context *ctx, const rda_problem *p, const rda_rows *qr, size_t block,
                              void *kv[2]) {
     cuda_ctx *c = cctx(ctx);
@@ -144,10 +198,11 @@ static rda_status cuda_begin(rda_context *ctx, const rda_problem *p, const rda_r
     CUDA_TRY(cudaSetDevice(c->device));
     int64_t rows_hd = p->B * qr->total * p->H;
     /* the step tables: built on the host, copied to identically carved device memory */
-    size_t tables = rda_plan_phase_bytes(p, qr, RDA_CUDA_BQ);
+    const int64_t bq = tile_rows(c, p);
+    size_t tables = rda_plan_phase_bytes(p, qr, bq);
     rda_carver hc;
     if ((st = rda_context_reserve(ctx, tables, &hc))) return st;
-    if ((st = rda_plan_phase_init(&c->phase, &hc, p, qr, RDA_CUDA_BQ))) return st;
+    if ((st = rda_plan_phase_init(&c->phase, &hc, p, qr, bq))) return st;
     size_t need = RDA_ALIGN(sizeof(float) * (size_t)(rows_hd * p->D)) + 2 * RDA_ALIGN(sizeof(float) * (size_t)rows_hd) +
                   (block ? 2 * RDA_ALIGN(block) : 0) + tables;
     if ((st = reserve_device(ctx, need))) return st;
@@ -160,7 +215,7 @@ static rda_status cuda_begin(rda_context *ctx, const rda_problem *p, const rda_r
         kv[1] = rda_carve(&dc, block);
     }
     rda_phase dev; /* the same carving on the device: the same layout by construction */
-    if ((st = rda_plan_phase_init(&dev, &dc, p, qr, RDA_CUDA_BQ))) {
+    if ((st = rda_plan_phase_init(&dev, &dc, p, qr, bq))) {
         rda_set_msg(ctx->msg, "internal error: device workspace sizing (%s:%d)", __FILE__, __LINE__);
         return st;
     }
@@ -228,12 +283,11 @@ static void fill_args(attend_args *a, cuda_ctx *c, const rda_problem *p, const r
     a->factor = (float)rda_plan_output_factor(p);
 }
 
-/* The tensor-core kernel needs 16-byte rows: fp16/bf16, D of 64 or 128,
- * contiguous head dim, 16-byte aligned bases and row strides. */
+/* The tensor-core kernels also need a contiguous head dim and 16-byte
+ * aligned bases and row strides. */
 static bool mma_ok(const rda_problem *p, const rda_tensor *q, const rda_tensor *k, const rda_tensor *v,
                    const rda_tensor *o) {
-    if (p->dtype != RDA_DTYPE_F16 && p->dtype != RDA_DTYPE_BF16) return false;
-    if (p->D != 64 && p->D != 128) return false;
+    if (!mma_shape(p)) return false;
     const rda_tensor *ts[4] = {q, k, v, o};
     for (int i = 0; i < 4; i++) {
         if (!ts[i]) continue;
@@ -269,12 +323,22 @@ static rda_status run_phase(void *arg, const rda_phase *ph) {
     a.heads = c->d_heads;
     a.classes = c->d_classes;
     a.nclasses = ph->nclasses;
+    a.bq = ph->bq;
     if (ph->items > 0x7fffffff) {
         rda_set_msg(ctx->msg, "too many work items in one step (%lld)", (long long)ph->items);
         return RDA_STATUS_UNSUPPORTED;
     }
     dim3 grid((unsigned)ph->items);
-    if (mma_ok(sa->p, sa->q, sa->k, sa->v, sa->o)) {
+    if (mma_ok(sa->p, sa->q, sa->k, sa->v, sa->o) && c->wgmma) {
+        bool bf = sa->p->dtype == RDA_DTYPE_BF16;
+        if (sa->p->D == 64) {
+            if (bf) WG64(__nv_bfloat16)<<<grid, 128 * WG64_NW, WG64_SMEM, s>>>(a);
+            else WG64(__half)<<<grid, 128 * WG64_NW, WG64_SMEM, s>>>(a);
+        } else {
+            if (bf) WG128(__nv_bfloat16)<<<grid, 128 * WG128_NW, WG128_SMEM, s>>>(a);
+            else WG128(__half)<<<grid, 128 * WG128_NW, WG128_SMEM, s>>>(a);
+        }
+    } else if (mma_ok(sa->p, sa->q, sa->k, sa->v, sa->o)) {
         bool bf = sa->p->dtype == RDA_DTYPE_BF16;
         if (sa->p->D == 64) {
             if (bf) attend_mma<__nv_bfloat16, 64><<<grid, 128, mma_smem_bytes<64>(), s>>>(a);

@@ -7,6 +7,8 @@
  *                    of 64 queries, 64 keys at a time through shared memory.
  * attend_generic<T>  any type (fp32 on CUDA cores), D <= 256, any strides:
  *                    one warp per query row.
+ * attend_wgmma       (attend_wgmma.cuh) Hopper: warpgroup MMA, used instead
+ *                    of attend_mma on sm_90.
  * Both read query/key rows through the job's progression (dilation is a
  * stride), keep the online softmax in registers, and either fold into the
  * rank's running state (acc, m, l in global memory) or, for rows that are
@@ -21,7 +23,7 @@ extern "C" {
 #include "../plan.h"
 }
 
-#define RDA_CUDA_BQ 64 /* queries per work item (both kernels) */
+#define RDA_CUDA_BQ 64 /* queries per work item of attend_mma (attend_wgmma: 64 per warpgroup) */
 
 /* Everything a launch needs, passed by value. Shapes: q/o [B, n, H, D],
  * k/v [B, nk, Hkv, D] (strides in elements), acc [B, n, H, D] fp32,
@@ -41,6 +43,7 @@ struct attend_args {
     const rda_class *classes;
     int64_t nclasses;
     int64_t B, H, Hkv, D;
+    int64_t bq; /* queries per work item (the planner's tile) */
     int causal;
     float qscale; /* softmax scale * log2(e) */
     float factor; /* 1/G in groups mode */
@@ -349,7 +352,7 @@ __global__ void __launch_bounds__(128) attend_generic(const attend_args a) {
     const rda_tile tile = a.tiles[ip.tile];
     const rda_job &job = a.jobs[tile.job];
     const int64_t qi0 = tile.first, r = job.stride, D = a.D;
-    const int bq = (int)min((int64_t)RDA_CUDA_BQ, job.q_count - qi0);
+    const int bq = (int)min(a.bq, job.q_count - qi0);
     const T *qb = static_cast<const T *>(a.q) + ip.b * a.qs[0] + ip.h * a.qs[2];
     const T *kb = static_cast<const T *>(a.k) + ip.b * a.ks[0] + ip.kh * a.ks[2];
     const T *vb = static_cast<const T *>(a.v) + ip.b * a.vs[0] + ip.kh * a.vs[2];

@@ -1,0 +1,297 @@
+/* attend_wgmma<T, D, BK, NW, ST, MINB>: the Hopper kernel (sm_90a).
+ *
+ * The same recurrence and work items as attend_mma, on the warpgroup MMA
+ * (wgmma.mma_async): NW warpgroups of 4 warps, each owning 64 query rows
+ * (a work item is 64 * NW queries), keys BK at a time. Q sits in registers
+ * (the A operand of S = Q K^T), K and V stream through ST stages of shared
+ * memory in the 128-byte swizzled layout wgmma reads directly (K as a K-major
+ * B operand, V as an N-major one), P goes from the score registers straight
+ * into the A operand of O += P V. No ldmatrix for K or V, no bank conflicts.
+ *
+ * Shared memory, from a 1024-byte aligned base: ST >= 3 stages of [K tile, V tile],
+ * each tile D/64 column blocks of BK rows x 128 bytes (16-byte chunk c of row
+ * r at chunk c ^ (r % 8)), then the Q tile (padded rows, read once by
+ * ldmatrix). The softmax of one tile runs while the tensor cores do the
+ * P V product of the previous one (FlashAttention-3's intra-warpgroup
+ * overlap). */
+#pragma once
+
+#include "kernels.cuh"
+#include "wgmma.cuh"
+
+template <int D, int BK, int NW, int ST> __host__ __device__ constexpr size_t wg_smem_bytes() {
+    return 1024 + (size_t)ST * 2 * BK * D * 2 + (size_t)64 * NW * (D + 8) * 2;
+}
+
+/* Shared-memory matrix descriptor, 128-byte swizzle. */
+__device__ __forceinline__ uint64_t wg_desc(uint32_t saddr, uint32_t lbo, uint32_t sbo) {
+    return (uint64_t)((saddr & 0x3FFFF) >> 4) | ((uint64_t)(lbo >> 4) << 16) | ((uint64_t)(sbo >> 4) << 32) |
+           (1ull << 62);
+}
+
+__device__ __forceinline__ void fence_proxy_async() {
+#ifdef RDA_WGMMA
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#endif
+}
+
+template <typename T, int D, int BK, int NW, int ST, int MINB>
+__global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const attend_args a) {
+#ifdef RDA_WGMMA
+    constexpr int BQ = 64 * NW, NT = NW * 128, LDS = D + 8, CH = D / 8;
+    constexpr uint32_t TILE = BK * D * 2; /* bytes of one K or V tile */
+    extern __shared__ unsigned char smem_raw[];
+    const uint32_t raw = smem_u32(smem_raw), base = (raw + 1023) & ~1023u;
+    unsigned char *smem = smem_raw + (base - raw);
+    T *Qs = reinterpret_cast<T *>(smem + ST * 2 * TILE);
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wg = warp >> 2;
+    const item_pos ip = decode_item(a, blockIdx.x);
+    const rda_tile tile = a.tiles[ip.tile];
+    const rda_job &job = a.jobs[tile.job];
+    const int64_t qi0 = tile.first, r = job.stride;
+    const int bq = (int)min((int64_t)BQ, job.q_count - qi0);
+
+    const T *qb = static_cast<const T *>(a.q) + ip.b * a.qs[0] + ip.h * a.qs[2];
+    for (int i = tid; i < BQ * CH; i += NT) {
+        int row = i / CH, ch = i % CH;
+        uint4 x = make_uint4(0, 0, 0, 0);
+        if (row < bq) x = *reinterpret_cast<const uint4 *>(qb + (job.q_local + (qi0 + row) * r) * a.qs[1] + ch * 8);
+        *reinterpret_cast<uint4 *>(Qs + row * LDS + ch * 8) = x;
+    }
+    __syncthreads();
+    const int row0 = wg * 64 + (warp & 3) * 16; /* the warp's 16 rows */
+    uint32_t qa[D / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++)
+        ldsm_x4(qa[kk], Qs + (row0 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LDS + kk * 16 + (lane >> 4) * 8);
+
+    const int rl[2] = {row0 + (lane >> 2), row0 + (lane >> 2) + 8};
+    float o[D / 2];
+    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f};
+#pragma unroll
+    for (int i = 0; i < D / 2; i++) o[i] = 0.f;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        if (rl[i] >= bq) continue;
+        int64_t ai = (ip.b * a.n + job.q_local + (qi0 + rl[i]) * r) * a.H + ip.h;
+        float L = a.l[ai];
+        if (L > 0.f) { /* earlier steps reached this row */
+            lrow[i] = L;
+            mrow[i] = a.m[ai];
+#pragma unroll
+            for (int nt = 0; nt < D / 8; nt++) {
+                float2 x = *reinterpret_cast<const float2 *>(a.acc + ai * D + nt * 8 + (lane & 3) * 2);
+                o[nt * 4 + 2 * i] = x.x;
+                o[nt * 4 + 2 * i + 1] = x.y;
+            }
+        }
+    }
+
+    const T *kb = static_cast<const T *>(a.k) + ip.b * a.ks[0] + ip.kh * a.ks[2];
+    const T *vb = static_cast<const T *>(a.v) + ip.b * a.vs[0] + ip.kh * a.vs[2];
+    int64_t kc0 = 0, kc1 = 0, dq0 = 0, dq1 = 0;
+    if (job.nk > 0) {
+        dq0 = (job.q_first - job.k_first[0]) / r; /* key j allowed iff j <= i + dq */
+        kc0 = a.causal ? min(job.k_count[0], qi0 + bq + dq0) : job.k_count[0];
+    }
+    if (job.nk > 1) {
+        dq1 = (job.q_first - job.k_first[1]) / r;
+        kc1 = a.causal ? min(job.k_count[1], qi0 + bq + dq1) : job.k_count[1];
+    }
+    const int64_t nt0 = kc0 > 0 ? (kc0 + BK - 1) / BK : 0, nt1 = kc1 > 0 ? (kc1 + BK - 1) / BK : 0;
+    const int64_t ntiles = nt0 + nt1, kl0 = job.k_local[0], kl1 = job.nk > 1 ? job.k_local[1] : 0;
+    auto load_tile = [&](int64_t t) {
+        const bool second = t >= nt0;
+        const int64_t k0 = (t - (second ? nt0 : 0)) * BK, kl = second ? kl1 : kl0;
+        const int bk = (int)min((int64_t)BK, (second ? kc1 : kc0) - k0);
+        unsigned char *Kd = smem + (t % ST) * 2 * TILE, *Vd = Kd + TILE;
+        for (int i = tid; i < BK * CH; i += NT) {
+            int row = i / CH, ch = i % CH;
+            uint32_t off = (ch >> 3) * (BK * 128) + row * 128 + (((ch & 7) ^ (row & 7)) << 4);
+            int64_t kr = kl + (k0 + (row < bk ? row : 0)) * r;
+            cp_async16(Kd + off, kb + kr * a.ks[1] + ch * 8, row < bk);
+            cp_async16(Vd + off, vb + kr * a.vs[1] + ch * 8, row < bk);
+        }
+        cp_async_commit();
+    };
+    /* Iteration t: wait for tile t, prefetch tile t + ST - 2 (into the stage
+     * tile t - 2 used: every warpgroup waited for that P V before the barrier),
+     * issue S_t = Q K_t^T and then O += P_{t-1} V_{t-1}, wait for S_t only,
+     * run the softmax of S_t while P V runs on the tensor cores, then wait
+     * for it, rescale O and pack P_t. The first and last iterations are
+     * peeled so that no MMA sits behind a branch (which would make the
+     * compiler serialise the pipeline). */
+    uint32_t pa[BK / 16][4];
+    float s[BK / 2];
+    const float masked = a.qscale >= 0.f ? -INFINITY : INFINITY; /* a raw score that scales to -inf */
+    uint32_t vprev = 0; /* V stage of P_{t-1} */
+    constexpr int PD = ST - 2; /* prefetch distance */
+    static_assert(PD >= 1, "at least 3 stages");
+    auto begin_tile = [&](int64_t t) -> uint32_t {
+        if (t + PD - 1 < ntiles) cp_async_wait<PD - 1>(); /* groups in flight: tiles t .. t + PD - 1 */
+        else cp_async_wait<0>();
+        fence_proxy_async(); /* cp.async writes -> the MMA's reads */
+        __syncthreads();
+        if (t + PD < ntiles) load_tile(t + PD);
+        return base + (uint32_t)(t % ST) * 2 * TILE;
+    };
+    auto issue_s = [&](uint32_t kst) {
+        wgmma_rs_first<T, BK, 0>(s, qa[0], wg_desc(kst, 16, 1024));
+#pragma unroll
+        for (int kk = 1; kk < D / 16; kk++)
+            wgmma_rs<T, BK, 0>(s, qa[kk], wg_desc(kst + (kk >> 2) * (BK * 128) + (kk & 3) * 32, 16, 1024), 1);
+        wgmma_commit();
+    };
+    auto issue_pv = [&](uint32_t vst) {
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; kk++) wgmma_rs<T, D, 1>(o, pa[kk], wg_desc(vst + kk * 2048, BK * 128, 1024), 1);
+        wgmma_commit();
+    };
+    /* softmax of S_t in place (s becomes P_t in fp32); returns the O rescale */
+    auto softmax = [&](int64_t t, float al[2]) {
+#pragma unroll
+        for (int i = 0; i < BK / 2; i++) wgmma_reg_fence(s[i]);
+        const bool second = t >= nt0;
+        const int64_t k0 = (t - (second ? nt0 : 0)) * BK, dq = second ? dq1 : dq0;
+        const int bk = (int)min((int64_t)BK, (second ? kc1 : kc0) - k0);
+        /* masking (tails, the causal diagonal): keys of the tile from lim on
+         * are out for a row; one uniform branch, so the common path is
+         * straight-line code */
+        if (bk < BK || (a.causal && k0 + BK - 1 > qi0 + row0 + dq)) {
+            int lim[2];
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                int64_t c = a.causal ? qi0 + rl[i] + dq - k0 + 1 : (int64_t)BK;
+                lim[i] = (int)max((int64_t)0, min(c, (int64_t)bk));
+            }
+#pragma unroll
+            for (int nt = 0; nt < BK / 8; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    if (nt * 8 + (lane & 3) * 2 + (e & 1) >= lim[e >> 1]) s[nt * 4 + e] = masked;
+        }
+        /* row extremes of the raw scores (4 partial chains per row) */
+        float mp[2][4];
+#pragma unroll
+        for (int i = 0; i < 2; i++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) mp[i][j] = masked;
+        if (a.qscale >= 0.f) {
+#pragma unroll
+            for (int nt = 0; nt < BK / 8; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) mp[e >> 1][(nt & 1) * 2 + (e & 1)] = fmaxf(mp[e >> 1][(nt & 1) * 2 + (e & 1)], s[nt * 4 + e]);
+        } else {
+#pragma unroll
+            for (int nt = 0; nt < BK / 8; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) mp[e >> 1][(nt & 1) * 2 + (e & 1)] = fminf(mp[e >> 1][(nt & 1) * 2 + (e & 1)], s[nt * 4 + e]);
+        }
+        float mu[2], nmu[2], lp[2][4] = {};
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            float x = a.qscale >= 0.f ? fmaxf(fmaxf(mp[i][0], mp[i][1]), fmaxf(mp[i][2], mp[i][3]))
+                                      : fminf(fminf(mp[i][0], mp[i][1]), fminf(mp[i][2], mp[i][3]));
+            x = a.qscale >= 0.f ? fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1)) : fminf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+            x = a.qscale >= 0.f ? fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2)) : fminf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+            const float mx = fmaxf(mrow[i], x * a.qscale); /* (masked * qscale = -inf) */
+            mu[i] = mx == -INFINITY ? 0.f : mx;            /* nothing allowed yet */
+            nmu[i] = -mu[i];
+            al[i] = ex2(mrow[i] - mu[i]);
+            mrow[i] = mx;
+        }
+        /* p = 2^(s * qscale - m): one FFMA and one MUFU per score */
+#pragma unroll
+        for (int nt = 0; nt < BK / 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                s[nt * 4 + e] = ex2(fmaf(s[nt * 4 + e], a.qscale, nmu[e >> 1]));
+                lp[e >> 1][(nt & 1) * 2 + (e & 1)] += s[nt * 4 + e];
+            }
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            float ls = (lp[i][0] + lp[i][1]) + (lp[i][2] + lp[i][3]);
+            ls += __shfl_xor_sync(0xffffffffu, ls, 1);
+            ls += __shfl_xor_sync(0xffffffffu, ls, 2);
+            lrow[i] = lrow[i] * al[i] + ls;
+        }
+    };
+    /* after P V is waited for: rescale O, P_t into the A operand */
+    auto rescale_pack = [&](const float al[2]) {
+#pragma unroll
+        for (int i = 0; i < D / 2; i++) wgmma_reg_fence(o[i]);
+#pragma unroll
+        for (int nt = 0; nt < D / 8; nt++) {
+            o[nt * 4 + 0] *= al[0];
+            o[nt * 4 + 1] *= al[0];
+            o[nt * 4 + 2] *= al[1];
+            o[nt * 4 + 3] *= al[1];
+        }
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; kk++) {
+            pa[kk][0] = pack2<T>(s[8 * kk + 0], s[8 * kk + 1]);
+            pa[kk][1] = pack2<T>(s[8 * kk + 2], s[8 * kk + 3]);
+            pa[kk][2] = pack2<T>(s[8 * kk + 4], s[8 * kk + 5]);
+            pa[kk][3] = pack2<T>(s[8 * kk + 6], s[8 * kk + 7]);
+        }
+    };
+    if (ntiles > 0) {
+#pragma unroll
+        for (int t = 0; t < PD; t++)
+            if (t < ntiles) load_tile(t);
+        float al[2];
+        uint32_t kst = begin_tile(0);
+        wgmma_fence();
+        issue_s(kst);
+        wgmma_wait<0>();
+        softmax(0, al);
+        rescale_pack(al);
+        vprev = kst + TILE;
+        for (int64_t t = 1; t < ntiles; t++) {
+            kst = begin_tile(t);
+            wgmma_fence(); /* P_{t-1} and O were written since the last MMA */
+            issue_s(kst);
+            issue_pv(vprev);
+            wgmma_wait<1>(); /* S_t done; P V may still run */
+            softmax(t, al);
+            wgmma_wait<0>();
+            rescale_pack(al);
+            vprev = kst + TILE;
+        }
+        wgmma_fence();
+        issue_pv(vprev);
+        wgmma_wait<0>();
+#pragma unroll
+        for (int i = 0; i < D / 2; i++) wgmma_reg_fence(o[i]);
+    }
+    /* rows complete: normalise into O; otherwise back to the running state */
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        if (rl[i] >= bq) continue;
+        int64_t row = job.q_local + (qi0 + rl[i]) * r, ai = (ip.b * a.n + row) * a.H + ip.h;
+        if (ip.cl->final) {
+            float inv = lrow[i] > 0.f ? a.factor / lrow[i] : 0.f;
+            T *orow = static_cast<T *>(a.o) + ip.b * a.os[0] + row * a.os[1] + ip.h * a.os[2];
+#pragma unroll
+            for (int nt = 0; nt < D / 8; nt++)
+                *reinterpret_cast<uint32_t *>(orow + nt * 8 + (lane & 3) * 2) =
+                    pack2<T>(o[nt * 4 + 2 * i] * inv, o[nt * 4 + 2 * i + 1] * inv);
+            if ((lane & 3) == 0) {
+                if (a.lse)
+                    a.lse[ip.b * a.ls[0] + ip.h * a.ls[1] + row * a.ls[2]] =
+                        lrow[i] > 0.f ? (mrow[i] + log2f(lrow[i])) * 0.6931471805599453f : -INFINITY;
+                a.l[ai] = -1.f; /* done: the final pass leaves it alone */
+            }
+        } else {
+#pragma unroll
+            for (int nt = 0; nt < D / 8; nt++)
+                *reinterpret_cast<float2 *>(a.acc + ai * D + nt * 8 + (lane & 3) * 2) =
+                    make_float2(o[nt * 4 + 2 * i], o[nt * 4 + 2 * i + 1]);
+            if ((lane & 3) == 0) {
+                a.m[ai] = mrow[i];
+                a.l[ai] = lrow[i];
+            }
+        }
+    }
+#endif
+}
