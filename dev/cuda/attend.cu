@@ -25,7 +25,11 @@
  * rows (RDA_PG_SAMPLES to change), then timed with CUDA events (median of 20 after 3 warm-ups).
  *
  *     nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iinclude -Isrc \
- *          dev/cuda/attend.cu -o attend && ./attend [kernel] [N] [D] [causal]
+ *          dev/cuda/attend.cu -o attend && ./attend [kernel] [N] [D] [causal] [segment]
+ *
+ * With a segment length the rows are cut into segments attending within
+ * themselves (one job each): the shape of the dilated modes' short
+ * segments.
  */
 #include <math.h>
 #include <stdio.h>
@@ -48,7 +52,8 @@
 
 /* wgmma variants: <BK, NW, ST, MINB> */
 #ifndef WG_VARIANTS
-#define WG_VARIANTS(X) X(3, 128, 2, 3, 1) X(4, 128, 2, 4, 1) X(5, 64, 2, 4, 1) X(6, 128, 1, 3, 2) X(7, 128, 1, 4, 2)
+#define WG_VARIANTS(X) X(3, 128, 2, 3, 1) X(4, 128, 2, 4, 1) X(5, 64, 2, 4, 1) X(6, 128, 1, 3, 2) X(7, 128, 1, 4, 2) \
+    X(8, 64, 1, 3, 3) X(9, 64, 1, 4, 3) X(10, 64, 1, 5, 3)
 #endif
 
 static int query_rows(int kernel) {
@@ -78,6 +83,7 @@ int main(int argc, char **argv) {
     int kernel = argc > 1 ? atoi(argv[1]) : 2;
     int64_t N = argc > 2 ? atoll(argv[2]) : 4096, D = argc > 3 ? atoll(argv[3]) : 64;
     int causal = argc > 4 ? atoi(argv[4]) : 0;
+    int64_t W = argc > 5 ? atoll(argv[5]) : 0; /* segment length (0: one segment, dense) */
     const int64_t B = 1, H = 8, n = B * N * H * D;
     if (D != 64 && D != 128) {
         fprintf(stderr, "D must be 64 or 128\n");
@@ -87,21 +93,32 @@ int main(int argc, char **argv) {
     CK(cudaFuncSetAttribute(attend_mma_v1<__half, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mma_smem_bytes<128>()));
     if (D == 64) setup<64>(); else setup<128>();
     std::vector<__half> hq(n), hk(n), hv(n), ho(n);
-    srand(1);
+    uint64_t rng = 0x9E3779B97F4A7C15ull; /* xorshift64: uniform in [-1, 1) */
+    auto uni = [&rng]() {
+        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+        return (float)(rng >> 40) * (2.0f / 16777216.0f) - 1.0f;
+    };
     for (int64_t i = 0; i < n; i++) {
-        hq[i] = __float2half(rand() / (float)RAND_MAX * 2 - 1);
-        hk[i] = __float2half(rand() / (float)RAND_MAX * 2 - 1);
-        hv[i] = __float2half(rand() / (float)RAND_MAX * 2 - 1);
+        hq[i] = __float2half(uni());
+        hk[i] = __float2half(uni());
+        hv[i] = __float2half(uni());
     }
     /* the phase the planner makes for dense attention on one rank */
-    rda_job job = {};
-    job.stride = 1;
-    job.q_count = N;
-    job.nk = 1;
-    job.k_count[0] = N;
-    const int64_t bq = query_rows(kernel), ntiles = (N + bq - 1) / bq;
-    std::vector<rda_tile> tiles(ntiles);
-    for (int64_t t = 0; t < ntiles; t++) tiles[t] = {0, t * bq};
+    /* one job per segment (the groups/longnet shape with dilation 1) */
+    if (W <= 0 || W > N) W = N;
+    const int64_t njobs = (N + W - 1) / W, bq = query_rows(kernel);
+    std::vector<rda_job> jobs(njobs);
+    std::vector<rda_tile> tiles;
+    for (int64_t j = 0; j < njobs; j++) {
+        rda_job &job = jobs[j];
+        job = {};
+        job.stride = 1;
+        job.q_first = job.q_local = job.k_first[0] = job.k_local[0] = j * W;
+        job.q_count = job.k_count[0] = std::min(W, N - j * W);
+        job.nk = 1;
+        for (int64_t t = 0; t < job.q_count; t += bq) tiles.push_back({j, t});
+    }
+    const int64_t ntiles = (int64_t)tiles.size();
     std::vector<int64_t> heads(H);
     for (int64_t h = 0; h < H; h++) heads[h] = h;
     rda_class cl = {0, H, 0, ntiles, 0, 1};
@@ -114,14 +131,14 @@ int main(int argc, char **argv) {
     CK(cudaMalloc(&acc, n * 4));
     CK(cudaMalloc(&m, B * N * H * 4));
     CK(cudaMalloc(&l, B * N * H * 4));
-    CK(cudaMalloc(&dj, sizeof job));
+    CK(cudaMalloc(&dj, sizeof(rda_job) * njobs));
     CK(cudaMalloc(&dt, sizeof(rda_tile) * ntiles));
     CK(cudaMalloc(&dh, sizeof(int64_t) * H));
     CK(cudaMalloc(&dc, sizeof cl));
     CK(cudaMemcpy(dq, hq.data(), n * 2, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(dk, hk.data(), n * 2, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(dv, hv.data(), n * 2, cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(dj, &job, sizeof job, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dj, jobs.data(), sizeof(rda_job) * njobs, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(dt, tiles.data(), sizeof(rda_tile) * ntiles, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(dh, heads.data(), sizeof(int64_t) * H, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(dc, &cl, sizeof cl, cudaMemcpyHostToDevice));
@@ -150,18 +167,18 @@ int main(int argc, char **argv) {
         int64_t qp = (sample * 7919) % N;
         for (int64_t h = 0; h < H; h++) {
             double mx = -INFINITY, sum = 0;
-            int64_t kend = causal ? qp + 1 : N;
-            for (int64_t kp = 0; kp < kend; kp++) {
+            int64_t k0 = qp / W * W, kend = causal ? qp + 1 : std::min(N, k0 + W);
+            for (int64_t kp = k0; kp < kend; kp++) {
                 double dot = 0;
                 for (int64_t d = 0; d < D; d++)
                     dot += (double)__half2float(hq[(qp * H + h) * D + d]) * __half2float(hk[(kp * H + h) * D + d]);
                 sc[kp] = dot / sqrt((double)D);
                 mx = std::max(mx, sc[kp]);
             }
-            for (int64_t kp = 0; kp < kend; kp++) sum += exp(sc[kp] - mx);
+            for (int64_t kp = k0; kp < kend; kp++) sum += exp(sc[kp] - mx);
             for (int64_t d = 0; d < D; d++) {
                 double o = 0;
-                for (int64_t kp = 0; kp < kend; kp++) o += exp(sc[kp] - mx) / sum * __half2float(hv[(kp * H + h) * D + d]);
+                for (int64_t kp = k0; kp < kend; kp++) o += exp(sc[kp] - mx) / sum * __half2float(hv[(kp * H + h) * D + d]);
                 double x = __half2float(ho[(qp * H + h) * D + d]);
                 num += (x - o) * (x - o);
                 den += o * o;
@@ -187,8 +204,13 @@ int main(int argc, char **argv) {
         ms.push_back(t);
     }
     std::sort(ms.begin(), ms.end());
-    double flops = 4.0 * D * (causal ? N * (N + 1) / 2.0 : (double)N * N) * H * B;
-    printf("kernel %d N=%lld D=%lld causal=%d: rel_l2 %.2e (%s), %.3f ms, %.1f TFLOP/s\n", kernel, (long long)N,
-           (long long)D, causal, rel, rel < 1e-3 ? "pass" : "FAIL", ms[10], flops / (ms[10] * 1e-3) / 1e12);
+    double pairs = 0;
+    for (const rda_job &job : jobs) {
+        double c = (double)job.q_count;
+        pairs += causal ? c * (c + 1) / 2 : c * c;
+    }
+    double flops = 4.0 * D * pairs * H * B;
+    printf("kernel %d N=%lld D=%lld causal=%d W=%lld: rel_l2 %.2e (%s), %.3f ms, %.1f TFLOP/s\n", kernel, (long long)N,
+           (long long)D, causal, (long long)W, rel, rel < 1e-3 ? "pass" : "FAIL", ms[10], flops / (ms[10] * 1e-3) / 1e12);
     return rel < 1e-3 ? 0 : 1;
 }
