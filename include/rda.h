@@ -259,13 +259,15 @@ RDA_API rda_status rda_comm_create_mpi(const void *mpi_comm, rda_comm **out);
 /* A communicator over NCCL for a GPU rank (CUDA backend): nccl_comm points
  * to the caller's ncclComm_t (the caller keeps and destroys it), device is
  * the rank's GPU, stream the cudaStream_t transfers are ordered on (NULL:
- * the default stream). Grouped send/receive; waits poll the stream and
+ * a non-blocking stream the communicator creates and owns). Grouped send/receive; waits poll the stream and
  * ncclCommGetAsyncError against the deadline, and a failed or timed-out ring
  * is torn down with ncclCommAbort. RDA_STATUS_UNSUPPORTED without NCCL. */
 RDA_API rda_status rda_comm_create_nccl(const void *nccl_comm, int32_t device, void *stream,
                                         rda_comm **out);
 /* P communicators for P GPUs driven by one process (ncclCommInitAll), one
- * per thread that will call rda_ring_forward; streams may be NULL. */
+ * per thread that will call rda_ring_forward; streams may be NULL (each
+ * communicator then has a non-blocking stream of its own). Neither call
+ * changes the calling thread's current CUDA device. */
 RDA_API rda_status rda_comm_create_nccl_local(int32_t P, const int32_t *devices,
                                               void *const *streams, rda_comm **comms);
 RDA_API void rda_comm_destroy(rda_comm *comm);

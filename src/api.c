@@ -234,8 +234,59 @@ oom:
     return RDA_STATUS_OUT_OF_MEMORY;
 }
 
+/* Drops ctx's GPU ring: communicators, then the per-GPU contexts. */
+void rda_gpu_ring_release(rda_context *ctx) {
+    for (int32_t r = 0; r < ctx->gpu_P; r++) {
+        if (ctx->gpu_comms) rda_comm_destroy(ctx->gpu_comms[r]);
+        if (ctx->gpu_ctx) rda_context_destroy(ctx->gpu_ctx[r]);
+    }
+    free(ctx->gpu_comms);
+    free(ctx->gpu_ctx);
+    free(ctx->gpu_devices);
+    ctx->gpu_comms = NULL;
+    ctx->gpu_ctx = NULL;
+    ctx->gpu_devices = NULL;
+    ctx->gpu_P = 0;
+}
+
+/* ctx's GPU ring over devices[0..P): kept from an earlier call with the same
+ * devices, or set up (NCCL communicators, one context per GPU). */
+static rda_status gpu_ring(rda_context *ctx, int32_t P, const int32_t *devices) {
+    if (ctx->gpu_P == P && !memcmp(ctx->gpu_devices, devices, sizeof(int32_t) * (size_t)P))
+        return RDA_STATUS_SUCCESS;
+    rda_gpu_ring_release(ctx);
+    rda_status st;
+    ctx->gpu_comms = calloc((size_t)P, sizeof(rda_comm *));
+    ctx->gpu_ctx = calloc((size_t)P, sizeof(rda_context *));
+    ctx->gpu_devices = malloc(sizeof(int32_t) * (size_t)P);
+    if (!ctx->gpu_comms || !ctx->gpu_ctx || !ctx->gpu_devices) {
+        rda_gpu_ring_release(ctx);
+        rda_set_msg(ctx->msg, "out of memory for %d ranks", P);
+        return RDA_STATUS_OUT_OF_MEMORY;
+    }
+    if ((st = rda_comm_create_nccl_local(P, devices, NULL, ctx->gpu_comms))) {
+        rda_gpu_ring_release(ctx);
+        rda_set_msg(ctx->msg, "cannot set up NCCL over %d GPUs (%s)", P, rda_status_to_string(st));
+        return st;
+    }
+    memcpy(ctx->gpu_devices, devices, sizeof(int32_t) * (size_t)P);
+    ctx->gpu_P = P;
+    for (int32_t r = 0; r < P; r++) {
+        rda_context_params cp = RDA_CONTEXT_PARAMS_INIT;
+        cp.backend = RDA_BACKEND_CUDA;
+        cp.device = devices[r];
+        if ((st = rda_context_create(&cp, &ctx->gpu_ctx[r]))) {
+            rda_gpu_ring_release(ctx);
+            rda_set_msg(ctx->msg, "cannot create a context on GPU %d", devices[r]);
+            return st;
+        }
+    }
+    return RDA_STATUS_SUCCESS;
+}
+
 /* P ranks, one thread each: virtual ranks of ctx (devices NULL, in-process
- * engine), or one GPU each (devices[r], NCCL). */
+ * engine), or one GPU each (devices[r], NCCL; the communicators and
+ * contexts are kept in ctx for the next call with the same devices). */
 static rda_status ring_threads(rda_context *ctx, const rda_config *cfg, int32_t P,
                                const int32_t *devices, const rda_tensor *q, const rda_tensor *k,
                                const rda_tensor *v, rda_tensor *o, rda_tensor *lse,
@@ -262,30 +313,21 @@ static rda_status ring_threads(rda_context *ctx, const rda_config *cfg, int32_t 
         return RDA_STATUS_UNSUPPORTED;
     }
 
-    rda_comm **comms = calloc((size_t)P, sizeof(*comms));
+    rda_comm **local = devices ? NULL : calloc((size_t)P, sizeof(*local));
     sim_rank *ranks = calloc((size_t)P, sizeof(*ranks));
     pthread_t *tids = calloc((size_t)P, sizeof(*tids));
     bool *started = calloc((size_t)P, sizeof(*started));
-    rda_context **gctx = devices ? calloc((size_t)P, sizeof(*gctx)) : NULL;
-    if (!comms || !ranks || !tids || !started || (devices && !gctx)) {
+    rda_comm **comms = local;
+    rda_context **gctx = NULL;
+    if ((!devices && !local) || !ranks || !tids || !started) {
         rda_set_msg(msg, "out of memory for %d ranks", P);
         st = RDA_STATUS_OUT_OF_MEMORY;
         goto done;
     }
     if (devices) {
-        if ((st = rda_comm_create_nccl_local(P, devices, NULL, comms))) {
-            rda_set_msg(msg, "cannot set up NCCL over %d GPUs (%s)", P, rda_status_to_string(st));
-            goto done;
-        }
-        for (int32_t r = 0; r < P; r++) {
-            rda_context_params cp = RDA_CONTEXT_PARAMS_INIT;
-            cp.backend = RDA_BACKEND_CUDA;
-            cp.device = devices[r];
-            if ((st = rda_context_create(&cp, &gctx[r]))) {
-                rda_set_msg(msg, "cannot create a context on GPU %d", devices[r]);
-                goto done;
-            }
-        }
+        if ((st = gpu_ring(ctx, P, devices))) goto done;
+        comms = ctx->gpu_comms;
+        gctx = ctx->gpu_ctx;
     } else {
         if (rda_comm_create_local(P, comms)) {
             rda_set_msg(msg, "out of memory for %d virtual ranks", P);
@@ -336,12 +378,11 @@ static rda_status ring_threads(rda_context *ctx, const rda_config *cfg, int32_t 
         for (int32_t r = 0; r < P; r++) stats[r] = ranks[r].stats;
     if (st == RDA_STATUS_SUCCESS) msg[0] = '\0';
 done:
-    if (comms)
-        for (int32_t r = 0; r < P; r++) rda_comm_destroy(comms[r]);
-    if (gctx)
-        for (int32_t r = 0; r < P; r++) rda_context_destroy(gctx[r]);
-    free(gctx);
-    free(comms);
+    if (local)
+        for (int32_t r = 0; r < P; r++) rda_comm_destroy(local[r]);
+    free(local);
+    /* a failed ring may have torn its communicators down: set up anew next time */
+    if (devices && st) rda_gpu_ring_release(ctx);
     free(ranks);
     free(tids);
     free(started);

@@ -139,6 +139,7 @@ void rda_context_destroy(rda_context *ctx) {
     if (!ctx) return;
     for (int32_t r = 0; r < ctx->num_ranks; r++) rda_context_destroy(ctx->ranks[r]);
     free(ctx->ranks);
+    rda_gpu_ring_release(ctx);
 #ifdef RDA_HAVE_CUDA
     rda_cuda_context_destroy(ctx);
 #endif

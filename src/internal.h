@@ -64,8 +64,17 @@ struct rda_context {
     void *cuda;             /* CUDA backend: device, stream, device workspace */
     rda_context **ranks;    /* contexts of simulated ranks, kept between calls */
     int32_t num_ranks;
+    /* rings over several GPUs (rda_ring_forward_gpus): one context and one
+     * NCCL communicator per GPU, kept between calls with the same devices
+     * (dropped after a failed call: its communicators may be torn down) */
+    rda_context **gpu_ctx;
+    struct rda_comm **gpu_comms;
+    int32_t *gpu_devices;
+    int32_t gpu_P;
     char msg[RDA_MSG_LEN];
 };
+
+void rda_gpu_ring_release(rda_context *ctx);
 
 /* A validated problem: the config normalised and the tensor geometry. */
 typedef struct rda_problem {
@@ -86,6 +95,10 @@ rda_status rda_cuda_context_init(rda_context *ctx, int32_t device, void *stream)
 void rda_cuda_context_destroy(rda_context *ctx);
 rda_status rda_cuda_synchronize(rda_context *ctx);
 int rda_cuda_device_count(void);
+/* The calling thread's current CUDA device (-1 without CUDA), and back. The
+ * library leaves the caller's current device as it found it. */
+int rda_cuda_get_device(void);
+void rda_cuda_set_device(int device);
 #endif
 
 /* Validates the config (not the tensors) and fills the pattern fields of p. */

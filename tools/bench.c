@@ -172,6 +172,8 @@ static int parse_args(int argc, char **argv, bench_options *o) {
             o->causal = 1;
         } else if (!strcmp(a, "--real-gpus")) {
             o->real_gpus = 1;
+        } else if (!strcmp(a, "--simulated-rings")) {
+            o->real_gpus = 0;
         } else if (!strcmp(a, "--time-reference")) {
             o->time_reference = 1;
         } else if (!strcmp(a, "--quiet")) {

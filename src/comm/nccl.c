@@ -15,10 +15,16 @@ typedef struct {
     int device;
     cudaStream_t stream; /* the stream the transfers are ordered on */
     cudaEvent_t done;
-    int pending, aborted, owned;
+    int pending, aborted, owned, own_stream;
     void *dblob; /* agree: device staging */
     size_t dblob_cap;
 } nccl_rank;
+
+static int current_device(void) {
+    int d = -1;
+    if (cudaGetDevice(&d) != cudaSuccess) return -1;
+    return d;
+}
 
 static void teardown(rda_comm *c) {
     nccl_rank *n = c->impl;
@@ -132,6 +138,7 @@ static void nccl_abort(rda_comm *c) { teardown(c); }
 
 static void nccl_destroy(rda_comm *c) {
     nccl_rank *n = c->impl;
+    int prev = current_device();
     cudaSetDevice(n->device);
     if (n->owned) {
         if (n->aborted)
@@ -141,13 +148,17 @@ static void nccl_destroy(rda_comm *c) {
     }
     cudaEventDestroy(n->done);
     cudaFree(n->dblob);
+    if (n->own_stream) cudaStreamDestroy(n->stream);
     free(n);
     free(c);
+    if (prev >= 0) cudaSetDevice(prev);
 }
 
 static const rda_comm_ops nccl_ops = {"nccl", nccl_shift_start, nccl_shift_wait, nccl_agree,
                                       nccl_abort, nccl_destroy};
 
+/* stream NULL: a non-blocking stream of the engine's own (never the legacy
+ * default stream, which would order the transfers against unrelated work) */
 static rda_status wrap(ncclComm_t comm, int device, void *stream, int owned, rda_comm **out) {
     rda_comm *c = calloc(1, sizeof(*c));
     nccl_rank *n = calloc(1, sizeof(*n));
@@ -161,7 +172,16 @@ static rda_status wrap(ncclComm_t comm, int device, void *stream, int owned, rda
     n->stream = stream;
     n->owned = owned;
     cudaSetDevice(device);
+    if (!stream) {
+        if (cudaStreamCreateWithFlags(&n->stream, cudaStreamNonBlocking) != cudaSuccess) {
+            free(c);
+            free(n);
+            return RDA_STATUS_DEVICE_ERROR;
+        }
+        n->own_stream = 1;
+    }
     if (cudaEventCreateWithFlags(&n->done, cudaEventDisableTiming) != cudaSuccess) {
+        if (n->own_stream) cudaStreamDestroy(n->stream);
         free(c);
         free(n);
         return RDA_STATUS_DEVICE_ERROR;
@@ -177,7 +197,10 @@ static rda_status wrap(ncclComm_t comm, int device, void *stream, int owned, rda
 rda_status rda_comm_create_nccl(const void *nccl_comm, int32_t device, void *stream, rda_comm **out) {
     if (!nccl_comm || !out) return RDA_STATUS_NULL_POINTER;
     *out = NULL;
-    return wrap(*(const ncclComm_t *)nccl_comm, device, stream, 0, out);
+    int prev = current_device();
+    rda_status st = wrap(*(const ncclComm_t *)nccl_comm, device, stream, 0, out);
+    if (prev >= 0) cudaSetDevice(prev);
+    return st;
 }
 
 rda_status rda_comm_create_nccl_local(int32_t P, const int32_t *devices, void *const *streams,
@@ -186,19 +209,22 @@ rda_status rda_comm_create_nccl_local(int32_t P, const int32_t *devices, void *c
     if (P < 1) return RDA_STATUS_INVALID_ARGUMENT;
     ncclComm_t *nc = calloc((size_t)P, sizeof(ncclComm_t));
     if (!nc) return RDA_STATUS_OUT_OF_MEMORY;
+    int prev = current_device();
+    rda_status st = RDA_STATUS_SUCCESS;
     if (ncclCommInitAll(nc, P, devices) != ncclSuccess) {
-        free(nc);
-        return RDA_STATUS_COMM_ERROR;
+        st = RDA_STATUS_COMM_ERROR;
+        goto out;
     }
     for (int32_t p = 0; p < P; p++) {
-        rda_status st = wrap(nc[p], devices[p], streams ? streams[p] : NULL, 1, &comms[p]);
+        st = wrap(nc[p], devices[p], streams ? streams[p] : NULL, 1, &comms[p]);
         if (st) {
             for (int32_t q = 0; q < p; q++) rda_comm_destroy(comms[q]);
             for (int32_t q = p; q < P; q++) ncclCommDestroy(nc[q]);
-            free(nc);
-            return st;
+            goto out;
         }
     }
+out:
     free(nc);
-    return RDA_STATUS_SUCCESS;
+    if (prev >= 0) cudaSetDevice(prev);
+    return st;
 }

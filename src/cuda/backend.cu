@@ -19,6 +19,7 @@ typedef struct {
     bool wgmma;    /* a Hopper device and this binary carries the sm_90a kernels */
     void *dws;     /* device workspace: state, key/value blocks, tables */
     size_t dws_cap;
+    bool state_clean; /* l (at the start of dws) is zero: the last call's finishing pass reset it */
     /* the call in progress */
     float *acc, *m, *l;
     int64_t n;     /* rows of the rank */
@@ -107,7 +108,29 @@ static rda_status detect_wgmma(rda_context *ctx, cuda_ctx *c) {
     return RDA_STATUS_SUCCESS;
 }
 
+extern "C" int rda_cuda_get_device(void) {
+    int d = -1;
+    if (cudaGetDevice(&d) != cudaSuccess) {
+        cudaGetLastError();
+        return -1;
+    }
+    return d;
+}
+
+extern "C" void rda_cuda_set_device(int device) {
+    if (device >= 0) cudaSetDevice(device);
+}
+
+static rda_status context_init(rda_context *ctx, int32_t device, void *stream);
+
 extern "C" rda_status rda_cuda_context_init(rda_context *ctx, int32_t device, void *stream) {
+    int prev = rda_cuda_get_device();
+    rda_status st = context_init(ctx, device, stream);
+    rda_cuda_set_device(prev);
+    return st;
+}
+
+static rda_status context_init(rda_context *ctx, int32_t device, void *stream) {
     int n = rda_cuda_device_count();
     if (device < 0 || device >= n) {
         rda_set_msg(ctx->msg, "CUDA device %d does not exist (%d found)", device, n);
@@ -134,12 +157,14 @@ extern "C" rda_status rda_cuda_context_init(rda_context *ctx, int32_t device, vo
 extern "C" void rda_cuda_context_destroy(rda_context *ctx) {
     cuda_ctx *c = cctx(ctx);
     if (!c) return;
+    int prev = rda_cuda_get_device();
     cudaSetDevice(c->device);
     cudaStreamSynchronize(c->stream);
     cudaFree(c->dws);
     if (c->own_stream) cudaStreamDestroy(c->stream);
     free(c);
     ctx->cuda = NULL;
+    rda_cuda_set_device(prev);
 }
 
 extern "C" rda_status rda_cuda_synchronize(rda_context *ctx) {
@@ -187,6 +212,7 @@ static rda_status reserve_device(rda_context *ctx, size_t bytes) {
     c->dws_cap = 0;
     CUDA_TRY(cudaMalloc(&c->dws, bytes));
     c->dws_cap = bytes;
+    c->state_clean = false;
     return RDA_STATUS_SUCCESS;
 }
 
@@ -217,9 +243,10 @@ static rda_status cuda_begin(rda_context *ctx, const rda_problem *p, const rda_r
                   (block ? 2 * RDA_ALIGN(block) : 0) + tables;
     if ((st = reserve_device(ctx, need))) return st;
     rda_carver dc = {static_cast<char *>(c->dws), need};
-    c->acc = static_cast<float *>(rda_carve(&dc, sizeof(float) * (size_t)(rows_hd * p->D)));
-    c->m = static_cast<float *>(rda_carve(&dc, sizeof(float) * (size_t)rows_hd));
+    /* l first, so that it stays where the last call left it zeroed */
     c->l = static_cast<float *>(rda_carve(&dc, sizeof(float) * (size_t)rows_hd));
+    c->m = static_cast<float *>(rda_carve(&dc, sizeof(float) * (size_t)rows_hd));
+    c->acc = static_cast<float *>(rda_carve(&dc, sizeof(float) * (size_t)(rows_hd * p->D)));
     if (block) {
         kv[0] = rda_carve(&dc, block);
         kv[1] = rda_carve(&dc, block);
@@ -235,9 +262,14 @@ static rda_status cuda_begin(rda_context *ctx, const rda_problem *p, const rda_r
     c->d_classes = dev.classes;
     c->n = qr->total;
     ctx->ws_used = tables + need;
-    fill_state<<<(unsigned)((rows_hd + 255) / 256 < 4096 ? (rows_hd + 255) / 256 : 4096), 256, 0, c->stream>>>(
-        c->m, c->l, rows_hd);
-    CUDA_LAUNCHED();
+    /* l = 0 marks a row no step reached yet (m and acc are read only where
+     * l > 0); the finishing pass leaves l zeroed for the next call */
+    if (!c->state_clean) {
+        fill_state<<<(unsigned)((rows_hd + 255) / 256 < 4096 ? (rows_hd + 255) / 256 : 4096), 256, 0, c->stream>>>(
+            c->m, c->l, rows_hd);
+        CUDA_LAUNCHED();
+    }
+    c->state_clean = false; /* until this call's finishing pass is queued */
     return RDA_STATUS_SUCCESS;
 }
 
@@ -396,6 +428,7 @@ static rda_status cuda_finish(rda_context *ctx, const rda_problem *p, rda_tensor
     default: finalize_rows<float><<<grid, 256, 0, c->stream>>>(a); break;
     }
     CUDA_LAUNCHED();
+    c->state_clean = true;
     return RDA_STATUS_SUCCESS;
 }
 

@@ -428,21 +428,26 @@ __global__ void fill_state(float *m, float *l, int64_t n) {
     }
 }
 
-/* Rows not yet written: O = acc / l * factor (0 where l == 0), LSE. One warp a row. */
+/* Rows not yet written: O = acc / l * factor (0 where l == 0), LSE. One warp
+ * a row. Leaves l = 0 on every row (the next call's initial state). */
 template <typename T>
 __global__ void finalize_rows(const attend_args a) {
     int64_t idx = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
     if (idx >= a.B * a.n * a.H) return;
     float l = a.l[idx];
-    if (l < 0.f) return;
-    int64_t b = idx / (a.n * a.H), row = (idx / a.H) % a.n, h = idx % a.H;
-    float inv = l > 0.f ? a.factor / l : 0.f;
-    T *orow = static_cast<T *>(a.o) + b * a.os[0] + row * a.os[1] + h * a.os[2];
-    for (int64_t d = lane; d < a.D; d += 32) orow[d * a.os[3]] = from_f32<T>(l > 0.f ? a.acc[idx * a.D + d] * inv : 0.f);
-    if (lane == 0 && a.lse)
-        a.lse[b * a.ls[0] + h * a.ls[1] + row * a.ls[2]] =
-            l > 0.f ? (a.m[idx] + log2f(l)) * 0.6931471805599453f : -INFINITY;
+    __syncwarp();
+    if (l >= 0.f) {
+        int64_t b = idx / (a.n * a.H), row = (idx / a.H) % a.n, h = idx % a.H;
+        float inv = l > 0.f ? a.factor / l : 0.f;
+        T *orow = static_cast<T *>(a.o) + b * a.os[0] + row * a.os[1] + h * a.os[2];
+        for (int64_t d = lane; d < a.D; d += 32)
+            orow[d * a.os[3]] = from_f32<T>(l > 0.f ? a.acc[idx * a.D + d] * inv : 0.f);
+        if (lane == 0 && a.lse)
+            a.lse[b * a.ls[0] + h * a.ls[1] + row * a.ls[2]] =
+                l > 0.f ? (a.m[idx] + log2f(l)) * 0.6931471805599453f : -INFINITY;
+    }
+    if (lane == 0) a.l[idx] = 0.f;
 }
 
 /* dst = rows [0, n) of x (strided, elements of ES bytes), contiguous [B, n, H, D]. */

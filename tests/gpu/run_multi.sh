@@ -21,3 +21,12 @@ RING_ARGS="--backend cuda --dtype fp16" MAX_P=$ngpu FAULT_NP=2 timeout 500 \
     tests/test_mpi.sh ./build-gpu/rda "$trials" > "$OUT/test_mpi_gpu.log" 2>&1
 echo "test_mpi.sh with GPU ranks (NCCL, one process per GPU): rc=$?"
 grep -E "^FAIL|^fault|^    rda ring|^mpi:" "$OUT/test_mpi_gpu.log" | head -40
+# the seed report with its ring rows on real GPUs, then on simulated ranks
+# of one GPU, for comparison (the one-GPU rows must not change)
+for mode in real simulated; do
+    flag=$([ $mode = real ] && echo --real-gpus || echo --simulated-rings)
+    timeout 300 ./build-gpu/rda bench --backend cuda $flag --out-md "$OUT/seed-$mode.md" \
+        --out-json "$OUT/seed-$mode.json" > "$OUT/bench-$mode.log" 2>&1
+    echo "seed report, rings on $mode ranks: rc=$? $(grep 'rows ran' "$OUT/bench-$mode.log")"
+    grep -A24 '## Summary' "$OUT/seed-$mode.md" | grep -E "ring|Ring|N \|" | cut -c1-120
+done
