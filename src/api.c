@@ -76,9 +76,34 @@ rda_status rda_ring_forward(rda_context *ctx, rda_comm *comm, const rda_config *
 
 /* ------------------------------------------------------------------ virtual ranks */
 
+/* Ranks that copy their rows first start the ring together, so that one
+ * rank's ring time does not hold another's copying. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int32_t ready, expected;
+    bool open; /* set when not every rank thread could be started */
+} start_gate;
+
+static void gate_arrive(start_gate *g) {
+    pthread_mutex_lock(&g->mu);
+    g->ready++;
+    if (g->ready >= g->expected) pthread_cond_broadcast(&g->cv);
+    while (g->ready < g->expected && !g->open) pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_open(start_gate *g) {
+    pthread_mutex_lock(&g->mu);
+    g->open = true;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
 typedef struct {
     rda_context *ctx;
     rda_comm *comm;
+    start_gate *gate;
     const rda_config *cfg;
     int64_t N;
     const rda_tensor *q, *k, *v;
@@ -115,9 +140,11 @@ static int copy_rows(const rda_backend_ops *be, const rda_tensor *full, rda_tens
     int64_t H = full->shape[2], D = full->shape[3];
     bool whole_rows = full->strides[3] == 1 && full->strides[2] == D; /* H*D contiguous */
     int64_t run = whole_rows ? H * D : 1;
+    /* rows back to back in both (local is contiguous): one copy per range */
+    bool ranges = whole_rows && full->strides[1] == H * D && local->strides[1] == H * D;
     for (int32_t i = 0; i < rows->n; i++)
         for (int64_t b = 0; b < full->shape[0]; b++)
-            for (int64_t r = 0; r < rows->count[i]; r++)
+            for (int64_t r = 0; r < rows->count[i]; r += ranges ? rows->count[i] : 1)
                 for (int64_t e = 0; e < H * D; e += run) {
                     int64_t h = e / D, d = e % D;
                     char *f = (char *)full->data +
@@ -126,7 +153,8 @@ static int copy_rows(const rda_backend_ops *be, const rda_tensor *full, rda_tens
                     char *l = (char *)local->data +
                               es * (size_t)(b * local->strides[0] + (rows->local[i] + r) * local->strides[1] +
                                             h * local->strides[2] + d * local->strides[3]);
-                    if (be->copy(to_local ? l : f, to_local ? f : l, es * (size_t)run)) return -1;
+                    size_t n = ranges ? (size_t)(rows->count[i] * H * D) : (size_t)run;
+                    if (be->copy(to_local ? l : f, to_local ? f : l, es * n)) return -1;
                 }
     return 0;
 }
@@ -181,6 +209,7 @@ static void *sim_rank_main(void *arg) {
             rda_set_msg(ctx->msg, "out of memory for the rank's rows");
             s->st = RDA_STATUS_OUT_OF_MEMORY;
             s->comm->ops->abort(s->comm);
+            gate_arrive(s->gate);
             goto done;
         }
         loc[i] = rda_tensor_contiguous(mem[i], t->dtype, i == 4 ? 3 : 4, shape);
@@ -188,9 +217,11 @@ static void *sim_rank_main(void *arg) {
             rda_set_msg(ctx->msg, "copying the rank's rows failed");
             s->st = RDA_STATUS_DEVICE_ERROR;
             s->comm->ops->abort(s->comm);
+            gate_arrive(s->gate);
             goto done;
         }
     }
+    gate_arrive(s->gate);
     s->st = rda_ring_run(ctx, s->comm, s->cfg, s->N, &loc[0], &loc[1], &loc[2], &loc[3],
                          s->lse ? &loc[4] : NULL, &s->stats);
     if (s->st == RDA_STATUS_SUCCESS) s->st = rda_context_synchronize(ctx);
@@ -336,7 +367,9 @@ static rda_status ring_threads(rda_context *ctx, const rda_config *cfg, int32_t 
         }
         if ((st = sim_contexts(ctx, P))) goto done;
     }
+    start_gate gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, false};
     for (int32_t r = 0; r < P; r++) {
+        ranks[r].gate = &gate;
         ranks[r].ctx = devices ? gctx[r] : ctx->ranks[r];
         ranks[r].own_rows = devices != NULL;
         ranks[r].comm = comms[r];
@@ -349,12 +382,14 @@ static rda_status ring_threads(rda_context *ctx, const rda_config *cfg, int32_t 
         ranks[r].lse = lse;
         ranks[r].be = be;
         rda_plan_rows(p.N, P, p.layout, r, &ranks[r].rows, NULL);
+        if (ranks[r].own_rows || ranks[r].rows.n != 1) gate.expected++; /* ranks that copy rows first */
     }
     for (int32_t r = 0; r < P; r++) {
         if (pthread_create(&tids[r], NULL, sim_rank_main, &ranks[r]) != 0) {
             comms[r]->ops->abort(comms[r]);
             rda_set_msg(msg, "cannot start the thread of virtual rank %d", r);
             st = RDA_STATUS_OUT_OF_MEMORY;
+            gate_open(&gate);
             break;
         }
         started[r] = true;

@@ -31,6 +31,7 @@ void bench_defaults(bench_options *o) {
     o->layout = RDA_LAYOUT_CONTIGUOUS;
     o->reps = 5;
     o->warmup = 1;
+    o->real_gpus = 1;
     o->sample_rows = 1024;
     o->full_ref_limit = 200000000000LL; /* 2e11 multiply-adds: about a minute here */
     o->out_md = "reports/rda-report.md";
@@ -62,7 +63,8 @@ static void usage(FILE *f) {
             "  --full-ref-limit X         full reference up to X pair*D products (default 2e11)\n"
             "  --time-reference           also time the full fp64 reference (speed-up column)\n"
             "  --real-gpus                rings of P > 1 on P GPUs of this machine through NCCL\n"
-            "                             (default: P simulated ranks on one GPU)\n"
+            "                             when it has P GPUs (the default; else simulated ranks)\n"
+            "  --simulated-rings          rings of P > 1 as P simulated ranks on one GPU\n"
             "  --seed S                   input seed (default 2025)\n"
             "  --out-md PATH --out-json PATH  report files (default reports/rda-report.{md,json})\n"
             "  --quiet                    no progress on stderr\n");
