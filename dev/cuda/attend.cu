@@ -149,7 +149,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 4; i++) a.qs[i] = a.ks[i] = a.vs[i] = a.os[i] = st[i];
     a.acc = acc, a.m = m, a.l = l, a.n = N;
     a.jobs = (rda_job *)dj, a.tiles = (rda_tile *)dt, a.heads = (int64_t *)dh, a.classes = (rda_class *)dc;
-    a.nclasses = 1, a.B = B, a.H = H, a.Hkv = H, a.D = D, a.causal = causal;
+    a.nclasses = 1, a.B = B, a.H = H, a.Hkv = H, a.D = D, a.causal = causal, a.bq = bq;
     a.qscale = (float)(1.0 / sqrt((double)D) * 1.4426950408889634), a.factor = 1.0f;
     int64_t items = ntiles * B * H;
     cudaStream_t s;
