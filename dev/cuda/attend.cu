@@ -8,7 +8,7 @@
  *                             through rda bench on an H100, 2026-11-26)
  *   kernel 2  attend_mma      + cp.async double-buffered K/V (the library's
  *                             portable path; 0.251 ms the same way)
- *   kernels 3-7 attend_wgmma  Hopper warpgroup MMA (src/cuda/attend_wgmma.cuh),
+ *   kernels 3-10 attend_wgmma Hopper warpgroup MMA (src/cuda/attend_wgmma.cuh),
  *                             K/V in 128-byte swizzled shared memory read by
  *                             the MMA directly, the softmax of one key tile
  *                             overlapping the P V product of the previous; the
@@ -19,6 +19,9 @@
  *             5  BK=64  NW=2 ST=4
  *             6  BK=128 NW=1 ST=3 MINB=2   (the library's for D = 64)
  *             7  BK=128 NW=1 ST=4 MINB=2
+ *             8  BK=64  NW=1 ST=3 MINB=3
+ *             9  BK=64  NW=1 ST=4 MINB=3   (the library's for short segments)
+ *            10  BK=64  NW=1 ST=5 MINB=3
  *           Times of every version: docs/PERFORMANCE.md.
  *
  * Each version is checked against an fp64 CPU reference on 64 sampled query
