@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Real rings over MPI processes (CPU): correctness against one rank for
-# P = 1..4 over modes, causal contiguous and zig-zag, N divisible by P and
+# P = 1..4 and 8 over modes, causal contiguous and zig-zag, N divisible by P and
 # not; a configuration mismatch; a hung peer (SIGSTOP) and a dead peer
 # (kill -9) mid-ring, several trials each, with the time every survivor took.
 # Usage: tests/test_mpi.sh path/to/rda [trials]   (exit 77 without mpirun)
 # Environment: RING_ARGS (extra `rda ring` options, e.g. "--backend cuda
-# --dtype fp16" for GPU ranks through NCCL), MAX_P (largest ring, default 4),
-# FAULT_NP (processes in the fault trials, default 3).
+# --dtype fp16" for GPU ranks through NCCL), MAX_P (rings 1..MAX_P, default
+# 4), EXTRA_P (further ring sizes, default 8; "" for none), FAULT_NP
+# (processes in the fault trials, default 3).
 set -u
 rda=${1:?path to the rda tool}
 trials=${2:-3}
 extra=${RING_ARGS:-}
 max_p=${MAX_P:-4}
+extra_p=${EXTRA_P-8}
 np=${FAULT_NP:-3}
 command -v mpirun >/dev/null 2>&1 || { echo "mpi: skipped (no mpirun)"; exit 77; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
@@ -24,7 +26,7 @@ run() { timeout 120 mpirun -np "$@" 2>&1; }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
 # correctness
-for P in $(seq 1 "$max_p"); do
+for P in $(seq 1 "$max_p") $extra_p; do
     for N in 600 601; do
         for args in "--mode dense" "--mode dense --causal --layout zigzag" \
                     "--mode groups --segments 64,128 --dilations 1,2" \

@@ -17,7 +17,7 @@ grep "rda:" "$OUT/build.log"
 timeout 300 ./build-gpu/tests/test_nccl > "$OUT/test_nccl.log" 2>&1
 echo "test_nccl ($ngpu GPUs, one process): rc=$? $(tail -1 "$OUT/test_nccl.log")"
 grep FAIL "$OUT/test_nccl.log" | head
-RING_ARGS="--backend cuda --dtype fp16" MAX_P=$ngpu FAULT_NP=2 timeout 500 \
+RING_ARGS="--backend cuda --dtype fp16" MAX_P=$ngpu EXTRA_P="" FAULT_NP=2 timeout 500 \
     tests/test_mpi.sh ./build-gpu/rda "$trials" > "$OUT/test_mpi_gpu.log" 2>&1
 echo "test_mpi.sh with GPU ranks (NCCL, one process per GPU): rc=$?"
 grep -E "^FAIL|^fault|^    rda ring|^mpi:" "$OUT/test_mpi_gpu.log" | head -40
