@@ -43,7 +43,6 @@ template <int N> __device__ __forceinline__ void wgmma_wait() {
 }
 /* orders the accumulator registers against the asynchronous MMA */
 __device__ __forceinline__ void wgmma_reg_fence(float &x) { asm volatile("" : "+f"(x)::"memory"); }
-__device__ __forceinline__ void wgmma_reg_fence(uint32_t &x) { asm volatile("" : "+r"(x)::"memory"); }
 
 template <typename T, int N, int TB>
 __device__ __forceinline__ void wgmma_rs(float *d, const uint32_t a[4], uint64_t desc_b, int accumulate);
@@ -52,39 +51,31 @@ template <typename T, int N, int TB>
 __device__ __forceinline__ void wgmma_rs_first(float *d, const uint32_t a[4], uint64_t desc_b);
 """)
 
+
+def emit(name, t, ptx, n, tb, first):
+    """One wrapper: `first` writes D only (scale-d = 0, no input registers)."""
+    nr = n // 2
+    regs = ", ".join(f"%{i}" for i in range(nr))
+    ops_d = ", ".join(f'"{"=" if first else "+"}f"(d[{i}])' for i in range(nr))
+    a0 = nr
+    args = "" if first else ", int accumulate"
+    print(f"template <> __device__ __forceinline__ void {name}<{t}, {n}, {tb}>(float *d, const uint32_t a[4], uint64_t desc_b{args}) {{")
+    print("#ifdef RDA_WGMMA")
+    print("    asm volatile(")
+    print('        "{\\n.reg .pred p;\\n"')
+    print(f'        "setp.ne.b32 p, %{a0 + 5}, 0;\\n"')
+    print(f'        "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ptx}.{ptx} "')
+    print(f'        "{{{regs}}}, "')
+    print(f'        "{{%{a0}, %{a0 + 1}, %{a0 + 2}, %{a0 + 3}}}, %{a0 + 4}, p, 1, 1, {tb};\\n}}\\n"')
+    print(f"        : {ops_d}")
+    print(f'        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"({"0" if first else "accumulate"}));')
+    print("#endif")
+    print("}")
+    print()
+
+
 for t, ptx in TYPES.items():
     for n in SHAPES:
-        nr = n // 2
         for tb in (0, 1):
-            regs = ", ".join(f"%{i}" for i in range(nr))
-            ops_d = ", ".join(f'"=f"(d[{i}])' for i in range(nr))
-            a0 = nr
-            print(f"template <> __device__ __forceinline__ void wgmma_rs_first<{t}, {n}, {tb}>(float *d, const uint32_t a[4], uint64_t desc_b) {{")
-            print("#ifdef RDA_WGMMA")
-            print("    asm volatile(")
-            print('        "{\\n.reg .pred p;\\n"')
-            print(f'        "setp.ne.b32 p, %{a0 + 5}, 0;\\n"')
-            print(f'        "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ptx}.{ptx} "')
-            print(f'        "{{{regs}}}, "')
-            print(f'        "{{%{a0}, %{a0 + 1}, %{a0 + 2}, %{a0 + 3}}}, %{a0 + 4}, p, 1, 1, {tb};\\n}}\\n"')
-            print(f"        : {ops_d}")
-            print('        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(0));')
-            print("#endif")
-            print("}")
-            print()
-            regs = ", ".join(f"%{i}" for i in range(nr))
-            ops_d = ", ".join(f'"+f"(d[{i}])' for i in range(nr))
-            a0 = nr
-            print(f"template <> __device__ __forceinline__ void wgmma_rs<{t}, {n}, {tb}>(float *d, const uint32_t a[4], uint64_t desc_b, int accumulate) {{")
-            print("#ifdef RDA_WGMMA")
-            print("    asm volatile(")
-            print('        "{\\n.reg .pred p;\\n"')
-            print(f'        "setp.ne.b32 p, %{a0 + 5}, 0;\\n"')
-            print(f'        "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ptx}.{ptx} "')
-            print(f'        "{{{regs}}}, "')
-            print(f'        "{{%{a0}, %{a0 + 1}, %{a0 + 2}, %{a0 + 3}}}, %{a0 + 4}, p, 1, 1, {tb};\\n}}\\n"')
-            print(f"        : {ops_d}")
-            print('        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate));')
-            print("#endif")
-            print("}")
-            print()
+            emit("wgmma_rs_first", t, ptx, n, tb, True)
+            emit("wgmma_rs", t, ptx, n, tb, False)

@@ -371,7 +371,8 @@ static rda_status run_phase(void *arg, const rda_phase *ph) {
         return RDA_STATUS_UNSUPPORTED;
     }
     dim3 grid((unsigned)ph->items);
-    if (mma_ok(sa->p, sa->q, sa->k, sa->v, sa->o) && c->wgmma) {
+    const bool mma = mma_ok(sa->p, sa->q, sa->k, sa->v, sa->o);
+    if (mma && c->wgmma) {
         bool bf = sa->p->dtype == RDA_DTYPE_BF16;
         int64_t keys = 0; /* the longest key span of a job */
         for (int64_t j = 0; j < ph->njobs; j++)
@@ -386,7 +387,7 @@ static rda_status run_phase(void *arg, const rda_phase *ph) {
             if (bf) WG128(__nv_bfloat16)<<<grid, 128 * WG128_NW, WG128_SMEM, s>>>(a);
             else WG128(__half)<<<grid, 128 * WG128_NW, WG128_SMEM, s>>>(a);
         }
-    } else if (mma_ok(sa->p, sa->q, sa->k, sa->v, sa->o)) {
+    } else if (mma) {
         bool bf = sa->p->dtype == RDA_DTYPE_BF16;
         if (sa->p->D == 64) {
             if (bf) attend_mma<__nv_bfloat16, 64><<<grid, 128, mma_smem_bytes<64>(), s>>>(a);

@@ -31,7 +31,6 @@ template <int N> __device__ __forceinline__ void wgmma_wait() {
 }
 /* orders the accumulator registers against the asynchronous MMA */
 __device__ __forceinline__ void wgmma_reg_fence(float &x) { asm volatile("" : "+f"(x)::"memory"); }
-__device__ __forceinline__ void wgmma_reg_fence(uint32_t &x) { asm volatile("" : "+r"(x)::"memory"); }
 
 template <typename T, int N, int TB>
 __device__ __forceinline__ void wgmma_rs(float *d, const uint32_t a[4], uint64_t desc_b, int accumulate);
