@@ -8,20 +8,25 @@
  *                             through rda bench on an H100, 2026-11-26)
  *   kernel 2  attend_mma      + cp.async double-buffered K/V (the library's
  *                             portable path; 0.251 ms the same way)
- *   kernels 3-10 attend_wgmma Hopper warpgroup MMA (src/cuda/attend_wgmma.cuh),
+ *   kernels 3-31 attend_wgmma Hopper warpgroup MMA (src/cuda/attend_wgmma.cuh),
  *                             K/V in 128-byte swizzled shared memory read by
  *                             the MMA directly, the softmax of one key tile
  *                             overlapping the P V product of the previous; the
  *                             variants differ in keys per tile (BK), warpgroups
- *                             per CTA (NW), stages (ST), CTAs per SM (MINB):
- *             3  BK=128 NW=2 ST=3   (the library's for D = 128)
+ *                             per CTA (NW), stages (ST), CTAs per SM (MINB) and
+ *                             the variant bits V (1: stages handed over by
+ *                             mbarriers, no block barrier per tile; 2: lazy
+ *                             rescaling; 4: next tile's copies issued after
+ *                             the MMAs):
+ *             3  BK=128 NW=2 ST=3          (the library's for D = 128)
  *             4  BK=128 NW=2 ST=4
  *             5  BK=64  NW=2 ST=4
  *             6  BK=128 NW=1 ST=3 MINB=2   (the library's for D = 64)
  *             7  BK=128 NW=1 ST=4 MINB=2
  *             8  BK=64  NW=1 ST=3 MINB=3
- *             9  BK=64  NW=1 ST=4 MINB=3   (the library's for short segments)
+ *             9  BK=64  NW=1 ST=4 MINB=3   (the library's for short key ranges)
  *            10  BK=64  NW=1 ST=5 MINB=3
+ *         11-31  NW=1..3 with the V bits: the list below (WG_VARIANTS)
  *           Times of every version: docs/PERFORMANCE.md.
  *
  * Each version is checked against an fp64 CPU reference on 64 sampled query
@@ -55,21 +60,25 @@
 
 /* wgmma variants: <BK, NW, ST, MINB> */
 #ifndef WG_VARIANTS
-#define WG_VARIANTS(X) X(3, 128, 2, 3, 1) X(4, 128, 2, 4, 1) X(5, 64, 2, 4, 1) X(6, 128, 1, 3, 2) X(7, 128, 1, 4, 2) \
-    X(8, 64, 1, 3, 3) X(9, 64, 1, 4, 3) X(10, 64, 1, 5, 3)
+#define WG_VARIANTS(X) X(3, 128, 2, 3, 1, 0) X(4, 128, 2, 4, 1, 0) X(5, 64, 2, 4, 1, 0) X(6, 128, 1, 3, 2, 0) \
+    X(7, 128, 1, 4, 2, 0) X(8, 64, 1, 3, 3, 0) X(9, 64, 1, 4, 3, 0) X(10, 64, 1, 5, 3, 0) X(11, 128, 3, 4, 1, 1)    \
+    X(12, 64, 3, 4, 1, 1) X(13, 128, 2, 4, 1, 1) X(14, 128, 1, 4, 2, 1) X(15, 64, 1, 4, 3, 1) X(16, 64, 3, 5, 1, 1) \
+    X(17, 128, 3, 4, 1, 0) X(18, 128, 3, 4, 1, 7) X(19, 64, 1, 4, 3, 7) X(20, 128, 1, 4, 2, 7) X(21, 128, 2, 4, 1, 7) \
+    X(22, 128, 3, 5, 1, 7) X(23, 64, 3, 5, 1, 7) X(24, 128, 1, 3, 2, 2) X(25, 128, 1, 3, 2, 1) X(26, 128, 1, 3, 2, 5) \
+    X(27, 64, 1, 4, 3, 2) X(28, 128, 2, 4, 1, 5) X(29, 128, 3, 4, 1, 5) X(30, 128, 1, 4, 2, 2) X(31, 128, 1, 4, 2, 5)
 #endif
 
 static int query_rows(int kernel) {
-#define WG_NW(k, bk, nw, st, mb) if (kernel == k) return 64 * nw;
+#define WG_NW(k, bk, nw, st, mb, p) if (kernel == k) return 64 * nw;
     WG_VARIANTS(WG_NW)
     return 64;
 }
 
 template <int D> static void setup() {
-#define WG_SETUP(k, bk, nw, st, mb)                                                                   \
-    if (wg_smem_bytes<D, bk, nw, st>() <= 232448)                                                              \
-        CK(cudaFuncSetAttribute(attend_wgmma<__half, D, bk, nw, st, mb>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
-                                (int)wg_smem_bytes<D, bk, nw, st>()));
+#define WG_SETUP(k, bk, nw, st, mb, p)                                                                \
+    if (wg_smem_bytes<D, bk, nw, st, p>() <= 232448)                                                              \
+        CK(cudaFuncSetAttribute(attend_wgmma<__half, D, bk, nw, st, mb, p>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
+                                (int)wg_smem_bytes<D, bk, nw, st, p>()));
     WG_VARIANTS(WG_SETUP)
 }
 
@@ -77,8 +86,8 @@ template <int D> static void launch(int kernel, int64_t items, const attend_args
     if (kernel == 0) attend_generic<__half><<<(unsigned)items, 128, 0, s>>>(a);
     if (kernel == 1) attend_mma_v1<__half, D><<<(unsigned)items, 128, mma_smem_bytes<D>(), s>>>(a);
     if (kernel == 2) attend_mma<__half, D><<<(unsigned)items, 128, mma_smem_bytes<D>(), s>>>(a);
-#define WG_LAUNCH(k, bk, nw, st, mb) \
-    if (kernel == k) attend_wgmma<__half, D, bk, nw, st, mb><<<(unsigned)items, nw * 128, wg_smem_bytes<D, bk, nw, st>(), s>>>(a);
+#define WG_LAUNCH(k, bk, nw, st, mb, p) \
+    if (kernel == k) attend_wgmma<__half, D, bk, nw, st, mb, p><<<(unsigned)items, nw * 128, wg_smem_bytes<D, bk, nw, st, p>(), s>>>(a);
     WG_VARIANTS(WG_LAUNCH)
 }
 

@@ -19,8 +19,8 @@
 #include "kernels.cuh"
 #include "wgmma.cuh"
 
-template <int D, int BK, int NW, int ST> __host__ __device__ constexpr size_t wg_smem_bytes() {
-    return 1024 + (size_t)ST * 2 * BK * D * 2 + (size_t)64 * NW * (D + 8) * 2;
+template <int D, int BK, int NW, int ST, int V> __host__ __device__ constexpr size_t wg_smem_bytes() {
+    return 1024 + (size_t)ST * 2 * BK * D * 2 + (size_t)64 * NW * (D + 8) * 2 + (V & 1 ? 2 * ST * 8 : 0);
 }
 
 /* Shared-memory matrix descriptor, 128-byte swizzle. */
@@ -35,16 +35,49 @@ __device__ __forceinline__ void fence_proxy_async() {
 #endif
 }
 
-template <typename T, int D, int BK, int NW, int ST, int MINB>
+/* Shared-memory barriers (mbarrier), by shared address. */
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
+}
+/* arrives once the thread's cp.async copies issued so far have landed */
+__device__ __forceinline__ void mbar_arrive_copies(uint32_t bar) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+    asm volatile("{\n\t.reg .pred p;\n"
+                 "RDA_MBAR_WAIT:\n\t"
+                 "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n\t"
+                 "@!p bra RDA_MBAR_WAIT;\n}" ::"r"(bar),
+                 "r"(parity)
+                 : "memory");
+}
+
+template <typename T, int D, int BK, int NW, int ST, int MINB, int V>
 __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const attend_args a) {
 #ifdef RDA_WGMMA
     constexpr int BQ = 64 * NW, NT = NW * 128, LDS = D + 8, CH = D / 8;
+    /* V: variant bits. 1: stages handed over by mbarriers instead of a block
+     * barrier per tile (warpgroups drift apart); 2: lazy rescaling (below);
+     * 4 (with 1): the next tile's copies issued after the MMAs, not before */
+    constexpr bool MB = V & 1, LAZY = V & 2, LATE = (V & 5) == 5;
     constexpr uint32_t TILE = BK * D * 2; /* bytes of one K or V tile */
     extern __shared__ unsigned char smem_raw[];
     const uint32_t raw = smem_u32(smem_raw), base = (raw + 1023) & ~1023u;
     unsigned char *smem = smem_raw + (base - raw);
     T *Qs = reinterpret_cast<T *>(smem + ST * 2 * TILE);
+    /* MB: stage s is full once every thread's copies into it landed, empty
+     * once every thread is done reading it */
+    const uint32_t full0 = base + ST * 2 * TILE + BQ * LDS * 2, empty0 = full0 + ST * 8;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wg = warp >> 2;
+    if (MB && tid == 0)
+        for (int i = 0; i < ST; i++) {
+            mbar_init(full0 + i * 8, NT);
+            mbar_init(empty0 + i * 8, NT);
+        }
+    if (MB && tid == 0) asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     const item_pos ip = decode_item(a, blockIdx.x);
     const rda_tile tile = a.tiles[ip.tile];
     const rda_job &job = a.jobs[tile.job];
@@ -100,19 +133,33 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const attend_args
     }
     const int64_t nt0 = kc0 > 0 ? (kc0 + BK - 1) / BK : 0, nt1 = kc1 > 0 ? (kc1 + BK - 1) / BK : 0;
     const int64_t ntiles = nt0 + nt1, kl0 = job.k_local[0], kl1 = job.nk > 1 ? job.k_local[1] : 0;
+    /* Each thread copies one 16-byte column chunk of every RPP-th row of a
+     * tile (RPP is a multiple of 8, so the chunk's swizzled place is the
+     * same in every row it copies): one pointer step per row. */
+    constexpr int RPP = NT / CH, PASSES = (BK + RPP - 1) / RPP;
+    static_assert(RPP % 8 == 0, "rows per pass");
+    const int crow = tid / CH, lch = tid % CH;
+    const uint32_t soff = (lch >> 3) * (BK * 128) + crow * 128 + (((lch & 7) ^ (crow & 7)) << 4);
+    const int64_t kstep = RPP * r * a.ks[1], vstep = RPP * r * a.vs[1];
     auto load_tile = [&](int64_t t) {
+        if (MB && t >= ST) mbar_wait(empty0 + (t % ST) * 8, ((t / ST) - 1) & 1); /* tile t - ST read by all */
         const bool second = t >= nt0;
-        const int64_t k0 = (t - (second ? nt0 : 0)) * BK, kl = second ? kl1 : kl0;
+        const int64_t k0 = (t - (second ? nt0 : 0)) * BK, kr = (second ? kl1 : kl0) + (k0 + crow) * r;
         const int bk = (int)min((int64_t)BK, (second ? kc1 : kc0) - k0);
-        unsigned char *Kd = smem + (t % ST) * 2 * TILE, *Vd = Kd + TILE;
-        for (int i = tid; i < BK * CH; i += NT) {
-            int row = i / CH, ch = i % CH;
-            uint32_t off = (ch >> 3) * (BK * 128) + row * 128 + (((ch & 7) ^ (row & 7)) << 4);
-            int64_t kr = kl + (k0 + (row < bk ? row : 0)) * r;
-            cp_async16(Kd + off, kb + kr * a.ks[1] + ch * 8, row < bk);
-            cp_async16(Vd + off, vb + kr * a.vs[1] + ch * 8, row < bk);
+        unsigned char *Kd = smem + (t % ST) * 2 * TILE + soff, *Vd = Kd + TILE;
+        const T *kp = kb + kr * a.ks[1] + lch * 8, *vp = vb + kr * a.vs[1] + lch * 8;
+#pragma unroll
+        for (int j = 0; j < PASSES; j++) {
+            const bool ok = crow + j * RPP < bk; /* (rows past the tile's keys: zeros, nothing read) */
+            if ((j + 1) * RPP <= BK || crow + j * RPP < BK) {
+                cp_async16(Kd + j * RPP * 128, ok ? kp : kb, ok);
+                cp_async16(Vd + j * RPP * 128, ok ? vp : vb, ok);
+            }
+            kp += kstep;
+            vp += vstep;
         }
-        cp_async_commit();
+        if (MB) mbar_arrive_copies(full0 + (t % ST) * 8);
+        else cp_async_commit();
     };
     /* Iteration t: wait for tile t, prefetch tile t + ST - 2 (into the stage
      * tile t - 2 used: every warpgroup waited for that P V before the barrier),
@@ -128,12 +175,21 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const attend_args
     constexpr int PD = ST - 2; /* prefetch distance */
     static_assert(PD >= 1, "at least 3 stages");
     auto begin_tile = [&](int64_t t) -> uint32_t {
-        if (t + PD - 1 < ntiles) cp_async_wait<PD - 1>(); /* groups in flight: tiles t .. t + PD - 1 */
-        else cp_async_wait<0>();
-        fence_proxy_async(); /* cp.async writes -> the MMA's reads */
-        __syncthreads();
-        if (t + PD < ntiles) load_tile(t + PD);
+        if (MB) {
+            mbar_wait(full0 + (t % ST) * 8, (t / ST) & 1);
+            fence_proxy_async(); /* the copies (generic proxy) -> the MMA's reads (async proxy) */
+        } else {
+            if (t + PD - 1 < ntiles) cp_async_wait<PD - 1>(); /* groups in flight: tiles t .. t + PD - 1 */
+            else cp_async_wait<0>();
+            fence_proxy_async(); /* cp.async writes -> the MMA's reads */
+            __syncthreads();
+        }
+        if (!LATE && t + PD < ntiles) load_tile(t + PD);
         return base + (uint32_t)(t % ST) * 2 * TILE;
+    };
+    /* MB: this thread is done with tile t (its K read by S_t, its V by P_t V_t) */
+    auto end_tile = [&](int64_t t) {
+        if (MB) mbar_arrive(empty0 + (t % ST) * 8);
     };
     auto issue_s = [&](uint32_t kst) {
         wgmma_rs_first<T, BK, 0>(s, qa[0], wg_desc(kst, 16, 1024));
@@ -147,8 +203,12 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const attend_args
         for (int kk = 0; kk < BK / 16; kk++) wgmma_rs<T, D, 1>(o, pa[kk], wg_desc(vst + kk * 2048, BK * 128, 1024), 1);
         wgmma_commit();
     };
-    /* softmax of S_t in place (s becomes P_t in fp32); returns the O rescale */
-    auto softmax = [&](int64_t t, float al[2]) {
+    /* softmax of S_t in place (s becomes P_t in fp32), the O rescale into
+     * al; returns whether any row of the warp rescales. LAZY keeps a row's
+     * running maximum until a score exceeds it by more than 2^8 (so P <= 256,
+     * exact in fp16, bf16 and fp32 alike), which leaves most tiles of a long
+     * key range without a rescale. */
+    auto softmax = [&](int64_t t, float al[2]) -> bool {
 #pragma unroll
         for (int i = 0; i < BK / 2; i++) wgmma_reg_fence(s[i]);
         const bool second = t >= nt0;
@@ -194,8 +254,9 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const attend_args
                                       : fminf(fminf(mp[i][0], mp[i][1]), fminf(mp[i][2], mp[i][3]));
             x = a.qscale >= 0.f ? fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1)) : fminf(x, __shfl_xor_sync(0xffffffffu, x, 1));
             x = a.qscale >= 0.f ? fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2)) : fminf(x, __shfl_xor_sync(0xffffffffu, x, 2));
-            const float mx = fmaxf(mrow[i], x * a.qscale); /* (masked * qscale = -inf) */
-            mu[i] = mx == -INFINITY ? 0.f : mx;            /* nothing allowed yet */
+            float mx = fmaxf(mrow[i], x * a.qscale); /* (masked * qscale = -inf) */
+            if (LAZY && !(mx > mrow[i] + 8.f)) mx = mrow[i];
+            mu[i] = mx == -INFINITY ? 0.f : mx;      /* nothing allowed yet */
             nmu[i] = -mu[i];
             al[i] = ex2(mrow[i] - mu[i]);
             mrow[i] = mx;
@@ -215,11 +276,13 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const attend_args
             ls += __shfl_xor_sync(0xffffffffu, ls, 2);
             lrow[i] = lrow[i] * al[i] + ls;
         }
+        return !LAZY || __any_sync(0xffffffffu, al[0] != 1.f || al[1] != 1.f);
     };
     /* after P V is waited for: rescale O, P_t into the A operand */
-    auto rescale_pack = [&](const float al[2]) {
+    auto rescale_pack = [&](const float al[2], bool rescale) {
 #pragma unroll
         for (int i = 0; i < D / 2; i++) wgmma_reg_fence(o[i]);
+        if (rescale)
 #pragma unroll
         for (int nt = 0; nt < D / 8; nt++) {
             o[nt * 4 + 0] *= al[0];
@@ -243,24 +306,27 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const attend_args
         uint32_t kst = begin_tile(0);
         wgmma_fence();
         issue_s(kst);
+        if (LATE && PD < ntiles) load_tile(PD);
         wgmma_wait<0>();
-        softmax(0, al);
-        rescale_pack(al);
+        rescale_pack(al, softmax(0, al));
         vprev = kst + TILE;
         for (int64_t t = 1; t < ntiles; t++) {
             kst = begin_tile(t);
             wgmma_fence(); /* P_{t-1} and O were written since the last MMA */
             issue_s(kst);
             issue_pv(vprev);
+            if (LATE && t + PD < ntiles) load_tile(t + PD); /* while the tensor cores work */
             wgmma_wait<1>(); /* S_t done; P V may still run */
-            softmax(t, al);
+            const bool rescale = softmax(t, al);
             wgmma_wait<0>();
-            rescale_pack(al);
+            end_tile(t - 1);
+            rescale_pack(al, rescale);
             vprev = kst + TILE;
         }
         wgmma_fence();
         issue_pv(vprev);
         wgmma_wait<0>();
+        end_tile(ntiles - 1);
 #pragma unroll
         for (int i = 0; i < D / 2; i++) wgmma_reg_fence(o[i]);
     }

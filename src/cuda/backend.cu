@@ -58,18 +58,18 @@ extern "C" int rda_cuda_device_count(void) {
 
 /* The Hopper kernels, per head dim: <T, D, BK, NW, ST, MINB> (the winners
  * of dev/cuda/attend.cu, docs/PERFORMANCE.md). */
-#define WG64(T) attend_wgmma<T, 64, 128, 1, 3, 2>
-#define WG64_SMEM wg_smem_bytes<64, 128, 1, 3>()
+#define WG64(T) attend_wgmma<T, 64, 128, 1, 3, 2, 0>
+#define WG64_SMEM wg_smem_bytes<64, 128, 1, 3, 0>()
 #define WG64_NW 1
 /* for short key spans (segments of up to WG64S_MAX_KEYS keys) in grids of
  * many waves: smaller key tiles, three CTAs per SM (same 64 queries per
  * work item); 10% faster at 1024-key segments, slower in grids of 1-2 waves */
-#define WG64S(T) attend_wgmma<T, 64, 64, 1, 4, 3>
-#define WG64S_SMEM wg_smem_bytes<64, 64, 1, 4>()
+#define WG64S(T) attend_wgmma<T, 64, 64, 1, 4, 3, 0>
+#define WG64S_SMEM wg_smem_bytes<64, 64, 1, 4, 0>()
 #define WG64S_MAX_KEYS 2048
 #define WG64S_MIN_ITEMS 2048
-#define WG128(T) attend_wgmma<T, 128, 128, 2, 3, 1>
-#define WG128_SMEM wg_smem_bytes<128, 128, 2, 3>()
+#define WG128(T) attend_wgmma<T, 128, 128, 2, 3, 1, 0>
+#define WG128_SMEM wg_smem_bytes<128, 128, 2, 3, 0>()
 #define WG128_NW 2
 
 /* Sets *ok when this binary's code for the device has the warpgroup MMA. */

@@ -63,12 +63,20 @@ if has sass; then
 fi
 if has playground; then
     # the kernel versions of dev/cuda/attend.cu, checked and timed one by one
-    nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iinclude -Isrc dev/cuda/attend.cu \
-        -o build-gpu/attend_playground > "$OUT/playground.log" 2>&1
-    for args in "0 4096 64" "1 4096 64" "2 4096 64" "1 16384 64" "2 16384 64" "2 16384 64 1" "1 16384 128" "2 16384 128" \
-        "3 4096 64" "3 16384 64" "3 16384 64 1" "3 16384 128" "3 16384 128 1" "4 16384 64" "5 16384 64" \
-        "6 4096 64" "6 16384 64" "6 16384 64 1" "6 16384 128" "7 16384 64"; do
-        RDA_PG_SAMPLES=16 ./build-gpu/attend_playground $args >> "$OUT/playground.log" 2>&1
+    # ("kernel N D [causal [segment]]" per entry; PG_ARGS replaces the list,
+    # entries separated by commas; PG_BIN names a binary built beforehand)
+    pg=${PG_BIN:-build-gpu/attend_playground}
+    if [ -z "${PG_BIN:-}" ]; then
+        mkdir -p build-gpu
+        nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iinclude -Isrc dev/cuda/attend.cu \
+            -o "$pg" > "$OUT/playground.log" 2>&1
+    fi
+    default="0 4096 64,1 4096 64,2 4096 64,1 16384 64,2 16384 64,2 16384 64 1,1 16384 128,2 16384 128"
+    default+=",3 16384 64,3 16384 128,3 16384 128 1,6 4096 64,6 16384 64,6 16384 64 1,9 4096 64 0 1024"
+    default+=",9 262144 64 0 1024,11 16384 64,11 16384 64 1,11 4096 64 0 1024,11 262144 64 0 1024"
+    IFS=, read -ra entries <<< "${PG_ARGS:-$default}"
+    for args in "${entries[@]}"; do
+        RDA_PG_SAMPLES=16 "$pg" $args >> "$OUT/playground.log" 2>&1
     done
     summary+=("playground:" "$(grep kernel "$OUT/playground.log")")
 fi
