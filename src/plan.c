@@ -110,7 +110,7 @@ int64_t rda_plan_jobs(const rda_problem *p, int32_t i, int64_t o, const rda_rows
             job.q_count = progression(sel, r, q0 > s0 ? q0 : s0, q1 < s1 ? q1 : s1, &job.q_first);
             if (job.q_count == 0) continue;
             int64_t q_last = job.q_first + (job.q_count - 1) * r;
-            for (int32_t b = 0; b < kr->n; b++) {
+            for (int32_t b = 0; kr && b < kr->n; b++) {
                 int64_t k0 = kr->start[b], k1 = k0 + kr->count[b], kf = 0;
                 int64_t kc = progression(sel, r, k0 > s0 ? k0 : s0, k1 < s1 ? k1 : s1, &kf);
                 if (kc == 0) continue;
@@ -124,7 +124,7 @@ int64_t rda_plan_jobs(const rda_problem *p, int32_t i, int64_t o, const rda_rows
                 job.k_local[job.nk] = kf - k0 + kr->local[b];
                 job.nk++;
             }
-            if (job.nk == 0) continue;
+            if (kr && job.nk == 0) continue;
             job.q_local = job.q_first - q0 + qr->local[a];
             if (jobs && n < cap) jobs[n] = job;
             n++;
@@ -207,34 +207,42 @@ rda_status rda_count_pairs(const rda_config *cfg, int64_t B, int64_t N, int64_t 
 
 /* ------------------------------------------------------------------ steps */
 
+/* Table capacities of one phase: every class the step can hold at once.
+ * Pattern i makes at most r_i classes in a phase (one per offset: longnet's
+ * heads, or a group and the zero-output classes of its other offsets); a
+ * class meets at most count/w + 2 segments of a row range, and its tiles
+ * cover at most total/r + jobs rows. */
 static void phase_caps(const rda_problem *p, const rda_rows *qr, int64_t bq, int64_t *jobs_cap,
-                       int64_t *tiles_cap) {
-    int64_t wmin = p->N;
-    for (int32_t i = 0; i < p->G; i++)
-        if (p->patterns[i].segment < wmin) wmin = p->patterns[i].segment;
-    /* one class never has more jobs than segments its rows meet */
-    *jobs_cap = 0;
-    for (int32_t a = 0; a < qr->n; a++) *jobs_cap += qr->count[a] / wmin + 2;
-    *tiles_cap = qr->total / bq + *jobs_cap + 1;
+                       int64_t *tiles_cap, int64_t *classes_cap) {
+    *jobs_cap = *tiles_cap = *classes_cap = 0;
+    for (int32_t i = 0; i < p->G; i++) {
+        int64_t w = p->patterns[i].segment, r = p->patterns[i].dilation, jobs = 0;
+        for (int32_t a = 0; a < qr->n; a++) jobs += qr->count[a] / w + 2;
+        int64_t tiles = (qr->total / r + jobs) / bq + jobs + 1;
+        *jobs_cap += r * jobs;
+        *tiles_cap += r * tiles;
+        *classes_cap += r;
+    }
+    if (*classes_cap < p->H) *classes_cap = p->H;
 }
 
 size_t rda_plan_phase_bytes(const rda_problem *p, const rda_rows *qr, int64_t bq) {
-    int64_t jc, tc;
-    phase_caps(p, qr, bq, &jc, &tc);
+    int64_t jc, tc, cc;
+    phase_caps(p, qr, bq, &jc, &tc, &cc);
     return RDA_ALIGN(sizeof(rda_job) * (size_t)jc) + RDA_ALIGN(sizeof(rda_tile) * (size_t)tc) +
-           RDA_ALIGN(sizeof(int64_t) * (size_t)p->H) + RDA_ALIGN(sizeof(rda_class) * (size_t)p->H);
+           RDA_ALIGN(sizeof(int64_t) * (size_t)(p->H * cc)) + RDA_ALIGN(sizeof(rda_class) * (size_t)cc);
 }
 
 rda_status rda_plan_phase_init(rda_phase *ph, rda_carver *c, const rda_problem *p,
                                const rda_rows *qr, int64_t bq) {
     memset(ph, 0, sizeof(*ph));
     ph->bq = bq;
-    phase_caps(p, qr, bq, &ph->jobs_cap, &ph->tiles_cap);
+    phase_caps(p, qr, bq, &ph->jobs_cap, &ph->tiles_cap, &ph->classes_cap);
     ph->jobs = rda_carve(c, sizeof(rda_job) * (size_t)ph->jobs_cap);
     ph->tiles = rda_carve(c, sizeof(rda_tile) * (size_t)ph->tiles_cap);
-    ph->heads = rda_carve(c, sizeof(int64_t) * (size_t)p->H);
-    /* a phase never holds a head twice, so at most H classes */
-    ph->classes = rda_carve(c, sizeof(rda_class) * (size_t)p->H);
+    ph->heads_cap = p->H * ph->classes_cap;
+    ph->heads = rda_carve(c, sizeof(int64_t) * (size_t)ph->heads_cap);
+    ph->classes = rda_carve(c, sizeof(rda_class) * (size_t)ph->classes_cap);
     return ph->classes ? RDA_STATUS_SUCCESS : RDA_STATUS_INTERNAL;
 }
 
@@ -249,6 +257,51 @@ static rda_status flush(rda_phase *ph, const rda_problem *p, rda_phase_run run, 
     return st;
 }
 
+/* Adds the class of pattern i and offset o over the heads h >= h0 whose
+ * own offset is oh; kr == NULL makes a zero-output class (rows of offset o
+ * without keys, for heads that use offset oh). Runs what is gathered first
+ * when the tables are full. */
+static rda_status add_class(rda_phase *ph, const rda_problem *p, int32_t i, int64_t o, int64_t h0,
+                            int64_t oh, const rda_rows *qr, const rda_rows *kr, bool final,
+                            rda_phase_run run, void *arg, int64_t *pairs, char *msg) {
+    rda_status st = RDA_STATUS_SUCCESS;
+    int64_t nj = rda_plan_jobs(p, i, o, qr, kr, NULL, 0), nt = 0;
+    if (nj == 0) return st;
+    RDA_ASSERT(nj <= ph->jobs_cap, done);
+    if ((ph->njobs + nj > ph->jobs_cap || ph->nclasses == ph->classes_cap ||
+         ph->nheads + p->H > ph->heads_cap) &&
+        (st = flush(ph, p, run, arg)))
+        return st;
+    rda_job *jobs = ph->jobs + ph->njobs;
+    rda_plan_jobs(p, i, o, qr, kr, jobs, nj);
+    for (int64_t j = 0; j < nj; j++) nt += (jobs[j].q_count + ph->bq - 1) / ph->bq;
+    if (ph->ntiles + nt > ph->tiles_cap) { /* full: run what is gathered */
+        if ((st = flush(ph, p, run, arg))) return st;
+        jobs = ph->jobs;
+        rda_plan_jobs(p, i, o, qr, kr, jobs, nj);
+    }
+    RDA_ASSERT(ph->ntiles + nt <= ph->tiles_cap, done);
+    rda_class *cl = &ph->classes[ph->nclasses];
+    cl->first_head = ph->nheads;
+    cl->nheads = 0;
+    for (int64_t h = h0; h < p->H; h++)
+        if (rda_plan_offset(p, h, i) == oh) ph->heads[ph->nheads + cl->nheads++] = h;
+    ph->nheads += cl->nheads;
+    cl->first_tile = ph->ntiles;
+    for (int64_t j = 0; j < nj; j++) {
+        *pairs += rda_job_pairs(&jobs[j], p->causal) * p->B * cl->nheads;
+        for (int64_t t = 0; t < jobs[j].q_count; t += ph->bq)
+            ph->tiles[ph->ntiles++] = (rda_tile){ph->njobs + j, t};
+    }
+    cl->ntiles = ph->ntiles - cl->first_tile;
+    cl->final = final;
+    cl->first_item = ph->nclasses == 0 ? 0 : cl[-1].first_item + cl[-1].ntiles * p->B * cl[-1].nheads;
+    ph->nclasses++;
+    ph->njobs += nj;
+done:
+    return st;
+}
+
 rda_status rda_plan_step(rda_phase *ph, const rda_problem *p, const rda_rows *qr,
                          const rda_rows *kr, bool last_step, rda_phase_run run, void *arg,
                          int64_t *pairs, char *msg) {
@@ -256,49 +309,22 @@ rda_status rda_plan_step(rda_phase *ph, const rda_problem *p, const rda_rows *qr
     ph->njobs = ph->ntiles = ph->nheads = ph->nclasses = ph->items = 0;
     for (int32_t i = 0; i < p->G; i++) {
         if (p->mode == RDA_MODE_LONGNET && (st = flush(ph, p, run, arg))) return st;
+        /* on the last step a row is complete after its tile, except in
+         * longnet, where later patterns may still add to it */
+        bool final = last_step && (p->mode != RDA_MODE_LONGNET || i == p->G - 1);
         /* h0 is the first head of its class */
         for (int64_t h0 = 0; h0 < p->H; h0++) {
             int64_t o = rda_plan_offset(p, h0, i);
             bool seen = o < 0;
             for (int64_t h = 0; h < h0 && !seen; h++) seen = rda_plan_offset(p, h, i) == o;
             if (seen) continue;
-            int64_t nj = rda_plan_jobs(p, i, o, qr, kr, NULL, 0), nt = 0;
-            if (nj == 0) continue;
-            RDA_ASSERT(nj <= ph->jobs_cap, done);
-            if (ph->njobs + nj > ph->jobs_cap && (st = flush(ph, p, run, arg))) return st;
-            rda_job *jobs = ph->jobs + ph->njobs;
-            rda_plan_jobs(p, i, o, qr, kr, jobs, nj);
-            for (int64_t j = 0; j < nj; j++) nt += (jobs[j].q_count + ph->bq - 1) / ph->bq;
-            if (ph->ntiles + nt > ph->tiles_cap) { /* full: run what is gathered */
-                if ((st = flush(ph, p, run, arg))) return st;
-                jobs = ph->jobs;
-                rda_plan_jobs(p, i, o, qr, kr, jobs, nj);
-            }
-            RDA_ASSERT(ph->ntiles + nt <= ph->tiles_cap, done);
-            rda_class *cl = &ph->classes[ph->nclasses];
-            cl->first_head = ph->nheads;
-            cl->nheads = 0;
-            for (int64_t h = h0; h < p->H; h++)
-                if (rda_plan_offset(p, h, i) == o) ph->heads[ph->nheads + cl->nheads++] = h;
-            ph->nheads += cl->nheads;
-            cl->first_tile = ph->ntiles;
-            for (int64_t j = 0; j < nj; j++) {
-                *pairs += rda_job_pairs(&jobs[j], p->causal) * p->B * cl->nheads;
-                for (int64_t t = 0; t < jobs[j].q_count; t += ph->bq)
-                    ph->tiles[ph->ntiles++] = (rda_tile){ph->njobs + j, t};
-            }
-            cl->ntiles = ph->ntiles - cl->first_tile;
-            /* on the last step a row is complete after its tile, except in
-             * longnet, where later patterns may still add to it */
-            cl->final = last_step && (p->mode != RDA_MODE_LONGNET || i == p->G - 1);
-            cl->first_item = ph->nclasses == 0
-                                 ? 0
-                                 : cl[-1].first_item + cl[-1].ntiles * p->B * cl[-1].nheads;
-            ph->nclasses++;
-            ph->njobs += nj;
+            if ((st = add_class(ph, p, i, o, h0, o, qr, kr, final, run, arg, pairs, msg))) return st;
+            /* the rows of the group's other offsets: zeros (groups mode, one step) */
+            if (ph->zero_uncovered && final && p->mode == RDA_MODE_GROUPS)
+                for (int64_t z = 0; z < p->patterns[i].dilation; z++)
+                    if (z != o && (st = add_class(ph, p, i, z, h0, o, qr, NULL, true, run, arg, pairs, msg)))
+                        return st;
         }
     }
     return flush(ph, p, run, arg);
-done:
-    return st;
 }

@@ -39,7 +39,8 @@ typedef struct rda_job {
 
 /* Enumerates the jobs of pattern i with offset o between query rows qr and
  * key rows kr, pruning pairs that hold no allowed key. Writes at most cap
- * jobs when jobs != NULL; returns the number of jobs either way. */
+ * jobs when jobs != NULL; returns the number of jobs either way. kr == NULL:
+ * the query progressions alone (no keys, none pruned). */
 int64_t rda_plan_jobs(const rda_problem *p, int32_t i, int64_t o, const rda_rows *qr,
                       const rda_rows *kr, rda_job *jobs, int64_t cap);
 
@@ -80,10 +81,14 @@ typedef struct rda_phase {
     rda_tile *tiles;
     int64_t ntiles, tiles_cap;
     int64_t *heads;
-    int64_t nheads;
+    int64_t nheads, heads_cap;
     rda_class *classes;
-    int64_t nclasses;
+    int64_t nclasses, classes_cap;
     int64_t items; /* work items in the phase */
+    /* set by a backend that runs no finishing pass after a single-step
+     * call: the last step also lists the rows no pattern of their head
+     * selects (groups mode), as zero-output jobs (no keys) */
+    bool zero_uncovered;
 } rda_phase;
 
 /* Host memory for the phase tables of a rank with query rows qr. */

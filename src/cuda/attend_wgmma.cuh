@@ -346,7 +346,7 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const attend_args
                 if (a.lse)
                     a.lse[ip.b * a.ls[0] + ip.h * a.ls[1] + row * a.ls[2]] =
                         lrow[i] > 0.f ? (mrow[i] + log2f(lrow[i])) * 0.6931471805599453f : -INFINITY;
-                a.l[ai] = -1.f; /* done: the final pass leaves it alone */
+                a.l[ai] = a.done_l;
             }
         } else {
 #pragma unroll

@@ -20,6 +20,9 @@ typedef struct {
     void *dws;     /* device workspace: state, key/value blocks, tables */
     size_t dws_cap;
     bool state_clean; /* l (at the start of dws) is zero: the last call's finishing pass reset it */
+    bool one_pass;    /* this call: every row written by one final work item, no finishing pass */
+    int sms;          /* multiprocessors, and CTAs of each Hopper D = 64 kernel one holds */
+    int occ_wg64, occ_wg64s;
     /* the call in progress */
     float *acc, *m, *l;
     int64_t n;     /* rows of the rank */
@@ -61,13 +64,12 @@ extern "C" int rda_cuda_device_count(void) {
 #define WG64(T) attend_wgmma<T, 64, 128, 1, 3, 2, 0>
 #define WG64_SMEM wg_smem_bytes<64, 128, 1, 3, 0>()
 #define WG64_NW 1
-/* for short key spans (segments of up to WG64S_MAX_KEYS keys) in grids of
- * many waves: smaller key tiles, three CTAs per SM (same 64 queries per
- * work item); 10% faster at 1024-key segments, slower in grids of 1-2 waves */
+/* for short key spans (segments of up to WG64S_MAX_KEYS keys): smaller key
+ * tiles, three CTAs per SM (same 64 queries per work item); 7% faster per
+ * item at 1024-key segments, taken where its waves are shorter (below) */
 #define WG64S(T) attend_wgmma<T, 64, 64, 1, 4, 3, 0>
 #define WG64S_SMEM wg_smem_bytes<64, 64, 1, 4, 0>()
 #define WG64S_MAX_KEYS 2048
-#define WG64S_MIN_ITEMS 2048
 #define WG128(T) attend_wgmma<T, 128, 128, 2, 3, 1, 0>
 #define WG128_SMEM wg_smem_bytes<128, 128, 2, 3, 0>()
 #define WG128_NW 2
@@ -95,6 +97,7 @@ static rda_status detect_wgmma(rda_context *ctx, cuda_ctx *c) {
     cudaFree(d_ok);
     CUDA_TRY(e);
     c->wgmma = ok == 1;
+    CUDA_TRY(cudaDeviceGetAttribute(&c->sms, cudaDevAttrMultiProcessorCount, c->device));
     if (c->wgmma) {
         CUDA_TRY(cudaFuncSetAttribute(WG64(__half), cudaFuncAttributeMaxDynamicSharedMemorySize, (int)WG64_SMEM));
         CUDA_TRY(cudaFuncSetAttribute(WG64(__nv_bfloat16), cudaFuncAttributeMaxDynamicSharedMemorySize, (int)WG64_SMEM));
@@ -104,6 +107,8 @@ static rda_status detect_wgmma(rda_context *ctx, cuda_ctx *c) {
         CUDA_TRY(cudaFuncSetAttribute(WG128(__half), cudaFuncAttributeMaxDynamicSharedMemorySize, (int)WG128_SMEM));
         CUDA_TRY(cudaFuncSetAttribute(WG128(__nv_bfloat16), cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       (int)WG128_SMEM));
+        CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&c->occ_wg64, WG64(__half), 128 * WG64_NW, WG64_SMEM));
+        CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&c->occ_wg64s, WG64S(__half), 128, WG64S_SMEM));
     }
     return RDA_STATUS_SUCCESS;
 }
@@ -239,6 +244,11 @@ static rda_status cuda_begin(rda_context *ctx, const rda_problem *p, const rda_r
     rda_carver hc;
     if ((st = rda_context_reserve(ctx, tables, &hc))) return st;
     if ((st = rda_plan_phase_init(&c->phase, &hc, p, qr, bq))) return st;
+    /* one step (no key/value blocks travel) of dense or groups work: each
+     * row belongs to one job of its head, or to none (then a zero-output
+     * job), so the kernel writes every output and no finishing pass runs */
+    c->one_pass = block == 0 && (p->mode == RDA_MODE_DENSE || p->mode == RDA_MODE_GROUPS);
+    c->phase.zero_uncovered = c->one_pass;
     size_t need = RDA_ALIGN(sizeof(float) * (size_t)(rows_hd * p->D)) + 2 * RDA_ALIGN(sizeof(float) * (size_t)rows_hd) +
                   (block ? 2 * RDA_ALIGN(block) : 0) + tables;
     if ((st = reserve_device(ctx, need))) return st;
@@ -323,6 +333,7 @@ static void fill_args(attend_args *a, cuda_ctx *c, const rda_problem *p, const r
     a->causal = p->causal;
     a->qscale = c->qscale;
     a->factor = (float)rda_plan_output_factor(p);
+    a->done_l = c->one_pass ? 0.f : -1.f;
 }
 
 /* The tensor-core kernels also need a contiguous head dim and 16-byte
@@ -338,6 +349,18 @@ static bool mma_ok(const rda_problem *p, const rda_tensor *q, const rda_tensor *
             if (ts[i]->strides[d] % 8) return false;
     }
     return true;
+}
+
+/* Short key spans at D = 64: the 64-key-tile kernel (three CTAs an SM)
+ * against the 128-key one (two), by the time of their whole waves: a wave
+ * of three 64-key items takes WG64S_WAVE times a wave of two 128-key ones
+ * (1.5 times the items at 7% less time each, docs/PERFORMANCE.md). */
+#define WG64S_WAVE 1.40
+static bool wg64s_faster(const cuda_ctx *c, int64_t items) {
+    if (c->occ_wg64 < 1 || c->occ_wg64s < 1) return c->occ_wg64s >= 1;
+    int64_t slots = (int64_t)c->sms * c->occ_wg64, slots_s = (int64_t)c->sms * c->occ_wg64s;
+    double waves = (double)((items + slots - 1) / slots), waves_s = (double)((items + slots_s - 1) / slots_s);
+    return waves_s * WG64S_WAVE < waves;
 }
 
 typedef struct {
@@ -374,10 +397,15 @@ static rda_status run_phase(void *arg, const rda_phase *ph) {
     const bool mma = mma_ok(sa->p, sa->q, sa->k, sa->v, sa->o);
     if (mma && c->wgmma) {
         bool bf = sa->p->dtype == RDA_DTYPE_BF16;
-        int64_t keys = 0; /* the longest key span of a job */
+        int64_t keys = 0, items = 0; /* the longest key span of a job; the items that have keys */
         for (int64_t j = 0; j < ph->njobs; j++)
             keys = max(keys, ph->jobs[j].k_count[0] + (ph->jobs[j].nk > 1 ? ph->jobs[j].k_count[1] : 0));
-        if (sa->p->D == 64 && keys <= WG64S_MAX_KEYS && ph->items >= WG64S_MIN_ITEMS) {
+        for (int64_t i = 0; i < ph->nclasses; i++) {
+            const rda_class *cl = &ph->classes[i];
+            if (cl->ntiles > 0 && ph->jobs[ph->tiles[cl->first_tile].job].nk > 0)
+                items += cl->ntiles * sa->p->B * cl->nheads;
+        }
+        if (sa->p->D == 64 && keys <= WG64S_MAX_KEYS && wg64s_faster(c, items)) {
             if (bf) WG64S(__nv_bfloat16)<<<grid, 128, WG64S_SMEM, s>>>(a);
             else WG64S(__half)<<<grid, 128, WG64S_SMEM, s>>>(a);
         } else if (sa->p->D == 64) {
@@ -419,6 +447,10 @@ static rda_status cuda_step(rda_context *ctx, const rda_problem *p, const rda_ro
 
 static rda_status cuda_finish(rda_context *ctx, const rda_problem *p, rda_tensor *o, rda_tensor *lse) {
     cuda_ctx *c = cctx(ctx);
+    if (c->one_pass) { /* every row written, l left zero */
+        c->state_clean = true;
+        return RDA_STATUS_SUCCESS;
+    }
     attend_args a;
     fill_args(&a, c, p, o, o, o, o, lse);
     int64_t rows = p->B * c->n * p->H;

@@ -47,6 +47,10 @@ struct attend_args {
     int causal;
     float qscale; /* softmax scale * log2(e) */
     float factor; /* 1/G in groups mode */
+    /* l of a row once its O is written: -1 when a finishing pass follows
+     * (it skips such rows and resets l), 0 when none does (every row of the
+     * call is written by exactly one final work item) */
+    float done_l;
 };
 
 __device__ __forceinline__ float ex2(float x) {
@@ -325,7 +329,7 @@ __global__ void __launch_bounds__(128) attend_mma(const attend_args a) {
                 if (a.lse)
                     a.lse[ip.b * a.ls[0] + ip.h * a.ls[1] + row * a.ls[2]] =
                         lrow[i] > 0.f ? (mrow[i] + log2f(lrow[i])) * 0.6931471805599453f : -INFINITY;
-                a.l[ai] = -1.f; /* done: the final pass leaves it alone */
+                a.l[ai] = a.done_l;
             }
         } else {
 #pragma unroll
@@ -405,7 +409,7 @@ __global__ void __launch_bounds__(128) attend_generic(const attend_args a) {
                 if (a.lse)
                     a.lse[ip.b * a.ls[0] + ip.h * a.ls[1] + row * a.ls[2]] =
                         l > 0.f ? (m + log2f(l)) * 0.6931471805599453f : -INFINITY;
-                a.l[ai] = -1.f;
+                a.l[ai] = a.done_l;
             }
         } else {
 #pragma unroll
