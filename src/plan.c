@@ -272,9 +272,10 @@ static rda_status add_class(rda_phase *ph, const rda_problem *p, int32_t i, int6
          ph->nheads + p->H > ph->heads_cap) &&
         (st = flush(ph, p, run, arg)))
         return st;
+    const int64_t bq = kr || ph->zero_bq <= 0 ? ph->bq : ph->zero_bq; /* rows per tile */
     rda_job *jobs = ph->jobs + ph->njobs;
     rda_plan_jobs(p, i, o, qr, kr, jobs, nj);
-    for (int64_t j = 0; j < nj; j++) nt += (jobs[j].q_count + ph->bq - 1) / ph->bq;
+    for (int64_t j = 0; j < nj; j++) nt += (jobs[j].q_count + bq - 1) / bq;
     if (ph->ntiles + nt > ph->tiles_cap) { /* full: run what is gathered */
         if ((st = flush(ph, p, run, arg))) return st;
         jobs = ph->jobs;
@@ -290,7 +291,7 @@ static rda_status add_class(rda_phase *ph, const rda_problem *p, int32_t i, int6
     cl->first_tile = ph->ntiles;
     for (int64_t j = 0; j < nj; j++) {
         *pairs += rda_job_pairs(&jobs[j], p->causal) * p->B * cl->nheads;
-        for (int64_t t = 0; t < jobs[j].q_count; t += ph->bq)
+        for (int64_t t = 0; t < jobs[j].q_count; t += bq)
             ph->tiles[ph->ntiles++] = (rda_tile){ph->njobs + j, t};
     }
     cl->ntiles = ph->ntiles - cl->first_tile;

@@ -71,9 +71,7 @@ typedef struct rda_tile {
 } rda_tile;
 
 /* Classes whose rows are disjoint, so that all their work items (batch,
- * head, tile) can run at once. Item i of class c: tile
- * c.first_tile + (i - c.first_item) / (B * c.nheads), batch and head from the
- * remainder (batch-major). */
+ * head, tile) can run at once; rda_item_place maps an item to its place. */
 typedef struct rda_phase {
     int64_t bq;
     rda_job *jobs;
@@ -89,7 +87,24 @@ typedef struct rda_phase {
      * call: the last step also lists the rows no pattern of their head
      * selects (groups mode), as zero-output jobs (no keys) */
     bool zero_uncovered;
+    int64_t zero_bq; /* rows per tile of those jobs (0: bq) */
 } rda_phase;
+
+#ifdef __CUDACC__
+#define RDA_HOST_DEVICE __host__ __device__
+#else
+#define RDA_HOST_DEVICE
+#endif
+
+/* Item i of class c (i counted from c.first_item): the tiles of one batch
+ * and head are consecutive items, so that the CTAs running at once share
+ * that head's keys and values in cache, and the last tile of the class
+ * comes first (in causal work the one with the most keys). bh: batch-major
+ * b * c.nheads + (index into the class's heads). */
+static inline RDA_HOST_DEVICE void rda_item_place(const rda_class *c, int64_t i, int64_t *tile, int64_t *bh) {
+    *bh = i / c->ntiles;
+    *tile = c->first_tile + c->ntiles - 1 - i % c->ntiles;
+}
 
 /* Host memory for the phase tables of a rank with query rows qr. */
 size_t rda_plan_phase_bytes(const rda_problem *p, const rda_rows *qr, int64_t bq);

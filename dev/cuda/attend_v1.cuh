@@ -5,15 +5,14 @@
 #include "../../src/cuda/kernels.cuh"
 
 template <typename T, int D>
-__global__ void __launch_bounds__(128) attend_mma_v1(const attend_args a) {
+__global__ void __launch_bounds__(128) attend_mma_v1(const __grid_constant__ attend_args a) {
     constexpr int LDS = mma_lds<D>(), CH = D / 8; /* 16-byte chunks per row */
     extern __shared__ __align__(16) unsigned char smem[];
     T *Qs = reinterpret_cast<T *>(smem), *Ks = Qs + 64 * LDS, *Vs = Ks + 64 * LDS;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const item_pos ip = decode_item(a, blockIdx.x);
-    const rda_tile tile = a.tiles[ip.tile];
-    const rda_job &job = a.jobs[tile.job];
-    const int64_t qi0 = tile.first, r = job.stride;
+    const rda_job &job = *ip.job;
+    const int64_t qi0 = ip.first, r = job.stride;
     const int bq = (int)min((int64_t)64, job.q_count - qi0);
 
     const T *qb = static_cast<const T *>(a.q) + ip.b * a.qs[0] + ip.h * a.qs[2];

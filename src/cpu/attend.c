@@ -257,7 +257,8 @@ static void attend_tile(void *arg, int64_t item, int32_t thread) {
     const rda_class *cl = ph->classes;
     while (cl + 1 < ph->classes + ph->nclasses && cl[1].first_item <= item) cl++;
     item -= cl->first_item;
-    int64_t bh = item % (p->B * cl->nheads), tile = cl->first_tile + item / (p->B * cl->nheads);
+    int64_t bh, tile;
+    rda_item_place(cl, item, &tile, &bh);
     int64_t b = bh / cl->nheads, h = ph->heads[cl->first_head + bh % cl->nheads];
     int64_t kh = h / (p->H / p->Hkv);
     const rda_job *job = &ph->jobs[ph->tiles[tile].job];

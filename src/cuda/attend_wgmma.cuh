@@ -56,7 +56,7 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
 }
 
 template <typename T, int D, int BK, int NW, int ST, int MINB, int V>
-__global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const attend_args a) {
+__global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const __grid_constant__ attend_args a) {
 #ifdef RDA_WGMMA
     constexpr int BQ = 64 * NW, NT = NW * 128, LDS = D + 8, CH = D / 8;
     /* V: variant bits. 1: stages handed over by mbarriers instead of a block
@@ -72,53 +72,17 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const attend_args
      * once every thread is done reading it */
     const uint32_t full0 = base + ST * 2 * TILE + BQ * LDS * 2, empty0 = full0 + ST * 8;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wg = warp >> 2;
+    const item_pos ip = decode_item(a, blockIdx.x);
+    const rda_job &job = *ip.job;
+    if (job.nk == 0) return zero_rows<T>(a, ip);
     if (MB && tid == 0)
         for (int i = 0; i < ST; i++) {
             mbar_init(full0 + i * 8, NT);
             mbar_init(empty0 + i * 8, NT);
         }
     if (MB && tid == 0) asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    const item_pos ip = decode_item(a, blockIdx.x);
-    const rda_tile tile = a.tiles[ip.tile];
-    const rda_job &job = a.jobs[tile.job];
-    const int64_t qi0 = tile.first, r = job.stride;
+    const int64_t qi0 = ip.first, r = job.stride;
     const int bq = (int)min((int64_t)BQ, job.q_count - qi0);
-
-    const T *qb = static_cast<const T *>(a.q) + ip.b * a.qs[0] + ip.h * a.qs[2];
-    for (int i = tid; i < BQ * CH; i += NT) {
-        int row = i / CH, ch = i % CH;
-        uint4 x = make_uint4(0, 0, 0, 0);
-        if (row < bq) x = *reinterpret_cast<const uint4 *>(qb + (job.q_local + (qi0 + row) * r) * a.qs[1] + ch * 8);
-        *reinterpret_cast<uint4 *>(Qs + row * LDS + ch * 8) = x;
-    }
-    __syncthreads();
-    const int row0 = wg * 64 + (warp & 3) * 16; /* the warp's 16 rows */
-    uint32_t qa[D / 16][4];
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++)
-        ldsm_x4(qa[kk], Qs + (row0 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LDS + kk * 16 + (lane >> 4) * 8);
-
-    const int rl[2] = {row0 + (lane >> 2), row0 + (lane >> 2) + 8};
-    float o[D / 2];
-    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f};
-#pragma unroll
-    for (int i = 0; i < D / 2; i++) o[i] = 0.f;
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        if (rl[i] >= bq) continue;
-        int64_t ai = (ip.b * a.n + job.q_local + (qi0 + rl[i]) * r) * a.H + ip.h;
-        float L = a.l[ai];
-        if (L > 0.f) { /* earlier steps reached this row */
-            lrow[i] = L;
-            mrow[i] = a.m[ai];
-#pragma unroll
-            for (int nt = 0; nt < D / 8; nt++) {
-                float2 x = *reinterpret_cast<const float2 *>(a.acc + ai * D + nt * 8 + (lane & 3) * 2);
-                o[nt * 4 + 2 * i] = x.x;
-                o[nt * 4 + 2 * i + 1] = x.y;
-            }
-        }
-    }
 
     const T *kb = static_cast<const T *>(a.k) + ip.b * a.ks[0] + ip.kh * a.ks[2];
     const T *vb = static_cast<const T *>(a.v) + ip.b * a.vs[0] + ip.kh * a.vs[2];
@@ -161,6 +125,38 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const attend_args
         if (MB) mbar_arrive_copies(full0 + (t % ST) * 8);
         else cp_async_commit();
     };
+    constexpr int PD = ST - 2; /* prefetch distance */
+    static_assert(PD >= 1, "at least 3 stages");
+    /* Start-up, every latency at once: the Q tile (its own copy group) and
+     * the first key/value tiles stream in together; the state earlier steps
+     * left is merged at the end. */
+    const T *qb = static_cast<const T *>(a.q) + ip.b * a.qs[0] + ip.h * a.qs[2];
+    for (int i = tid; i < BQ * CH; i += NT) {
+        const int row = i / CH, ch = i % CH;
+        cp_async16(Qs + row * LDS + ch * 8,
+                   row < bq ? qb + (job.q_local + (qi0 + row) * r) * a.qs[1] + ch * 8 : qb, row < bq);
+    }
+    cp_async_commit();
+    if (MB) __syncthreads(); /* the barriers are initialised before any copy arrives on them */
+#pragma unroll
+    for (int t = 0; t < PD; t++) {
+        if (t < ntiles) load_tile(t);
+        else if (!MB) cp_async_commit(); /* (an empty group keeps the count) */
+    }
+    const int row0 = wg * 64 + (warp & 3) * 16; /* the warp's 16 rows */
+    const int rl[2] = {row0 + (lane >> 2), row0 + (lane >> 2) + 8};
+    if (MB) cp_async_wait<0>(); /* the Q group (the tiles arrive on barriers) */
+    else cp_async_wait<PD>();
+    __syncthreads();
+    uint32_t qa[D / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++)
+        ldsm_x4(qa[kk], Qs + (row0 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LDS + kk * 16 + (lane >> 4) * 8);
+    float o[D / 2];
+    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f};
+#pragma unroll
+    for (int i = 0; i < D / 2; i++) o[i] = 0.f;
+
     /* Iteration t: wait for tile t, prefetch tile t + ST - 2 (into the stage
      * tile t - 2 used: every warpgroup waited for that P V before the barrier),
      * issue S_t = Q K_t^T and then O += P_{t-1} V_{t-1}, wait for S_t only,
@@ -172,8 +168,6 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const attend_args
     float s[BK / 2];
     const float masked = a.qscale >= 0.f ? -INFINITY : INFINITY; /* a raw score that scales to -inf */
     uint32_t vprev = 0; /* V stage of P_{t-1} */
-    constexpr int PD = ST - 2; /* prefetch distance */
-    static_assert(PD >= 1, "at least 3 stages");
     auto begin_tile = [&](int64_t t) -> uint32_t {
         if (MB) {
             mbar_wait(full0 + (t % ST) * 8, (t / ST) & 1);
@@ -299,9 +293,6 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const attend_args
         }
     };
     if (ntiles > 0) {
-#pragma unroll
-        for (int t = 0; t < PD; t++)
-            if (t < ntiles) load_tile(t);
         float al[2];
         uint32_t kst = begin_tile(0);
         wgmma_fence();
@@ -329,6 +320,24 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const attend_args
         end_tile(ntiles - 1);
 #pragma unroll
         for (int i = 0; i < D / 2; i++) wgmma_reg_fence(o[i]);
+    }
+    /* merge what earlier steps left (none in a call without a finishing
+     * pass): (o, l) at the larger m */
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        if (a.done_l == 0.f || rl[i] >= bq) continue;
+        const int64_t ai = (ip.b * a.n + job.q_local + (qi0 + rl[i]) * r) * a.H + ip.h;
+        const float lst = a.l[ai];
+        if (!(lst > 0.f)) continue;
+        const float mst = a.m[ai], mx = fmaxf(mrow[i], mst), fo = ex2(mrow[i] - mx), fs = ex2(mst - mx);
+#pragma unroll
+        for (int nt = 0; nt < D / 8; nt++) {
+            const float2 x = *reinterpret_cast<const float2 *>(a.acc + ai * D + nt * 8 + (lane & 3) * 2);
+            o[nt * 4 + 2 * i] = o[nt * 4 + 2 * i] * fo + x.x * fs;
+            o[nt * 4 + 2 * i + 1] = o[nt * 4 + 2 * i + 1] * fo + x.y * fs;
+        }
+        lrow[i] = lrow[i] * fo + lst * fs;
+        mrow[i] = mx;
     }
     /* rows complete: normalise into O; otherwise back to the running state */
 #pragma unroll

@@ -48,6 +48,10 @@ typedef struct {
 /* After a launch: the launch error, if any. */
 #define CUDA_LAUNCHED() CUDA_TRY(cudaGetLastError())
 
+/* rows per work item of a zero-output job (rows no pattern selects) */
+#define RDA_ZERO_BQ 1024
+#define RDA_ALIGN16(x) (((x) + 15) & ~(size_t)15)
+
 static cuda_ctx *cctx(rda_context *ctx) { return static_cast<cuda_ctx *>(ctx->cuda); }
 
 extern "C" int rda_cuda_device_count(void) {
@@ -249,6 +253,7 @@ static rda_status cuda_begin(rda_context *ctx, const rda_problem *p, const rda_r
      * job), so the kernel writes every output and no finishing pass runs */
     c->one_pass = block == 0 && (p->mode == RDA_MODE_DENSE || p->mode == RDA_MODE_GROUPS);
     c->phase.zero_uncovered = c->one_pass;
+    c->phase.zero_bq = RDA_ZERO_BQ;
     size_t need = RDA_ALIGN(sizeof(float) * (size_t)(rows_hd * p->D)) + 2 * RDA_ALIGN(sizeof(float) * (size_t)rows_hd) +
                   (block ? 2 * RDA_ALIGN(block) : 0) + tables;
     if ((st = reserve_device(ctx, need))) return st;
@@ -309,7 +314,7 @@ static rda_status cuda_pack_kv(rda_context *ctx, const rda_tensor *k, const rda_
 
 static void fill_args(attend_args *a, cuda_ctx *c, const rda_problem *p, const rda_tensor *q,
                       const rda_tensor *k, const rda_tensor *v, rda_tensor *o, rda_tensor *lse) {
-    memset(a, 0, sizeof(*a));
+    memset(a, 0, offsetof(attend_args, tab)); /* (the table bytes are written when used) */
     a->q = q->data;
     a->k = k->data;
     a->v = v->data;
@@ -334,6 +339,7 @@ static void fill_args(attend_args *a, cuda_ctx *c, const rda_problem *p, const r
     a->qscale = c->qscale;
     a->factor = (float)rda_plan_output_factor(p);
     a->done_l = c->one_pass ? 0.f : -1.f;
+    a->zero_bq = RDA_ZERO_BQ;
 }
 
 /* The tensor-core kernels also need a contiguous head dim and 16-byte
@@ -378,15 +384,29 @@ static rda_status run_phase(void *arg, const rda_phase *ph) {
     /* the tables, uploaded behind the previous launch on the same stream, in
      * one copy: host and device tables are carved alike, so one span of the
      * host arena maps onto the device tables */
-    const char *h0 = reinterpret_cast<const char *>(ph->jobs);
-    size_t span = (size_t)(reinterpret_cast<const char *>(ph->classes + ph->nclasses) - h0);
-    CUDA_TRY(cudaMemcpyAsync(c->d_jobs, h0, span, cudaMemcpyHostToDevice, s));
     attend_args a;
     fill_args(&a, c, sa->p, sa->q, sa->k, sa->v, sa->o, sa->lse);
-    a.jobs = c->d_jobs;
-    a.tiles = c->d_tiles;
-    a.heads = c->d_heads;
-    a.classes = c->d_classes;
+    const size_t bj = RDA_ALIGN16(sizeof(rda_job) * (size_t)ph->njobs),
+                 bt = RDA_ALIGN16(sizeof(rda_tile) * (size_t)ph->ntiles),
+                 bh = RDA_ALIGN16(sizeof(int64_t) * (size_t)ph->nheads), bc = sizeof(rda_class) * (size_t)ph->nclasses;
+    if (bj + bt + bh + bc <= sizeof(a.tab)) { /* small: inside the launch itself */
+        a.tab_inline = 1;
+        a.off_tiles = (int32_t)bj;
+        a.off_heads = (int32_t)(bj + bt);
+        a.off_classes = (int32_t)(bj + bt + bh);
+        memcpy(a.tab, ph->jobs, sizeof(rda_job) * (size_t)ph->njobs);
+        memcpy(a.tab + a.off_tiles, ph->tiles, sizeof(rda_tile) * (size_t)ph->ntiles);
+        memcpy(a.tab + a.off_heads, ph->heads, sizeof(int64_t) * (size_t)ph->nheads);
+        memcpy(a.tab + a.off_classes, ph->classes, bc);
+    } else {
+        const char *h0 = reinterpret_cast<const char *>(ph->jobs);
+        size_t span = (size_t)(reinterpret_cast<const char *>(ph->classes + ph->nclasses) - h0);
+        CUDA_TRY(cudaMemcpyAsync(c->d_jobs, h0, span, cudaMemcpyHostToDevice, s));
+        a.jobs = c->d_jobs;
+        a.tiles = c->d_tiles;
+        a.heads = c->d_heads;
+        a.classes = c->d_classes;
+    }
     a.nclasses = ph->nclasses;
     a.bq = ph->bq;
     if (ph->items > 0x7fffffff) {

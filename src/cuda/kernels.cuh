@@ -24,6 +24,9 @@ extern "C" {
 }
 
 #define RDA_CUDA_BQ 64 /* queries per work item of attend_mma (attend_wgmma: 64 per warpgroup) */
+/* bytes of tables a launch carries itself (the whole argument block stays
+ * under the 4 KB every driver takes) */
+#define RDA_TAB_INLINE 3584
 
 /* Everything a launch needs, passed by value. Shapes: q/o [B, n, H, D],
  * k/v [B, nk, Hkv, D] (strides in elements), acc [B, n, H, D] fp32,
@@ -51,7 +54,14 @@ struct attend_args {
      * (it skips such rows and resets l), 0 when none does (every row of the
      * call is written by exactly one final work item) */
     float done_l;
+    int64_t zero_bq; /* rows per tile of a zero-output job (one without keys) */
+    /* Small tables travel inside the launch itself (no copy before it):
+     * jobs at tab[0], the others at their offsets. */
+    int32_t tab_inline;
+    int32_t off_tiles, off_heads, off_classes;
+    alignas(16) unsigned char tab[RDA_TAB_INLINE];
 };
+static_assert(sizeof(attend_args) <= 4096, "a launch's arguments stay within 4 KB");
 
 __device__ __forceinline__ float ex2(float x) {
     float y;
@@ -69,25 +79,62 @@ template <> __device__ __forceinline__ float from_f32<float>(float x) { return x
 template <> __device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half_rn(x); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
 
-/* The work item of this CTA: class, tile, batch and head. */
+/* The work item of this CTA: class, job, first query of its tile, batch
+ * and head. (Kernels taking `a` by address need it __grid_constant__.) */
 struct item_pos {
     const rda_class *cl;
-    int64_t tile, b, h, kh;
+    const rda_job *job;
+    int64_t first, b, h, kh;
 };
 
 __device__ __forceinline__ item_pos decode_item(const attend_args &a, int64_t item) {
+    const bool in = a.tab_inline;
+    const rda_class *classes = in ? reinterpret_cast<const rda_class *>(a.tab + a.off_classes) : a.classes;
+    const rda_tile *tiles = in ? reinterpret_cast<const rda_tile *>(a.tab + a.off_tiles) : a.tiles;
+    const int64_t *heads = in ? reinterpret_cast<const int64_t *>(a.tab + a.off_heads) : a.heads;
+    const rda_job *jobs = in ? reinterpret_cast<const rda_job *>(a.tab) : a.jobs;
     int64_t c = 0;
-    while (c + 1 < a.nclasses && a.classes[c + 1].first_item <= item) c++;
+    while (c + 1 < a.nclasses && classes[c + 1].first_item <= item) c++;
     item_pos p;
-    p.cl = &a.classes[c];
-    item -= p.cl->first_item;
-    int64_t per = a.B * p.cl->nheads;
-    p.tile = p.cl->first_tile + item / per;
-    int64_t bh = item % per;
+    p.cl = &classes[c];
+    int64_t t, bh;
+    rda_item_place(p.cl, item - p.cl->first_item, &t, &bh);
+    const rda_tile tile = tiles[t];
+    p.job = &jobs[tile.job];
+    p.first = tile.first;
     p.b = bh / p.cl->nheads;
-    p.h = a.heads[p.cl->first_head + bh % p.cl->nheads];
+    p.h = heads[p.cl->first_head + bh % p.cl->nheads];
     p.kh = p.h / (a.H / a.Hkv);
     return p;
+}
+
+/* A zero-output item (its job has no keys: rows no pattern of the head
+ * selects, in a call without a finishing pass): O = 0, LSE = -inf for rows
+ * [first, first + zero_bq) of the job; l stays 0. */
+template <typename T> __device__ void zero_rows(const attend_args &a, const item_pos &ip) {
+    /* (32-bit index arithmetic: a 64-bit division would be a subroutine
+     * call, and any call in a kernel keeps the compiler from using the
+     * uniform datapath in its main loop) */
+    const rda_job &job = *ip.job;
+    const int rows = (int)min(a.zero_bq, job.q_count - ip.first), D = (int)a.D;
+    T *ob = static_cast<T *>(a.o) + ip.b * a.os[0] + ip.h * a.os[2];
+    constexpr int V = 16 / sizeof(T); /* elements per 16-byte store */
+    if (a.os[3] == 1 && D % V == 0 && a.os[1] % V == 0 && (reinterpret_cast<uintptr_t>(ob) & 15) == 0) {
+        const int per = D / V;
+        for (int i = threadIdx.x; i < rows * per; i += blockDim.x) {
+            const int j = i / per;
+            *reinterpret_cast<uint4 *>(ob + (job.q_local + (ip.first + j) * job.stride) * a.os[1] + (i - j * per) * V) =
+                make_uint4(0, 0, 0, 0);
+        }
+    } else {
+        for (int i = threadIdx.x; i < rows * D; i += blockDim.x) {
+            const int j = i / D;
+            ob[(job.q_local + (ip.first + j) * job.stride) * a.os[1] + (i - j * D) * a.os[3]] = from_f32<T>(0.f);
+        }
+    }
+    if (a.lse)
+        for (int j = threadIdx.x; j < rows; j += blockDim.x)
+            a.lse[ip.b * a.ls[0] + ip.h * a.ls[1] + (job.q_local + (ip.first + j) * job.stride) * a.ls[2]] = -INFINITY;
 }
 
 /* ------------------------------------------------------------------ tensor cores */
@@ -150,15 +197,15 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
 
 template <typename T, int D>
-__global__ void __launch_bounds__(128) attend_mma(const attend_args a) {
+__global__ void __launch_bounds__(128) attend_mma(const __grid_constant__ attend_args a) {
     constexpr int LDS = mma_lds<D>(), CH = D / 8; /* 16-byte chunks per row */
     extern __shared__ __align__(16) unsigned char smem[];
     T *Qs = reinterpret_cast<T *>(smem), *Kbuf = Qs + 64 * LDS, *Vbuf = Kbuf + 2 * 64 * LDS;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const item_pos ip = decode_item(a, blockIdx.x);
-    const rda_tile tile = a.tiles[ip.tile];
-    const rda_job &job = a.jobs[tile.job];
-    const int64_t qi0 = tile.first, r = job.stride;
+    const rda_job &job = *ip.job;
+    if (job.nk == 0) return zero_rows<T>(a, ip);
+    const int64_t qi0 = ip.first, r = job.stride;
     const int bq = (int)min((int64_t)64, job.q_count - qi0);
 
     const T *qb = static_cast<const T *>(a.q) + ip.b * a.qs[0] + ip.h * a.qs[2];
@@ -349,13 +396,13 @@ __global__ void __launch_bounds__(128) attend_mma(const attend_args a) {
 #define GENERIC_MAX_D 256
 
 template <typename T>
-__global__ void __launch_bounds__(128) attend_generic(const attend_args a) {
+__global__ void __launch_bounds__(128) attend_generic(const __grid_constant__ attend_args a) {
     constexpr int E = GENERIC_MAX_D / 32; /* elements per lane */
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const item_pos ip = decode_item(a, blockIdx.x);
-    const rda_tile tile = a.tiles[ip.tile];
-    const rda_job &job = a.jobs[tile.job];
-    const int64_t qi0 = tile.first, r = job.stride, D = a.D;
+    const rda_job &job = *ip.job;
+    if (job.nk == 0) return zero_rows<T>(a, ip);
+    const int64_t qi0 = ip.first, r = job.stride, D = a.D;
     const int bq = (int)min(a.bq, job.q_count - qi0);
     const T *qb = static_cast<const T *>(a.q) + ip.b * a.qs[0] + ip.h * a.qs[2];
     const T *kb = static_cast<const T *>(a.k) + ip.b * a.ks[0] + ip.kh * a.ks[2];
