@@ -8,7 +8,7 @@
  *                             through rda bench on an H100, 2026-11-26)
  *   kernel 2  attend_mma      + cp.async double-buffered K/V (the library's
  *                             portable path; 0.251 ms the same way)
- *   kernels 3-31 attend_wgmma Hopper warpgroup MMA (src/cuda/attend_wgmma.cuh),
+ *   kernels 3-34 attend_wgmma Hopper warpgroup MMA (src/cuda/attend_wgmma.cuh),
  *                             K/V in 128-byte swizzled shared memory read by
  *                             the MMA directly, the softmax of one key tile
  *                             overlapping the P V product of the previous; the
@@ -17,7 +17,7 @@
  *                             the variant bits V (1: stages handed over by
  *                             mbarriers, no block barrier per tile; 2: lazy
  *                             rescaling; 4: next tile's copies issued after
- *                             the MMAs):
+ *                             the MMAs; 8: row sums on the tensor cores):
  *             3  BK=128 NW=2 ST=3          (the library's for D = 128)
  *             4  BK=128 NW=2 ST=4
  *             5  BK=64  NW=2 ST=4
@@ -26,7 +26,7 @@
  *             8  BK=64  NW=1 ST=3 MINB=3
  *             9  BK=64  NW=1 ST=4 MINB=3   (the library's for short key ranges)
  *            10  BK=64  NW=1 ST=5 MINB=3
- *         11-31  NW=1..3 with the V bits: the list below (WG_VARIANTS)
+ *         11-34  NW=1..3 with the V bits: the list below (WG_VARIANTS)
  *           Times of every version: docs/PERFORMANCE.md.
  *
  * Each version is checked against an fp64 CPU reference on 64 sampled query
@@ -65,7 +65,8 @@
     X(12, 64, 3, 4, 1, 1) X(13, 128, 2, 4, 1, 1) X(14, 128, 1, 4, 2, 1) X(15, 64, 1, 4, 3, 1) X(16, 64, 3, 5, 1, 1) \
     X(17, 128, 3, 4, 1, 0) X(18, 128, 3, 4, 1, 7) X(19, 64, 1, 4, 3, 7) X(20, 128, 1, 4, 2, 7) X(21, 128, 2, 4, 1, 7) \
     X(22, 128, 3, 5, 1, 7) X(23, 64, 3, 5, 1, 7) X(24, 128, 1, 3, 2, 2) X(25, 128, 1, 3, 2, 1) X(26, 128, 1, 3, 2, 5) \
-    X(27, 64, 1, 4, 3, 2) X(28, 128, 2, 4, 1, 5) X(29, 128, 3, 4, 1, 5) X(30, 128, 1, 4, 2, 2) X(31, 128, 1, 4, 2, 5)
+    X(27, 64, 1, 4, 3, 2) X(28, 128, 2, 4, 1, 5) X(29, 128, 3, 4, 1, 5) X(30, 128, 1, 4, 2, 2) X(31, 128, 1, 4, 2, 5) \
+    X(32, 128, 1, 3, 2, 8) X(33, 64, 1, 4, 3, 8) X(34, 128, 2, 4, 1, 13)
 #endif
 
 static int query_rows(int kernel) {

@@ -61,8 +61,10 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const __grid_cons
     constexpr int BQ = 64 * NW, NT = NW * 128, LDS = D + 8, CH = D / 8;
     /* V: variant bits. 1: stages handed over by mbarriers instead of a block
      * barrier per tile (warpgroups drift apart); 2: lazy rescaling (below);
-     * 4 (with 1): the next tile's copies issued after the MMAs, not before */
-    constexpr bool MB = V & 1, LAZY = V & 2, LATE = (V & 5) == 5;
+     * 4 (with 1): the next tile's copies issued after the MMAs, not before;
+     * 8: the row sums of P by the tensor cores (P times a block of ones, in
+     * the Q tile's place once Q is in registers) instead of a sum per score */
+    constexpr bool MB = V & 1, LAZY = V & 2, LATE = (V & 5) == 5, ONES = V & 8;
     constexpr uint32_t TILE = BK * D * 2; /* bytes of one K or V tile */
     extern __shared__ unsigned char smem_raw[];
     const uint32_t raw = smem_u32(smem_raw), base = (raw + 1023) & ~1023u;
@@ -152,10 +154,18 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const __grid_cons
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++)
         ldsm_x4(qa[kk], Qs + (row0 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LDS + kk * 16 + (lane >> 4) * 8);
-    float o[D / 2];
+    float o[D / 2], osum[4] = {0.f, 0.f, 0.f, 0.f}; /* osum: ONES' row sums (2 per row) */
     float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f};
 #pragma unroll
     for (int i = 0; i < D / 2; i++) o[i] = 0.f;
+    const uint32_t ones = smem_u32(Qs);
+    if (ONES) {
+        __syncthreads(); /* every warp holds its Q fragments */
+        const uint32_t one = pack2<T>(1.f, 1.f);
+        for (int i = tid; i < 64; i += NT) reinterpret_cast<uint4 *>(Qs)[i] = make_uint4(one, one, one, one);
+        fence_proxy_async(); /* generic writes -> the MMA's reads */
+        __syncthreads();
+    }
 
     /* Iteration t: wait for tile t, prefetch tile t + ST - 2 (into the stage
      * tile t - 2 used: every warpgroup waited for that P V before the barrier),
@@ -194,7 +204,10 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const __grid_cons
     };
     auto issue_pv = [&](uint32_t vst) {
 #pragma unroll
-        for (int kk = 0; kk < BK / 16; kk++) wgmma_rs<T, D, 1>(o, pa[kk], wg_desc(vst + kk * 2048, BK * 128, 1024), 1);
+        for (int kk = 0; kk < BK / 16; kk++) {
+            wgmma_rs<T, D, 1>(o, pa[kk], wg_desc(vst + kk * 2048, BK * 128, 1024), 1);
+            if (ONES) wgmma_rs<T, 8, 0>(osum, pa[kk], wg_desc(ones, 16, 1024), 1);
+        }
         wgmma_commit();
     };
     /* softmax of S_t in place (s becomes P_t in fp32), the O rescale into
@@ -261,10 +274,10 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const __grid_cons
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 s[nt * 4 + e] = ex2(fmaf(s[nt * 4 + e], a.qscale, nmu[e >> 1]));
-                lp[e >> 1][(nt & 1) * 2 + (e & 1)] += s[nt * 4 + e];
+                if (!ONES) lp[e >> 1][(nt & 1) * 2 + (e & 1)] += s[nt * 4 + e];
             }
 #pragma unroll
-        for (int i = 0; i < 2; i++) {
+        for (int i = 0; i < 2 && !ONES; i++) {
             float ls = (lp[i][0] + lp[i][1]) + (lp[i][2] + lp[i][3]);
             ls += __shfl_xor_sync(0xffffffffu, ls, 1);
             ls += __shfl_xor_sync(0xffffffffu, ls, 2);
@@ -276,6 +289,11 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const __grid_cons
     auto rescale_pack = [&](const float al[2], bool rescale) {
 #pragma unroll
         for (int i = 0; i < D / 2; i++) wgmma_reg_fence(o[i]);
+#pragma unroll
+        for (int i = 0; i < 4 && ONES; i++) wgmma_reg_fence(osum[i]);
+        if (rescale && ONES)
+#pragma unroll
+            for (int i = 0; i < 4; i++) osum[i] *= al[i >> 1];
         if (rescale)
 #pragma unroll
         for (int nt = 0; nt < D / 8; nt++) {
@@ -320,6 +338,12 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const __grid_cons
         end_tile(ntiles - 1);
 #pragma unroll
         for (int i = 0; i < D / 2; i++) wgmma_reg_fence(o[i]);
+        if (ONES) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) wgmma_reg_fence(osum[i]);
+            lrow[0] = osum[0];
+            lrow[1] = osum[2];
+        }
     }
     /* merge what earlier steps left (none in a call without a finishing
      * pass): (o, l) at the larger m */

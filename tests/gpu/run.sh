@@ -71,9 +71,9 @@ if has playground; then
         nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iinclude -Isrc dev/cuda/attend.cu \
             -o "$pg" > "$OUT/playground.log" 2>&1
     fi
-    default="0 4096 64,1 4096 64,2 4096 64,1 16384 64,2 16384 64,2 16384 64 1,1 16384 128,2 16384 128"
-    default+=",3 16384 64,3 16384 128,3 16384 128 1,6 4096 64,6 16384 64,6 16384 64 1,9 4096 64 0 1024"
-    default+=",9 262144 64 0 1024,11 16384 64,11 16384 64 1,11 4096 64 0 1024,11 262144 64 0 1024"
+    default="0 4096 64,1 4096 64,2 4096 64,2 16384 64,3 16384 128,3 16384 128 1,6 16384 64,6 16384 64 1"
+    default+=",6 65536 64,6 65536 64 1,9 4096 64 0 1024,9 262144 64 0 1024,11 16384 64,24 16384 64"
+    default+=",28 16384 64,32 16384 64,33 4096 64 0 1024,33 262144 64 0 1024"
     IFS=, read -ra entries <<< "${PG_ARGS:-$default}"
     for args in "${entries[@]}"; do
         RDA_PG_SAMPLES=16 "$pg" $args >> "$OUT/playground.log" 2>&1
