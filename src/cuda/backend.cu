@@ -382,9 +382,10 @@ static rda_status run_phase(void *arg, const rda_phase *ph) {
     rda_context *ctx = sa->ctx;
     cuda_ctx *c = cctx(ctx);
     cudaStream_t s = c->stream;
-    /* the tables, uploaded behind the previous launch on the same stream, in
-     * one copy: host and device tables are carved alike, so one span of the
-     * host arena maps onto the device tables */
+    /* the tables: small ones inside the launch's argument block; larger
+     * ones uploaded behind the previous launch on the same stream, in one
+     * copy (host and device tables are carved alike, so one span of the
+     * host arena maps onto the device tables) */
     attend_args a;
     fill_args(&a, c, sa->p, sa->q, sa->k, sa->v, sa->o, sa->lse);
     const size_t bj = RDA_ALIGN16(sizeof(rda_job) * (size_t)ph->njobs),
