@@ -144,34 +144,6 @@ __global__ void __launch_bounds__(128) attend_mma_v1(const __grid_constant__ att
             }
         }
     }
-    /* rows complete: normalise into O; otherwise back to the running state */
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        if (rl[i] >= bq) continue;
-        int64_t row = job.q_local + (qi0 + rl[i]) * r, ai = (ip.b * a.n + row) * a.H + ip.h;
-        if (ip.cl->final) {
-            float inv = lrow[i] > 0.f ? a.factor / lrow[i] : 0.f;
-            T *orow = static_cast<T *>(a.o) + ip.b * a.os[0] + row * a.os[1] + ip.h * a.os[2];
-#pragma unroll
-            for (int nt = 0; nt < D / 8; nt++)
-                *reinterpret_cast<uint32_t *>(orow + nt * 8 + (lane & 3) * 2) =
-                    pack2<T>(o[nt][2 * i] * inv, o[nt][2 * i + 1] * inv);
-            if ((lane & 3) == 0) {
-                if (a.lse)
-                    a.lse[ip.b * a.ls[0] + ip.h * a.ls[1] + row * a.ls[2]] =
-                        lrow[i] > 0.f ? (mrow[i] + log2f(lrow[i])) * 0.6931471805599453f : -INFINITY;
-                a.l[ai] = -1.f; /* done: the final pass leaves it alone */
-            }
-        } else {
-#pragma unroll
-            for (int nt = 0; nt < D / 8; nt++)
-                *reinterpret_cast<float2 *>(a.acc + ai * D + nt * 8 + (lane & 3) * 2) =
-                    make_float2(o[nt][2 * i], o[nt][2 * i + 1]);
-            if ((lane & 3) == 0) {
-                a.m[ai] = mrow[i];
-                a.l[ai] = lrow[i];
-            }
-        }
-    }
+    store_rows<T, D>(a, ip, qi0, bq, rl, &o[0][0], mrow, lrow, lane);
 }
 

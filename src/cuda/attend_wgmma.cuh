@@ -88,17 +88,7 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const __grid_cons
 
     const T *kb = static_cast<const T *>(a.k) + ip.b * a.ks[0] + ip.kh * a.ks[2];
     const T *vb = static_cast<const T *>(a.v) + ip.b * a.vs[0] + ip.kh * a.vs[2];
-    int64_t kc0 = 0, kc1 = 0, dq0 = 0, dq1 = 0;
-    if (job.nk > 0) {
-        dq0 = (job.q_first - job.k_first[0]) / r; /* key j allowed iff j <= i + dq */
-        kc0 = a.causal ? min(job.k_count[0], qi0 + bq + dq0) : job.k_count[0];
-    }
-    if (job.nk > 1) {
-        dq1 = (job.q_first - job.k_first[1]) / r;
-        kc1 = a.causal ? min(job.k_count[1], qi0 + bq + dq1) : job.k_count[1];
-    }
-    const int64_t nt0 = kc0 > 0 ? (kc0 + BK - 1) / BK : 0, nt1 = kc1 > 0 ? (kc1 + BK - 1) / BK : 0;
-    const int64_t ntiles = nt0 + nt1, kl0 = job.k_local[0], kl1 = job.nk > 1 ? job.k_local[1] : 0;
+    const item_keys ks = keys_of<BK>(a, job, qi0, bq);
     /* Each thread copies one 16-byte column chunk of every RPP-th row of a
      * tile (RPP is a multiple of 8, so the chunk's swizzled place is the
      * same in every row it copies): one pointer step per row. */
@@ -109,9 +99,9 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const __grid_cons
     const int64_t kstep = RPP * r * a.ks[1], vstep = RPP * r * a.vs[1];
     auto load_tile = [&](int64_t t) {
         if (MB && t >= ST) mbar_wait(empty0 + (t % ST) * 8, ((t / ST) - 1) & 1); /* tile t - ST read by all */
-        const bool second = t >= nt0;
-        const int64_t k0 = (t - (second ? nt0 : 0)) * BK, kr = (second ? kl1 : kl0) + (k0 + crow) * r;
-        const int bk = (int)min((int64_t)BK, (second ? kc1 : kc0) - k0);
+        const bool second = t >= ks.nt0;
+        const int64_t k0 = (t - (second ? ks.nt0 : 0)) * BK, kr = (second ? ks.kl1 : ks.kl0) + (k0 + crow) * r;
+        const int bk = (int)min((int64_t)BK, (second ? ks.kc1 : ks.kc0) - k0);
         unsigned char *Kd = smem + (t % ST) * 2 * TILE + soff, *Vd = Kd + TILE;
         const T *kp = kb + kr * a.ks[1] + lch * 8, *vp = vb + kr * a.vs[1] + lch * 8;
 #pragma unroll
@@ -142,7 +132,7 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const __grid_cons
     if (MB) __syncthreads(); /* the barriers are initialised before any copy arrives on them */
 #pragma unroll
     for (int t = 0; t < PD; t++) {
-        if (t < ntiles) load_tile(t);
+        if (t < ks.ntiles) load_tile(t);
         else if (!MB) cp_async_commit(); /* (an empty group keeps the count) */
     }
     const int row0 = wg * 64 + (warp & 3) * 16; /* the warp's 16 rows */
@@ -183,12 +173,12 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const __grid_cons
             mbar_wait(full0 + (t % ST) * 8, (t / ST) & 1);
             fence_proxy_async(); /* the copies (generic proxy) -> the MMA's reads (async proxy) */
         } else {
-            if (t + PD - 1 < ntiles) cp_async_wait<PD - 1>(); /* groups in flight: tiles t .. t + PD - 1 */
+            if (t + PD - 1 < ks.ntiles) cp_async_wait<PD - 1>(); /* groups in flight: tiles t .. t + PD - 1 */
             else cp_async_wait<0>();
             fence_proxy_async(); /* cp.async writes -> the MMA's reads */
             __syncthreads();
         }
-        if (!LATE && t + PD < ntiles) load_tile(t + PD);
+        if (!LATE && t + PD < ks.ntiles) load_tile(t + PD);
         return base + (uint32_t)(t % ST) * 2 * TILE;
     };
     /* MB: this thread is done with tile t (its K read by S_t, its V by P_t V_t) */
@@ -218,9 +208,9 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const __grid_cons
     auto softmax = [&](int64_t t, float al[2]) -> bool {
 #pragma unroll
         for (int i = 0; i < BK / 2; i++) wgmma_reg_fence(s[i]);
-        const bool second = t >= nt0;
-        const int64_t k0 = (t - (second ? nt0 : 0)) * BK, dq = second ? dq1 : dq0;
-        const int bk = (int)min((int64_t)BK, (second ? kc1 : kc0) - k0);
+        const bool second = t >= ks.nt0;
+        const int64_t k0 = (t - (second ? ks.nt0 : 0)) * BK, dq = second ? ks.dq1 : ks.dq0;
+        const int bk = (int)min((int64_t)BK, (second ? ks.kc1 : ks.kc0) - k0);
         /* masking (tails, the causal diagonal): keys of the tile from lim on
          * are out for a row; one uniform branch, so the common path is
          * straight-line code */
@@ -310,21 +300,21 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const __grid_cons
             pa[kk][3] = pack2<T>(s[8 * kk + 6], s[8 * kk + 7]);
         }
     };
-    if (ntiles > 0) {
+    if (ks.ntiles > 0) {
         float al[2];
         uint32_t kst = begin_tile(0);
         wgmma_fence();
         issue_s(kst);
-        if (LATE && PD < ntiles) load_tile(PD);
+        if (LATE && PD < ks.ntiles) load_tile(PD);
         wgmma_wait<0>();
         rescale_pack(al, softmax(0, al));
         vprev = kst + TILE;
-        for (int64_t t = 1; t < ntiles; t++) {
+        for (int64_t t = 1; t < ks.ntiles; t++) {
             kst = begin_tile(t);
             wgmma_fence(); /* P_{t-1} and O were written since the last MMA */
             issue_s(kst);
             issue_pv(vprev);
-            if (LATE && t + PD < ntiles) load_tile(t + PD); /* while the tensor cores work */
+            if (LATE && t + PD < ks.ntiles) load_tile(t + PD); /* while the tensor cores work */
             wgmma_wait<1>(); /* S_t done; P V may still run */
             const bool rescale = softmax(t, al);
             wgmma_wait<0>();
@@ -335,7 +325,7 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const __grid_cons
         wgmma_fence();
         issue_pv(vprev);
         wgmma_wait<0>();
-        end_tile(ntiles - 1);
+        end_tile(ks.ntiles - 1);
 #pragma unroll
         for (int i = 0; i < D / 2; i++) wgmma_reg_fence(o[i]);
         if (ONES) {
@@ -363,34 +353,6 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const __grid_cons
         lrow[i] = lrow[i] * fo + lst * fs;
         mrow[i] = mx;
     }
-    /* rows complete: normalise into O; otherwise back to the running state */
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        if (rl[i] >= bq) continue;
-        int64_t row = job.q_local + (qi0 + rl[i]) * r, ai = (ip.b * a.n + row) * a.H + ip.h;
-        if (ip.cl->final) {
-            float inv = lrow[i] > 0.f ? a.factor / lrow[i] : 0.f;
-            T *orow = static_cast<T *>(a.o) + ip.b * a.os[0] + row * a.os[1] + ip.h * a.os[2];
-#pragma unroll
-            for (int nt = 0; nt < D / 8; nt++)
-                *reinterpret_cast<uint32_t *>(orow + nt * 8 + (lane & 3) * 2) =
-                    pack2<T>(o[nt * 4 + 2 * i] * inv, o[nt * 4 + 2 * i + 1] * inv);
-            if ((lane & 3) == 0) {
-                if (a.lse)
-                    a.lse[ip.b * a.ls[0] + ip.h * a.ls[1] + row * a.ls[2]] =
-                        lrow[i] > 0.f ? (mrow[i] + log2f(lrow[i])) * 0.6931471805599453f : -INFINITY;
-                a.l[ai] = a.done_l;
-            }
-        } else {
-#pragma unroll
-            for (int nt = 0; nt < D / 8; nt++)
-                *reinterpret_cast<float2 *>(a.acc + ai * D + nt * 8 + (lane & 3) * 2) =
-                    make_float2(o[nt * 4 + 2 * i], o[nt * 4 + 2 * i + 1]);
-            if ((lane & 3) == 0) {
-                a.m[ai] = mrow[i];
-                a.l[ai] = lrow[i];
-            }
-        }
-    }
+    store_rows<T, D>(a, ip, qi0, bq, rl, o, mrow, lrow, lane);
 #endif
 }

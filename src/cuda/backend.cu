@@ -340,7 +340,6 @@ static void fill_args(attend_args *a, cuda_ctx *c, const rda_problem *p, const r
     a->qscale = c->qscale;
     a->factor = (float)rda_plan_output_factor(p);
     a->done_l = c->one_pass ? 0.f : -1.f;
-    a->zero_bq = RDA_ZERO_BQ;
 }
 
 /* The tensor-core kernels also need a contiguous head dim and 16-byte
@@ -410,6 +409,7 @@ static rda_status run_phase(void *arg, const rda_phase *ph) {
         a.classes = c->d_classes;
     }
     a.nclasses = ph->nclasses;
+    a.zero_bq = ph->zero_bq > 0 ? ph->zero_bq : ph->bq; /* rows per zero-output tile, as planned */
     a.bq = ph->bq;
     if (ph->items > 0x7fffffff) {
         rda_set_msg(ctx->msg, "too many work items in one step (%lld)", (long long)ph->items);

@@ -196,6 +196,74 @@ __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool va
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
 template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
 
+/* The keys of a work item: its job's one or two key progressions as one
+ * sequence of tiles of BK keys (causal: none after the tile's last query).
+ * Scalars, not arrays: a run-time index would put them in local memory. */
+struct item_keys {
+    int64_t kc0, kc1;    /* keys of each progression */
+    int64_t dq0, dq1;    /* key j of a progression allowed for query i iff j <= i + dq */
+    int64_t kl0, kl1;    /* local row of each progression's first key */
+    int64_t nt0, ntiles; /* tiles of the first progression; of both */
+};
+
+template <int BK>
+__device__ __forceinline__ item_keys keys_of(const attend_args &a, const rda_job &job, int64_t qi0, int bq) {
+    item_keys k = {};
+    const int64_t r = job.stride;
+    if (job.nk > 0) {
+        k.dq0 = (job.q_first - job.k_first[0]) / r;
+        k.kc0 = a.causal ? min(job.k_count[0], qi0 + bq + k.dq0) : job.k_count[0];
+        k.kl0 = job.k_local[0];
+    }
+    if (job.nk > 1) {
+        k.dq1 = (job.q_first - job.k_first[1]) / r;
+        k.kc1 = a.causal ? min(job.k_count[1], qi0 + bq + k.dq1) : job.k_count[1];
+        k.kl1 = job.k_local[1];
+    }
+    k.nt0 = k.kc0 > 0 ? (k.kc0 + BK - 1) / BK : 0;
+    k.ntiles = k.nt0 + (k.kc1 > 0 ? (k.kc1 + BK - 1) / BK : 0);
+    return k;
+}
+
+/* The end of a work item for the thread's two rows rl[i] of the tile, held
+ * as m16n8 accumulator fragments o[nt * 4 + 2 * i + e] (nt < D / 8): rows
+ * then complete are normalised into O (and LSE), the others go back to the
+ * running state. */
+template <typename T, int D>
+__device__ __forceinline__ void store_rows(const attend_args &a, const item_pos &ip, int64_t qi0, int bq,
+                                           const int rl[2], const float *o, const float mrow[2],
+                                           const float lrow[2], int lane) {
+    const rda_job &job = *ip.job;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        if (rl[i] >= bq) continue;
+        int64_t row = job.q_local + (qi0 + rl[i]) * job.stride, ai = (ip.b * a.n + row) * a.H + ip.h;
+        if (ip.cl->final) {
+            float inv = lrow[i] > 0.f ? a.factor / lrow[i] : 0.f;
+            T *orow = static_cast<T *>(a.o) + ip.b * a.os[0] + row * a.os[1] + ip.h * a.os[2];
+#pragma unroll
+            for (int nt = 0; nt < D / 8; nt++)
+                *reinterpret_cast<uint32_t *>(orow + nt * 8 + (lane & 3) * 2) =
+                    pack2<T>(o[nt * 4 + 2 * i] * inv, o[nt * 4 + 2 * i + 1] * inv);
+            if ((lane & 3) == 0) {
+                if (a.lse)
+                    a.lse[ip.b * a.ls[0] + ip.h * a.ls[1] + row * a.ls[2]] =
+                        lrow[i] > 0.f ? (mrow[i] + log2f(lrow[i])) * 0.6931471805599453f : -INFINITY;
+                a.l[ai] = a.done_l;
+            }
+        } else {
+#pragma unroll
+            for (int nt = 0; nt < D / 8; nt++)
+                *reinterpret_cast<float2 *>(a.acc + ai * D + nt * 8 + (lane & 3) * 2) =
+                    make_float2(o[nt * 4 + 2 * i], o[nt * 4 + 2 * i + 1]);
+            if ((lane & 3) == 0) {
+                a.m[ai] = mrow[i];
+                a.l[ai] = lrow[i];
+            }
+        }
+    }
+}
+
 template <typename T, int D>
 __global__ void __launch_bounds__(128) attend_mma(const __grid_constant__ attend_args a) {
     constexpr int LDS = mma_lds<D>(), CH = D / 8; /* 16-byte chunks per row */
@@ -246,24 +314,13 @@ __global__ void __launch_bounds__(128) attend_mma(const __grid_constant__ attend
 
     const T *kb = static_cast<const T *>(a.k) + ip.b * a.ks[0] + ip.kh * a.ks[2];
     const T *vb = static_cast<const T *>(a.v) + ip.b * a.vs[0] + ip.kh * a.vs[2];
-    /* the key tiles of both progressions in one sequence, so that the next
-     * tile streams in (cp.async, double buffered) while this one is used */
-    /* (scalars, not arrays: a run-time index would put them in local memory) */
-    int64_t kc0 = 0, kc1 = 0, dq0 = 0, dq1 = 0;
-    if (job.nk > 0) {
-        dq0 = (job.q_first - job.k_first[0]) / r; /* key j allowed iff j <= i + dq */
-        kc0 = a.causal ? min(job.k_count[0], qi0 + bq + dq0) : job.k_count[0];
-    }
-    if (job.nk > 1) {
-        dq1 = (job.q_first - job.k_first[1]) / r;
-        kc1 = a.causal ? min(job.k_count[1], qi0 + bq + dq1) : job.k_count[1];
-    }
-    const int64_t nt0 = kc0 > 0 ? (kc0 + 63) / 64 : 0, nt1 = kc1 > 0 ? (kc1 + 63) / 64 : 0;
-    const int64_t ntiles = nt0 + nt1, kl0 = job.k_local[0], kl1 = job.nk > 1 ? job.k_local[1] : 0;
+    /* the key tiles in one sequence, so that the next tile streams in
+     * (cp.async, double buffered) while this one is used */
+    const item_keys ks = keys_of<64>(a, job, qi0, bq);
     auto load_tile = [&](int64_t t, int buf) {
-        const bool second = t >= nt0;
-        const int64_t k0 = (t - (second ? nt0 : 0)) * 64, kl = second ? kl1 : kl0;
-        const int bk = (int)min((int64_t)64, (second ? kc1 : kc0) - k0);
+        const bool second = t >= ks.nt0;
+        const int64_t k0 = (t - (second ? ks.nt0 : 0)) * 64, kl = second ? ks.kl1 : ks.kl0;
+        const int bk = (int)min((int64_t)64, (second ? ks.kc1 : ks.kc0) - k0);
         T *Kd = Kbuf + buf * 64 * LDS, *Vd = Vbuf + buf * 64 * LDS;
         for (int i = tid; i < 64 * CH; i += 128) {
             int row = i / CH, ch = i % CH;
@@ -273,12 +330,12 @@ __global__ void __launch_bounds__(128) attend_mma(const __grid_constant__ attend
         }
         cp_async_commit();
     };
-    if (ntiles > 0) load_tile(0, 0);
-    for (int64_t t = 0; t < ntiles; t++) {
-        const bool second = t >= nt0;
-        const int64_t k0 = (t - (second ? nt0 : 0)) * 64, dq = second ? dq1 : dq0;
-        const int bk = (int)min((int64_t)64, (second ? kc1 : kc0) - k0);
-        if (t + 1 < ntiles) {
+    if (ks.ntiles > 0) load_tile(0, 0);
+    for (int64_t t = 0; t < ks.ntiles; t++) {
+        const bool second = t >= ks.nt0;
+        const int64_t k0 = (t - (second ? ks.nt0 : 0)) * 64, dq = second ? ks.dq1 : ks.dq0;
+        const int bk = (int)min((int64_t)64, (second ? ks.kc1 : ks.kc0) - k0);
+        if (t + 1 < ks.ntiles) {
             load_tile(t + 1, (int)((t + 1) & 1));
             cp_async_wait<1>();
         } else {
@@ -360,35 +417,7 @@ __global__ void __launch_bounds__(128) attend_mma(const __grid_constant__ attend
         }
         __syncthreads(); /* every warp is done with buffer t & 1 before it is refilled */
     }
-    /* rows complete: normalise into O; otherwise back to the running state */
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        if (rl[i] >= bq) continue;
-        int64_t row = job.q_local + (qi0 + rl[i]) * r, ai = (ip.b * a.n + row) * a.H + ip.h;
-        if (ip.cl->final) {
-            float inv = lrow[i] > 0.f ? a.factor / lrow[i] : 0.f;
-            T *orow = static_cast<T *>(a.o) + ip.b * a.os[0] + row * a.os[1] + ip.h * a.os[2];
-#pragma unroll
-            for (int nt = 0; nt < D / 8; nt++)
-                *reinterpret_cast<uint32_t *>(orow + nt * 8 + (lane & 3) * 2) =
-                    pack2<T>(o[nt][2 * i] * inv, o[nt][2 * i + 1] * inv);
-            if ((lane & 3) == 0) {
-                if (a.lse)
-                    a.lse[ip.b * a.ls[0] + ip.h * a.ls[1] + row * a.ls[2]] =
-                        lrow[i] > 0.f ? (mrow[i] + log2f(lrow[i])) * 0.6931471805599453f : -INFINITY;
-                a.l[ai] = a.done_l;
-            }
-        } else {
-#pragma unroll
-            for (int nt = 0; nt < D / 8; nt++)
-                *reinterpret_cast<float2 *>(a.acc + ai * D + nt * 8 + (lane & 3) * 2) =
-                    make_float2(o[nt][2 * i], o[nt][2 * i + 1]);
-            if ((lane & 3) == 0) {
-                a.m[ai] = mrow[i];
-                a.l[ai] = lrow[i];
-            }
-        }
-    }
+    store_rows<T, D>(a, ip, qi0, bq, rl, &o[0][0], mrow, lrow, lane);
 }
 
 /* ------------------------------------------------------------------ CUDA cores */
