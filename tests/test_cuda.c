@@ -171,6 +171,79 @@ int main(void) {
                          lay ? "zig-zag" : "contiguous", cfg.causal);
                 run_case(s, &cfg, RDA_DTYPE_F16, P, seed++, what);
             }
+    /* the Hopper D = 64 kernels of 128 and 192 queries per item (a producer
+     * warpgroup, consumers taking turns), which the backend picks for long
+     * key spans only, forced onto every shape: odd sizes, tails, dilations,
+     * causal, bf16, rings of several steps (state merged between steps);
+     * in the quick subset, the small uncausal fp16 shapes and one ring */
+    for (int rows = 128; rows <= 192; rows += 64) {
+        char val[8];
+        snprintf(val, sizeof val, "%d", rows);
+        setenv("RDA_CUDA_TILE_ROWS", val, 1);
+        rda_context *saved = gpu;
+        cp.backend = RDA_BACKEND_CUDA;
+        CHECK(rda_context_create(&cp, &gpu) == RDA_STATUS_SUCCESS, "CUDA context, %d rows per item", rows);
+        for (int ni = 0; ni < 4; ni++)
+            for (int ti = 0; ti < 2; ti++)
+                for (int mode = 0; mode < 3; mode++)
+                    for (int causal = 0; causal < 2; causal++) {
+                        if (quick && (Ns[ni] > 97 || causal || ti)) continue;
+                        rda_config cfg = RDA_CONFIG_INIT;
+                        cfg.mode = (rda_mode)mode;
+                        cfg.causal = causal;
+                        cfg.num_patterns = 2;
+                        cfg.patterns[0] = (rda_pattern){256, 1};
+                        cfg.patterns[1] = (rda_pattern){1024, 4};
+                        shape4 s = {Ns[ni] <= 97 ? 2 : 1, Ns[ni], 3, 64};
+                        char what[160];
+                        snprintf(what, sizeof what, "%d rows: N=%lld %s mode %d causal %d", rows, (long long)Ns[ni],
+                                 rda_dtype_name(dts[ti]), mode, causal);
+                        run_case(s, &cfg, dts[ti], 1, seed++, what);
+                    }
+        for (int P = 2; P <= 4; P += 2)
+            for (int mode = 0; mode < 3; mode++)
+                for (int lay = 0; lay < 3; lay++) {
+                    if (quick && (P > 2 || mode || lay)) continue;
+                    rda_config cfg = RDA_CONFIG_INIT;
+                    cfg.mode = (rda_mode)mode;
+                    cfg.num_patterns = 2;
+                    cfg.patterns[0] = (rda_pattern){512, 1};
+                    cfg.patterns[1] = (rda_pattern){1024, 2};
+                    cfg.layout = lay ? RDA_LAYOUT_ZIGZAG : RDA_LAYOUT_CONTIGUOUS;
+                    cfg.causal = lay == 2;
+                    shape4 s = {1, quick ? 400 : 3000, 4, 64};
+                    char what[96];
+                    snprintf(what, sizeof what, "%d rows: ring P=%d mode %d %s causal %d", rows, P, mode,
+                             lay ? "zig-zag" : "contiguous", cfg.causal);
+                    run_case(s, &cfg, lay == 1 ? RDA_DTYPE_BF16 : RDA_DTYPE_F16, P, seed++, what);
+                }
+        rda_context_destroy(gpu);
+        gpu = saved;
+        unsetenv("RDA_CUDA_TILE_ROWS");
+    }
+    /* a bad value of it: calls are refused with a message, nothing written */
+    {
+        setenv("RDA_CUDA_TILE_ROWS", "100", 1);
+        rda_context *bad = NULL;
+        cp.backend = RDA_BACKEND_CUDA;
+        CHECK(rda_context_create(&cp, &bad) == RDA_STATUS_SUCCESS, "CUDA context with a bad RDA_CUDA_TILE_ROWS");
+        unsetenv("RDA_CUDA_TILE_ROWS");
+        int64_t sh[4] = {1, 64, 2, 64};
+        dbuf d[4];
+        for (int i = 0; i < 4; i++) d[i] = dalloc(2 * 64 * 2 * 64);
+        rda_tensor t[4];
+        for (int i = 0; i < 4; i++) t[i] = rda_tensor_contiguous(d[i].data, RDA_DTYPE_F16, 4, sh);
+        unsigned char before[64], after[64];
+        cudaMemcpy(before, d[3].data, 64, cudaMemcpyDeviceToHost);
+        rda_config cfg = RDA_CONFIG_INIT;
+        rda_status st = rda_attention_forward(bad, &cfg, &t[0], &t[1], &t[2], &t[3], NULL);
+        cudaMemcpy(after, d[3].data, 64, cudaMemcpyDeviceToHost);
+        CHECK(st == RDA_STATUS_INVALID_ARGUMENT && strstr(rda_context_last_error(bad), "RDA_CUDA_TILE_ROWS") &&
+                  !memcmp(before, after, 64) && dguards(&d[3]),
+              "RDA_CUDA_TILE_ROWS=100 refused: %s (%s)", rda_status_to_string(st), rda_context_last_error(bad));
+        for (int i = 0; i < 4; i++) cudaFree(d[i].raw);
+        rda_context_destroy(bad);
+    }
     /* host memory is refused, nothing written */
     {
         int64_t sh[4] = {1, 8, 1, 64};

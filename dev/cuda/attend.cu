@@ -8,7 +8,7 @@
  *                             through rda bench on an H100, 2026-11-26)
  *   kernel 2  attend_mma      + cp.async double-buffered K/V (the library's
  *                             portable path; 0.251 ms the same way)
- *   kernels 3-34 attend_wgmma Hopper warpgroup MMA (src/cuda/attend_wgmma.cuh),
+ *   kernels 3-59 attend_wgmma Hopper warpgroup MMA (src/cuda/attend_wgmma.cuh),
  *                             K/V in 128-byte swizzled shared memory read by
  *                             the MMA directly, the softmax of one key tile
  *                             overlapping the P V product of the previous; the
@@ -17,7 +17,11 @@
  *                             the variant bits V (1: stages handed over by
  *                             mbarriers, no block barrier per tile; 2: lazy
  *                             rescaling; 4: next tile's copies issued after
- *                             the MMAs; 8: row sums on the tensor cores):
+ *                             the MMAs; 8: row sums on the tensor cores;
+ *                             16: the warpgroups take turns on the tensor
+ *                             cores; 32: a producer warpgroup does every
+ *                             copy; 64 * E: E of 8 column groups of scores
+ *                             exponentiated on the FMA pipe):
  *             3  BK=128 NW=2 ST=3          (the library's for D = 128)
  *             4  BK=128 NW=2 ST=4
  *             5  BK=64  NW=2 ST=4
@@ -26,7 +30,11 @@
  *             8  BK=64  NW=1 ST=3 MINB=3
  *             9  BK=64  NW=1 ST=4 MINB=3   (the library's for short key ranges)
  *            10  BK=64  NW=1 ST=5 MINB=3
- *         11-34  NW=1..3 with the V bits: the list below (WG_VARIANTS)
+ *         11-59  NW=1..3 with the V bits: the list below (WG_VARIANTS);
+ *                35-59 the producer/turns versions (v5), among them
+ *            40  BK=128 NW=2 ST=5 V=49     (the library's for D = 64, long
+ *                                         key spans, 128 queries an item)
+ *            59  BK=96  NW=3 ST=5 V=59     (the same, 192 queries an item)
  *           Times of every version: docs/PERFORMANCE.md.
  *
  * Each version is checked against an fp64 CPU reference on 64 sampled query
@@ -66,7 +74,12 @@
     X(17, 128, 3, 4, 1, 0) X(18, 128, 3, 4, 1, 7) X(19, 64, 1, 4, 3, 7) X(20, 128, 1, 4, 2, 7) X(21, 128, 2, 4, 1, 7) \
     X(22, 128, 3, 5, 1, 7) X(23, 64, 3, 5, 1, 7) X(24, 128, 1, 3, 2, 2) X(25, 128, 1, 3, 2, 1) X(26, 128, 1, 3, 2, 5) \
     X(27, 64, 1, 4, 3, 2) X(28, 128, 2, 4, 1, 5) X(29, 128, 3, 4, 1, 5) X(30, 128, 1, 4, 2, 2) X(31, 128, 1, 4, 2, 5) \
-    X(32, 128, 1, 3, 2, 8) X(33, 64, 1, 4, 3, 8) X(34, 128, 2, 4, 1, 13)
+    X(32, 128, 1, 3, 2, 8) X(33, 64, 1, 4, 3, 8) X(34, 128, 2, 4, 1, 13) X(35, 128, 2, 4, 1, 17)    \
+    X(36, 128, 2, 4, 1, 33) X(37, 128, 2, 4, 1, 49) X(38, 128, 2, 3, 1, 49) X(39, 128, 1, 4, 2, 33)    \
+    X(40, 128, 2, 5, 1, 49) X(41, 128, 2, 2, 1, 49) X(42, 64, 2, 6, 1, 49) X(43, 128, 3, 4, 1, 49)    \
+    X(44, 128, 3, 4, 1, 33) X(45, 64, 3, 6, 1, 49) X(46, 96, 3, 4, 1, 49) X(47, 96, 3, 5, 1, 49) X(48, 96, 2, 5, 1, 49) X(49, 128, 2, 5, 1, 113)    \
+    X(50, 128, 2, 5, 1, 177) X(51, 128, 2, 5, 1, 241) X(52, 96, 3, 5, 1, 113) X(53, 96, 3, 5, 1, 177) X(54, 128, 2, 5, 1, 51)    \
+    X(55, 128, 2, 5, 1, 57) X(56, 96, 3, 5, 1, 51) X(57, 96, 3, 5, 1, 57) X(58, 128, 2, 5, 1, 59) X(59, 96, 3, 5, 1, 59)
 #endif
 
 static int query_rows(int kernel) {
@@ -88,7 +101,7 @@ template <int D> static void launch(int kernel, int64_t items, const attend_args
     if (kernel == 1) attend_mma_v1<__half, D><<<(unsigned)items, 128, mma_smem_bytes<D>(), s>>>(a);
     if (kernel == 2) attend_mma<__half, D><<<(unsigned)items, 128, mma_smem_bytes<D>(), s>>>(a);
 #define WG_LAUNCH(k, bk, nw, st, mb, p) \
-    if (kernel == k) attend_wgmma<__half, D, bk, nw, st, mb, p><<<(unsigned)items, nw * 128, wg_smem_bytes<D, bk, nw, st, p>(), s>>>(a);
+    if (kernel == k) attend_wgmma<__half, D, bk, nw, st, mb, p><<<(unsigned)items, wg_threads<nw, p>(), wg_smem_bytes<D, bk, nw, st, p>(), s>>>(a);
     WG_VARIANTS(WG_LAUNCH)
 }
 

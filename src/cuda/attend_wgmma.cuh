@@ -19,6 +19,9 @@
 #include "kernels.cuh"
 #include "wgmma.cuh"
 
+/* threads of a CTA: NW consumer warpgroups, plus the producer's with V & 32 */
+template <int NW, int V> __host__ __device__ constexpr int wg_threads() { return NW * 128 + (V & 32 ? 128 : 0); }
+
 template <int D, int BK, int NW, int ST, int V> __host__ __device__ constexpr size_t wg_smem_bytes() {
     return 1024 + (size_t)ST * 2 * BK * D * 2 + (size_t)64 * NW * (D + 8) * 2 + (V & 1 ? 2 * ST * 8 : 0);
 }
@@ -55,16 +58,79 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
                  : "memory");
 }
 
+/* The K/V copies of a work item: NL threads (thread ltid) bring tile t of
+ * its keys into stage t % ST. Each thread copies one 16-byte column chunk of
+ * every RPP-th row of a tile (RPP is a multiple of 8, so the chunk's swizzled
+ * place is the same in every row it copies): one pointer step per row. MB:
+ * the copies arrive on the stage's full barrier, after the stage's empty
+ * barrier says tile t - ST is read; otherwise each tile is a copy group. */
+template <typename T, int D, int BK, int ST, int NL, bool MB> struct wg_loads {
+    static constexpr int CH = D / 8, RPP = NL / CH, PASSES = (BK + RPP - 1) / RPP;
+    static constexpr uint32_t TILE = BK * D * 2; /* bytes of one K or V tile */
+    static_assert(RPP % 8 == 0, "rows per pass");
+    const T *kb, *vb;
+    item_keys ks;
+    int64_t r, ks1, vs1;
+    unsigned char *dst; /* the thread's chunk in stage 0's K tile */
+    uint32_t full0, empty0;
+    int crow;
+    __device__ __forceinline__ wg_loads(const attend_args &a, const item_pos &ip, const item_keys &keys, int ltid,
+                                        unsigned char *smem, uint32_t full, uint32_t empty)
+        : kb(static_cast<const T *>(a.k) + ip.b * a.ks[0] + ip.kh * a.ks[2] + (ltid % CH) * 8),
+          vb(static_cast<const T *>(a.v) + ip.b * a.vs[0] + ip.kh * a.vs[2] + (ltid % CH) * 8), ks(keys),
+          r(ip.job->stride), ks1(a.ks[1]), vs1(a.vs[1]), full0(full), empty0(empty), crow(ltid / CH) {
+        const int lch = ltid % CH;
+        dst = smem + (lch >> 3) * (BK * 128) + crow * 128 + (((lch & 7) ^ (crow & 7)) << 4);
+    }
+    __device__ __forceinline__ void operator()(int64_t t) const {
+        if (MB && t >= ST) mbar_wait(empty0 + (t % ST) * 8, ((t / ST) - 1) & 1); /* tile t - ST read by all */
+        const bool second = t >= ks.nt0;
+        const int64_t k0 = (t - (second ? ks.nt0 : 0)) * BK, kr = (second ? ks.kl1 : ks.kl0) + (k0 + crow) * r;
+        const int bk = (int)min((int64_t)BK, (second ? ks.kc1 : ks.kc0) - k0);
+        unsigned char *Kd = dst + (t % ST) * 2 * TILE, *Vd = Kd + TILE;
+        const T *kp = kb + kr * ks1, *vp = vb + kr * vs1;
+        const int64_t kstep = RPP * r * ks1, vstep = RPP * r * vs1;
+#pragma unroll
+        for (int j = 0; j < PASSES; j++) {
+            const bool ok = crow + j * RPP < bk; /* (rows past the tile's keys: zeros, nothing read) */
+            if ((j + 1) * RPP <= BK || crow + j * RPP < BK) {
+                cp_async16(Kd + j * RPP * 128, ok ? kp : kb, ok);
+                cp_async16(Vd + j * RPP * 128, ok ? vp : vb, ok);
+            }
+            kp += kstep;
+            vp += vstep;
+        }
+        if (MB) mbar_arrive_copies(full0 + (t % ST) * 8);
+        else cp_async_commit();
+    }
+};
+
 template <typename T, int D, int BK, int NW, int ST, int MINB, int V>
-__global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const __grid_constant__ attend_args a) {
+__global__ void __launch_bounds__(wg_threads<NW, V>(), MINB) attend_wgmma(const __grid_constant__ attend_args a) {
 #ifdef RDA_WGMMA
-    constexpr int BQ = 64 * NW, NT = NW * 128, LDS = D + 8, CH = D / 8;
+    constexpr int BQ = 64 * NW, NC = NW * 128, NT = wg_threads<NW, V>(), LDS = D + 8, CH = D / 8;
     /* V: variant bits. 1: stages handed over by mbarriers instead of a block
      * barrier per tile (warpgroups drift apart); 2: lazy rescaling (below);
      * 4 (with 1): the next tile's copies issued after the MMAs, not before;
      * 8: the row sums of P by the tensor cores (P times a block of ones, in
-     * the Q tile's place once Q is in registers) instead of a sum per score */
-    constexpr bool MB = V & 1, LAZY = V & 2, LATE = (V & 5) == 5, ONES = V & 8;
+     * the Q tile's place once Q is in registers) instead of a sum per score;
+     * 16 (NW >= 2, with 1): the warpgroups take turns on the tensor cores
+     * (named barriers, FlashAttention-3's ping-pong), so one's softmax runs
+     * while the others' MMAs do; 32 (with 1): a producer warpgroup issues every K/V copy, the
+     * NW consumer warpgroups only compute (registers moved to them by
+     * setmaxnreg); 64 * E (E = 1 .. 3): E of every 8 column groups of
+     * scores exponentiated by ex2_poly (FMA pipe) instead of MUFU.EX2 */
+    constexpr bool MB = V & 1, LAZY = V & 2, LATE = (V & 5) == 5, ONES = V & 8, PP = V & 16, WS = V & 32;
+    constexpr int EMU = (V >> 6) & 3;
+    static_assert(!PP || (NW >= 2 && MB), "turns: two warpgroups or more, mbarrier stages");
+    static_assert(!WS || (MB && !LATE), "producer warpgroup: mbarrier stages");
+    /* registers per thread of the producer and of the consumers (multiples
+     * of 8): what the launch bounds give every thread, moved from the
+     * producer to the consumers (the sum may not exceed the CTA's share, or
+     * setmaxnreg.inc waits forever) */
+    constexpr int RL = 65536 / MINB / NT / 8 * 8 > 255 ? 255 : 65536 / MINB / NT / 8 * 8, PREG = 32,
+                  CREG = (NT * RL - 128 * PREG) / NC / 8 * 8 > 240 ? 240 : (NT * RL - 128 * PREG) / NC / 8 * 8;
+    static_assert(!WS || 128 * PREG + NC * CREG <= NT * RL, "register split");
     constexpr uint32_t TILE = BK * D * 2; /* bytes of one K or V tile */
     extern __shared__ unsigned char smem_raw[];
     const uint32_t raw = smem_u32(smem_raw), base = (raw + 1023) & ~1023u;
@@ -79,59 +145,42 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const __grid_cons
     if (job.nk == 0) return zero_rows<T>(a, ip);
     if (MB && tid == 0)
         for (int i = 0; i < ST; i++) {
-            mbar_init(full0 + i * 8, NT);
-            mbar_init(empty0 + i * 8, NT);
+            mbar_init(full0 + i * 8, WS ? 128 : NT); /* the copying threads */
+            mbar_init(empty0 + i * 8, NC);           /* the computing ones */
         }
     if (MB && tid == 0) asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     const int64_t qi0 = ip.first, r = job.stride;
     const int bq = (int)min((int64_t)BQ, job.q_count - qi0);
-
-    const T *kb = static_cast<const T *>(a.k) + ip.b * a.ks[0] + ip.kh * a.ks[2];
-    const T *vb = static_cast<const T *>(a.v) + ip.b * a.vs[0] + ip.kh * a.vs[2];
-    const item_keys ks = keys_of<BK>(a, job, qi0, bq);
-    /* Each thread copies one 16-byte column chunk of every RPP-th row of a
-     * tile (RPP is a multiple of 8, so the chunk's swizzled place is the
-     * same in every row it copies): one pointer step per row. */
-    constexpr int RPP = NT / CH, PASSES = (BK + RPP - 1) / RPP;
-    static_assert(RPP % 8 == 0, "rows per pass");
-    const int crow = tid / CH, lch = tid % CH;
-    const uint32_t soff = (lch >> 3) * (BK * 128) + crow * 128 + (((lch & 7) ^ (crow & 7)) << 4);
-    const int64_t kstep = RPP * r * a.ks[1], vstep = RPP * r * a.vs[1];
-    auto load_tile = [&](int64_t t) {
-        if (MB && t >= ST) mbar_wait(empty0 + (t % ST) * 8, ((t / ST) - 1) & 1); /* tile t - ST read by all */
-        const bool second = t >= ks.nt0;
-        const int64_t k0 = (t - (second ? ks.nt0 : 0)) * BK, kr = (second ? ks.kl1 : ks.kl0) + (k0 + crow) * r;
-        const int bk = (int)min((int64_t)BK, (second ? ks.kc1 : ks.kc0) - k0);
-        unsigned char *Kd = smem + (t % ST) * 2 * TILE + soff, *Vd = Kd + TILE;
-        const T *kp = kb + kr * a.ks[1] + lch * 8, *vp = vb + kr * a.vs[1] + lch * 8;
-#pragma unroll
-        for (int j = 0; j < PASSES; j++) {
-            const bool ok = crow + j * RPP < bk; /* (rows past the tile's keys: zeros, nothing read) */
-            if ((j + 1) * RPP <= BK || crow + j * RPP < BK) {
-                cp_async16(Kd + j * RPP * 128, ok ? kp : kb, ok);
-                cp_async16(Vd + j * RPP * 128, ok ? vp : vb, ok);
-            }
-            kp += kstep;
-            vp += vstep;
+    constexpr int PD = ST - 2; /* prefetch distance (without the producer) */
+    static_assert(WS || PD >= 1, "at least 3 stages (2 with the producer warpgroup)");
+    if (WS) {
+        /* the split comes first, so that nothing computed before it lives
+         * on in the producer's few registers */
+        __syncthreads(); /* the barriers are initialised before any copy arrives on them */
+        if (tid >= NC) { /* the producer: every tile, as stages free up */
+            asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(PREG));
+            const wg_loads<T, D, BK, ST, 128, MB> load_tile(a, ip, keys_of<BK>(a, job, qi0, bq), tid - NC, smem, full0,
+                                                             empty0);
+            for (int64_t t = 0; t < load_tile.ks.ntiles; t++) load_tile(t);
+            return;
         }
-        if (MB) mbar_arrive_copies(full0 + (t % ST) * 8);
-        else cp_async_commit();
-    };
-    constexpr int PD = ST - 2; /* prefetch distance */
-    static_assert(PD >= 1, "at least 3 stages");
+        asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(CREG));
+    }
+    const wg_loads<T, D, BK, ST, NT, MB> load_tile(a, ip, keys_of<BK>(a, job, qi0, bq), tid, smem, full0, empty0);
+    const item_keys &ks = load_tile.ks;
     /* Start-up, every latency at once: the Q tile (its own copy group) and
      * the first key/value tiles stream in together; the state earlier steps
      * left is merged at the end. */
     const T *qb = static_cast<const T *>(a.q) + ip.b * a.qs[0] + ip.h * a.qs[2];
-    for (int i = tid; i < BQ * CH; i += NT) {
+    for (int i = tid; i < BQ * CH; i += NC) { /* (by the consumers) */
         const int row = i / CH, ch = i % CH;
         cp_async16(Qs + row * LDS + ch * 8,
                    row < bq ? qb + (job.q_local + (qi0 + row) * r) * a.qs[1] + ch * 8 : qb, row < bq);
     }
     cp_async_commit();
-    if (MB) __syncthreads(); /* the barriers are initialised before any copy arrives on them */
+    if (MB && !WS) __syncthreads(); /* the barriers are initialised before any copy arrives on them */
 #pragma unroll
-    for (int t = 0; t < PD; t++) {
+    for (int t = 0; t < (WS ? 0 : PD); t++) {
         if (t < ks.ntiles) load_tile(t);
         else if (!MB) cp_async_commit(); /* (an empty group keeps the count) */
     }
@@ -139,7 +188,11 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const __grid_cons
     const int rl[2] = {row0 + (lane >> 2), row0 + (lane >> 2) + 8};
     if (MB) cp_async_wait<0>(); /* the Q group (the tiles arrive on barriers) */
     else cp_async_wait<PD>();
-    __syncthreads();
+    auto consumers_sync = [&]() { /* every computing thread (named barrier 8; 1 .. NW are the turns) */
+        if (WS) asm volatile("bar.sync 8, %0;" ::"n"(NC) : "memory");
+        else __syncthreads();
+    };
+    consumers_sync();
     uint32_t qa[D / 16][4];
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++)
@@ -150,11 +203,11 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const __grid_cons
     for (int i = 0; i < D / 2; i++) o[i] = 0.f;
     const uint32_t ones = smem_u32(Qs);
     if (ONES) {
-        __syncthreads(); /* every warp holds its Q fragments */
+        consumers_sync(); /* every warp holds its Q fragments */
         const uint32_t one = pack2<T>(1.f, 1.f);
-        for (int i = tid; i < 64; i += NT) reinterpret_cast<uint4 *>(Qs)[i] = make_uint4(one, one, one, one);
+        for (int i = tid; i < 64; i += NC) reinterpret_cast<uint4 *>(Qs)[i] = make_uint4(one, one, one, one);
         fence_proxy_async(); /* generic writes -> the MMA's reads */
-        __syncthreads();
+        consumers_sync();
     }
 
     /* Iteration t: wait for tile t, prefetch tile t + ST - 2 (into the stage
@@ -178,7 +231,7 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const __grid_cons
             fence_proxy_async(); /* cp.async writes -> the MMA's reads */
             __syncthreads();
         }
-        if (!LATE && t + PD < ks.ntiles) load_tile(t + PD);
+        if (!LATE && !WS && t + PD < ks.ntiles) load_tile(t + PD);
         return base + (uint32_t)(t % ST) * 2 * TILE;
     };
     /* MB: this thread is done with tile t (its K read by S_t, its V by P_t V_t) */
@@ -263,7 +316,8 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const __grid_cons
         for (int nt = 0; nt < BK / 8; nt++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                s[nt * 4 + e] = ex2(fmaf(s[nt * 4 + e], a.qscale, nmu[e >> 1]));
+                const float x = fmaf(s[nt * 4 + e], a.qscale, nmu[e >> 1]);
+                s[nt * 4 + e] = nt % 8 < EMU ? ex2_poly(x) : ex2(x);
                 if (!ONES) lp[e >> 1][(nt & 1) * 2 + (e & 1)] += s[nt * 4 + e];
             }
 #pragma unroll
@@ -300,20 +354,35 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const __grid_cons
             pa[kk][3] = pack2<T>(s[8 * kk + 6], s[8 * kk + 7]);
         }
     };
+    /* PP: warpgroup w issues its MMAs between a wait on barrier 1 + w and an
+     * arrival on the next one's (in a ring); the last warpgroup arrives once
+     * first (warpgroup 0 starts) and not after its last MMAs (the counts
+     * match) */
+    auto turn_wait = [&]() {
+        if (PP) asm volatile("bar.sync %0, 256;" ::"r"(1 + wg) : "memory");
+    };
+    auto turn_pass = [&](bool last) {
+        if (PP && !(last && wg == NW - 1)) asm volatile("bar.arrive %0, 256;" ::"r"(1 + (wg + 1) % NW) : "memory");
+    };
     if (ks.ntiles > 0) {
         float al[2];
+        if (PP && wg == NW - 1) asm volatile("bar.arrive 1, 256;" ::: "memory");
         uint32_t kst = begin_tile(0);
+        turn_wait();
         wgmma_fence();
         issue_s(kst);
+        turn_pass(false);
         if (LATE && PD < ks.ntiles) load_tile(PD);
         wgmma_wait<0>();
         rescale_pack(al, softmax(0, al));
         vprev = kst + TILE;
         for (int64_t t = 1; t < ks.ntiles; t++) {
             kst = begin_tile(t);
+            turn_wait();
             wgmma_fence(); /* P_{t-1} and O were written since the last MMA */
             issue_s(kst);
             issue_pv(vprev);
+            turn_pass(false);
             if (LATE && t + PD < ks.ntiles) load_tile(t + PD); /* while the tensor cores work */
             wgmma_wait<1>(); /* S_t done; P V may still run */
             const bool rescale = softmax(t, al);
@@ -322,8 +391,10 @@ __global__ void __launch_bounds__(NW * 128, MINB) attend_wgmma(const __grid_cons
             rescale_pack(al, rescale);
             vprev = kst + TILE;
         }
+        turn_wait();
         wgmma_fence();
         issue_pv(vprev);
+        turn_pass(true);
         wgmma_wait<0>();
         end_tile(ks.ntiles - 1);
 #pragma unroll

@@ -4,6 +4,7 @@
  * growth. */
 #include <cuda_runtime.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "attend_wgmma.cuh"
@@ -22,7 +23,9 @@ typedef struct {
     bool state_clean; /* l (at the start of dws) is zero: the last call's finishing pass reset it */
     bool one_pass;    /* this call: every row written by one final work item, no finishing pass */
     int sms;          /* multiprocessors, and CTAs of each Hopper D = 64 kernel one holds */
-    int occ_wg64, occ_wg64s;
+    int occ_wg64, occ_wg64s, occ_wg64p2, occ_wg64p3;
+    int wg64_rows;    /* this call's D = 64 Hopper kernels: 64 (WG64, WG64S), 128 (WG64P2) or 192 (WG64P3) */
+    int force_rows;   /* RDA_CUDA_TILE_ROWS: that choice made for every call (0: by the key spans, -1: a bad value) */
     /* the call in progress */
     float *acc, *m, *l;
     int64_t n;     /* rows of the rank */
@@ -75,6 +78,21 @@ extern "C" int rda_cuda_device_count(void) {
 #define WG64S(T) attend_wgmma<T, 64, 64, 1, 4, 3, 8>
 #define WG64S_SMEM wg_smem_bytes<64, 64, 1, 4, 8>()
 #define WG64S_MAX_KEYS 2048
+/* for long key spans: a producer warpgroup copying K and V, two or three
+ * consumer warpgroups taking turns on the tensor cores, 128 or 192 queries
+ * per work item, one CTA per SM (variants 40 and 59: the three-warpgroup
+ * one with 96-key tiles, lazy rescaling and the row sums on the tensor
+ * cores); the one whose waves take less time runs (wg64_long_rows) */
+#define WG64P2(T) attend_wgmma<T, 64, 128, 2, 5, 1, 49>
+#define WG64P2_SMEM wg_smem_bytes<64, 128, 2, 5, 49>()
+#define WG64P2_THREADS wg_threads<2, 49>()
+#define WG64P3(T) attend_wgmma<T, 64, 96, 3, 5, 1, 59>
+#define WG64P3_SMEM wg_smem_bytes<64, 96, 3, 5, 59>()
+#define WG64P3_THREADS wg_threads<3, 59>()
+/* throughput of each on long rows (TFLOP/s, H100, dense N = 65536 and
+ * 16384, docs/PERFORMANCE.md): only their ratio matters */
+#define WG64P2_RATE 417.0
+#define WG64P3_RATE 465.0
 #define WG128(T) attend_wgmma<T, 128, 128, 2, 3, 1, 0>
 #define WG128_SMEM wg_smem_bytes<128, 128, 2, 3, 0>()
 #define WG128_NW 2
@@ -114,6 +132,16 @@ static rda_status detect_wgmma(rda_context *ctx, cuda_ctx *c) {
                                       (int)WG128_SMEM));
         CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&c->occ_wg64, WG64(__half), 128 * WG64_NW, WG64_SMEM));
         CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&c->occ_wg64s, WG64S(__half), 128, WG64S_SMEM));
+        CUDA_TRY(cudaFuncSetAttribute(WG64P2(__half), cudaFuncAttributeMaxDynamicSharedMemorySize, (int)WG64P2_SMEM));
+        CUDA_TRY(cudaFuncSetAttribute(WG64P2(__nv_bfloat16), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      (int)WG64P2_SMEM));
+        CUDA_TRY(cudaFuncSetAttribute(WG64P3(__half), cudaFuncAttributeMaxDynamicSharedMemorySize, (int)WG64P3_SMEM));
+        CUDA_TRY(cudaFuncSetAttribute(WG64P3(__nv_bfloat16), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      (int)WG64P3_SMEM));
+        CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&c->occ_wg64p2, WG64P2(__half), WG64P2_THREADS,
+                                                               WG64P2_SMEM));
+        CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&c->occ_wg64p3, WG64P3(__half), WG64P3_THREADS,
+                                                               WG64P3_SMEM));
     }
     return RDA_STATUS_SUCCESS;
 }
@@ -161,6 +189,11 @@ static rda_status context_init(rda_context *ctx, int32_t device, void *stream) {
                                   (int)mma_smem_bytes<128>()));
     CUDA_TRY(cudaFuncSetAttribute(attend_mma<__nv_bfloat16, 128>,
                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mma_smem_bytes<128>()));
+    /* the D = 64 Hopper kernel family, for tests and measurements */
+    if (const char *f = getenv("RDA_CUDA_TILE_ROWS")) {
+        c->force_rows = atoi(f);
+        if (c->force_rows != 64 && c->force_rows != 128 && c->force_rows != 192) c->force_rows = -1; /* refused by calls */
+    }
     return detect_wgmma(ctx, c);
 }
 
@@ -231,10 +264,40 @@ static bool mma_shape(const rda_problem *p) {
     return (p->dtype == RDA_DTYPE_F16 || p->dtype == RDA_DTYPE_BF16) && (p->D == 64 || p->D == 128);
 }
 
-/* Queries per work item: the tile of the kernel that will run. */
-static int64_t tile_rows(const cuda_ctx *c, const rda_problem *p) {
-    if (c->wgmma && mma_shape(p)) return 64 * (p->D == 64 ? WG64_NW : WG128_NW);
-    return RDA_CUDA_BQ;
+/* The longest key span of one job: the key block (dense) or the keys of
+ * a segment under its dilation. */
+static int64_t key_span(const rda_problem *p, const rda_rows *qr) {
+    if (p->mode == RDA_MODE_DENSE) return qr->total;
+    int64_t m = 0;
+    for (int32_t i = 0; i < p->G; i++) {
+        const int64_t w = min(p->patterns[i].segment, p->N), r = p->patterns[i].dilation;
+        m = max(m, (w + r - 1) / r);
+    }
+    return m;
+}
+
+/* Long key spans at D = 64: 128 or 192 queries per work item, whichever
+ * takes less time in whole waves (B * H * rows / tile items, each taking
+ * time in proportion to its queries over the kernel's rate): at N = 16384
+ * and H = 8, 1024 items of 128 (8 waves on 132 SMs) beat 688 of 192 (6
+ * waves of 1.5 times the queries at 1.08 times the rate). */
+static int64_t wg64_long_rows(const cuda_ctx *c, const rda_problem *p, const rda_rows *qr) {
+    if (c->occ_wg64p2 < 1 || c->occ_wg64p3 < 1) return c->occ_wg64p2 >= 1 ? 128 : 192;
+    const int64_t n2 = p->B * p->H * ((qr->total + 127) / 128), n3 = p->B * p->H * ((qr->total + 191) / 192);
+    const int64_t s2 = (int64_t)c->sms * c->occ_wg64p2, s3 = (int64_t)c->sms * c->occ_wg64p3;
+    const double t2 = (double)((n2 + s2 - 1) / s2) * 128.0 / WG64P2_RATE,
+                 t3 = (double)((n3 + s3 - 1) / s3) * 192.0 / WG64P3_RATE;
+    return t3 < t2 ? 192 : 128;
+}
+
+/* Queries per work item: the tile of the kernels that will run. */
+static int64_t tile_rows(cuda_ctx *c, const rda_problem *p, const rda_rows *qr) {
+    c->wg64_rows = 64;
+    if (!c->wgmma || !mma_shape(p)) return RDA_CUDA_BQ;
+    if (p->D != 64) return 64 * WG128_NW;
+    if (c->force_rows) c->wg64_rows = c->force_rows;
+    else if (key_span(p, qr) > WG64S_MAX_KEYS) c->wg64_rows = (int)wg64_long_rows(c, p, qr);
+    return c->wg64_rows;
 }
 
 static rda_status cuda_begin(rda_context *ctx, const rda_problem *p, const rda_rows *qr, size_t block,
@@ -244,7 +307,11 @@ static rda_status cuda_begin(rda_context *ctx, const rda_problem *p, const rda_r
     CUDA_TRY(cudaSetDevice(c->device));
     int64_t rows_hd = p->B * qr->total * p->H;
     /* the step tables: built on the host, copied to identically carved device memory */
-    const int64_t bq = tile_rows(c, p);
+    if (c->force_rows < 0) {
+        rda_set_msg(ctx->msg, "RDA_CUDA_TILE_ROWS must be 64, 128 or 192 (got \"%s\")", getenv("RDA_CUDA_TILE_ROWS"));
+        return RDA_STATUS_INVALID_ARGUMENT;
+    }
+    const int64_t bq = tile_rows(c, p, qr);
     size_t tables = rda_plan_phase_bytes(p, qr, bq);
     rda_carver hc;
     if ((st = rda_context_reserve(ctx, tables, &hc))) return st;
@@ -427,7 +494,13 @@ static rda_status run_phase(void *arg, const rda_phase *ph) {
             if (cl->ntiles > 0 && ph->jobs[ph->tiles[cl->first_tile].job].nk > 0)
                 items += cl->ntiles * sa->p->B * cl->nheads;
         }
-        if (sa->p->D == 64 && keys <= WG64S_MAX_KEYS && wg64s_faster(c, items)) {
+        if (sa->p->D == 64 && c->wg64_rows == 128) {
+            if (bf) WG64P2(__nv_bfloat16)<<<grid, WG64P2_THREADS, WG64P2_SMEM, s>>>(a);
+            else WG64P2(__half)<<<grid, WG64P2_THREADS, WG64P2_SMEM, s>>>(a);
+        } else if (sa->p->D == 64 && c->wg64_rows == 192) {
+            if (bf) WG64P3(__nv_bfloat16)<<<grid, WG64P3_THREADS, WG64P3_SMEM, s>>>(a);
+            else WG64P3(__half)<<<grid, WG64P3_THREADS, WG64P3_SMEM, s>>>(a);
+        } else if (sa->p->D == 64 && keys <= WG64S_MAX_KEYS && wg64s_faster(c, items)) {
             if (bf) WG64S(__nv_bfloat16)<<<grid, 128, WG64S_SMEM, s>>>(a);
             else WG64S(__half)<<<grid, 128, WG64S_SMEM, s>>>(a);
         } else if (sa->p->D == 64) {

@@ -69,6 +69,22 @@ __device__ __forceinline__ float ex2(float x) {
     return y;
 }
 
+/* 2^x for x <= 0 on the FMA and integer pipes instead of the special
+ * function unit (whose 16 results per SM per clock are what limits the
+ * softmax of a Hopper SM at D = 64): x = j + f with j = round(x) (the
+ * 1.5 * 2^23 shift puts j in the low mantissa bits of t), 2^f on [-1/2, 1/2]
+ * by a cubic (relative error 7.5e-5, below fp16's rounding of P), j added to
+ * the exponent. x is clamped at -126, so 2^x stays a normal number (at most
+ * 2^-125.5 where it should be 0: nothing next to P's own rounding). */
+__device__ __forceinline__ float ex2_poly(float x) {
+    x = fmaxf(x, -126.f);
+    const float t = x + 12582912.f, f = x - (t - 12582912.f);
+    float p = fmaf(0.0551695256f, f, 0.242610939f);
+    p = fmaf(p, f, 0.693261379f);
+    p = fmaf(p, f, 0.999928096f);
+    return __int_as_float(__float_as_int(p) + (__float_as_int(t) << 23));
+}
+
 template <typename T> __device__ __forceinline__ float to_f32(T x);
 template <> __device__ __forceinline__ float to_f32<float>(float x) { return x; }
 template <> __device__ __forceinline__ float to_f32<__half>(__half x) { return __half2float(x); }
