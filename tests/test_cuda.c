@@ -100,6 +100,45 @@ static void run_case(shape4 s, const rda_config *cfg, rda_dtype dt, int P, uint6
     free(q), free(k), free(v), free(o), free(lse), free(lref), free(q64), free(k64), free(v64), free(o64);
 }
 
+/* One case of the sweep: a tail (N % w != 0), a segment longer than N for
+ * small N, H = 3 (not divisible by G = 2). */
+static void sweep_case(const char *tag, int64_t N, int64_t D, rda_dtype dt, int mode, int causal, uint64_t seed) {
+    rda_config cfg = RDA_CONFIG_INIT;
+    cfg.mode = (rda_mode)mode;
+    cfg.causal = causal;
+    cfg.num_patterns = 2;
+    cfg.patterns[0] = (rda_pattern){256, 1};
+    cfg.patterns[1] = (rda_pattern){1024, 4};
+    shape4 s = {N <= 97 ? 2 : 1, N, 3, D};
+    char what[160];
+    snprintf(what, sizeof what, "%sN=%lld D=%lld %s mode %d causal %d", tag, (long long)N, (long long)D,
+             rda_dtype_name(dt), mode, causal);
+    run_case(s, &cfg, dt, 1, seed, what);
+}
+
+/* Rings of 2 and 4 virtual ranks on one GPU equal one rank: every mode,
+ * contiguous and zig-zag (causal and not); bf16_zigzag: the uncausal
+ * zig-zag rings in bf16 (else all fp16); one: only P = 2, dense, contiguous. */
+static void ring_cases(const char *tag, int64_t N, bool bf16_zigzag, bool one, uint64_t *seed) {
+    for (int P = 2; P <= 4; P += 2)
+        for (int mode = 0; mode < 3; mode++)
+            for (int lay = 0; lay < 3; lay++) {
+                if (one && (P > 2 || mode || lay)) continue;
+                rda_config cfg = RDA_CONFIG_INIT;
+                cfg.mode = (rda_mode)mode;
+                cfg.num_patterns = 2;
+                cfg.patterns[0] = (rda_pattern){512, 1};
+                cfg.patterns[1] = (rda_pattern){1024, 2};
+                cfg.layout = lay ? RDA_LAYOUT_ZIGZAG : RDA_LAYOUT_CONTIGUOUS;
+                cfg.causal = lay == 2;
+                shape4 s = {1, N, 4, 64};
+                char what[96];
+                snprintf(what, sizeof what, "%sring P=%d mode %d %s causal %d", tag, P, mode,
+                         lay ? "zig-zag" : "contiguous", cfg.causal);
+                run_case(s, &cfg, bf16_zigzag && lay == 1 ? RDA_DTYPE_BF16 : RDA_DTYPE_F16, P, (*seed)++, what);
+            }
+}
+
 int main(void) {
     if (!rda_cuda_available()) {
         printf("cuda: skipped (no CUDA device, or built without the CUDA backend)\n");
@@ -126,18 +165,7 @@ int main(void) {
                         int64_t N = Ns[ni], D = Ds[di];
                         if (quick && (N > 97 || causal)) continue;
                         if (N == 4097 && (D == 40 || ti == 2)) continue; /* the slow paths: smaller sizes */
-                        rda_config cfg = RDA_CONFIG_INIT;
-                        cfg.mode = (rda_mode)mode;
-                        cfg.causal = causal;
-                        cfg.num_patterns = 2;
-                        /* a tail (N % w != 0), a segment longer than N for small N */
-                        cfg.patterns[0] = (rda_pattern){256, 1};
-                        cfg.patterns[1] = (rda_pattern){1024, 4};
-                        shape4 s = {N <= 97 ? 2 : 1, N, 3, D}; /* H = 3: not divisible by G = 2 */
-                        char what[160];
-                        snprintf(what, sizeof what, "N=%lld D=%lld %s mode %d causal %d", (long long)N, (long long)D,
-                                 rda_dtype_name(dts[ti]), mode, causal);
-                        run_case(s, &cfg, dts[ti], 1, seed++, what);
+                        sweep_case("", N, D, dts[ti], mode, causal, seed++);
                     }
     /* enough work items of short key spans that the backend takes its
      * 64-key-tile kernel (chosen by whole waves: here 2 against 3) */
@@ -153,70 +181,27 @@ int main(void) {
         snprintf(what, sizeof what, "short spans N=8192 %s causal %d", c ? "bf16" : "fp16", c);
         run_case(s, &cfg, c ? RDA_DTYPE_BF16 : RDA_DTYPE_F16, 1, seed++, what);
     }
-    /* rings of virtual ranks on one GPU equal one rank: contiguous, and
-     * zig-zag (causal and not) */
-    for (int P = 2; P <= 4; P += 2)
-        for (int mode = 0; mode < 3; mode++)
-            for (int lay = 0; lay < 3; lay++) {
-                rda_config cfg = RDA_CONFIG_INIT;
-                cfg.mode = (rda_mode)mode;
-                cfg.num_patterns = 2;
-                cfg.patterns[0] = (rda_pattern){512, 1};
-                cfg.patterns[1] = (rda_pattern){1024, 2};
-                cfg.layout = lay ? RDA_LAYOUT_ZIGZAG : RDA_LAYOUT_CONTIGUOUS;
-                cfg.causal = lay == 2;
-                shape4 s = {1, quick ? 96 : 2000, 4, 64};
-                char what[96];
-                snprintf(what, sizeof what, "ring P=%d mode %d %s causal %d", P, mode,
-                         lay ? "zig-zag" : "contiguous", cfg.causal);
-                run_case(s, &cfg, RDA_DTYPE_F16, P, seed++, what);
-            }
+    ring_cases("", quick ? 96 : 2000, false, false, &seed);
     /* the Hopper D = 64 kernels of 128 and 192 queries per item (a producer
      * warpgroup, consumers taking turns), which the backend picks for long
      * key spans only, forced onto every shape: odd sizes, tails, dilations,
      * causal, bf16, rings of several steps (state merged between steps);
      * in the quick subset, the small uncausal fp16 shapes and one ring */
     for (int rows = 128; rows <= 192; rows += 64) {
-        char val[8];
-        snprintf(val, sizeof val, "%d", rows);
-        setenv("RDA_CUDA_TILE_ROWS", val, 1);
+        char tag[16];
+        snprintf(tag, sizeof tag, "%d", rows);
+        setenv("RDA_CUDA_TILE_ROWS", tag, 1);
         rda_context *saved = gpu;
         cp.backend = RDA_BACKEND_CUDA;
         CHECK(rda_context_create(&cp, &gpu) == RDA_STATUS_SUCCESS, "CUDA context, %d rows per item", rows);
+        strcat(tag, " rows: ");
         for (int ni = 0; ni < 4; ni++)
             for (int ti = 0; ti < 2; ti++)
                 for (int mode = 0; mode < 3; mode++)
-                    for (int causal = 0; causal < 2; causal++) {
-                        if (quick && (Ns[ni] > 97 || causal || ti)) continue;
-                        rda_config cfg = RDA_CONFIG_INIT;
-                        cfg.mode = (rda_mode)mode;
-                        cfg.causal = causal;
-                        cfg.num_patterns = 2;
-                        cfg.patterns[0] = (rda_pattern){256, 1};
-                        cfg.patterns[1] = (rda_pattern){1024, 4};
-                        shape4 s = {Ns[ni] <= 97 ? 2 : 1, Ns[ni], 3, 64};
-                        char what[160];
-                        snprintf(what, sizeof what, "%d rows: N=%lld %s mode %d causal %d", rows, (long long)Ns[ni],
-                                 rda_dtype_name(dts[ti]), mode, causal);
-                        run_case(s, &cfg, dts[ti], 1, seed++, what);
-                    }
-        for (int P = 2; P <= 4; P += 2)
-            for (int mode = 0; mode < 3; mode++)
-                for (int lay = 0; lay < 3; lay++) {
-                    if (quick && (P > 2 || mode || lay)) continue;
-                    rda_config cfg = RDA_CONFIG_INIT;
-                    cfg.mode = (rda_mode)mode;
-                    cfg.num_patterns = 2;
-                    cfg.patterns[0] = (rda_pattern){512, 1};
-                    cfg.patterns[1] = (rda_pattern){1024, 2};
-                    cfg.layout = lay ? RDA_LAYOUT_ZIGZAG : RDA_LAYOUT_CONTIGUOUS;
-                    cfg.causal = lay == 2;
-                    shape4 s = {1, quick ? 400 : 3000, 4, 64};
-                    char what[96];
-                    snprintf(what, sizeof what, "%d rows: ring P=%d mode %d %s causal %d", rows, P, mode,
-                             lay ? "zig-zag" : "contiguous", cfg.causal);
-                    run_case(s, &cfg, lay == 1 ? RDA_DTYPE_BF16 : RDA_DTYPE_F16, P, seed++, what);
-                }
+                    for (int causal = 0; causal < 2; causal++)
+                        if (!quick || (Ns[ni] <= 97 && !causal && !ti))
+                            sweep_case(tag, Ns[ni], 64, dts[ti], mode, causal, seed++);
+        ring_cases(tag, quick ? 400 : 3000, true, quick, &seed);
         rda_context_destroy(gpu);
         gpu = saved;
         unsetenv("RDA_CUDA_TILE_ROWS");
