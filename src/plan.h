@@ -96,14 +96,20 @@ typedef struct rda_phase {
 #define RDA_HOST_DEVICE
 #endif
 
-/* Item i of class c (i counted from c.first_item): the tiles of one batch
- * and head are consecutive items, so that the CTAs running at once share
- * that head's keys and values in cache, and the last tile of the class
+/* Work item `item` of a phase: returns its class (the last one whose
+ * first_item <= item) and places it there. Within a class the tiles of one
+ * batch and head are consecutive items, so that the CTAs running at once
+ * share that head's keys and values in cache, and the last tile of the class
  * comes first (in causal work the one with the most keys). bh: batch-major
- * b * c.nheads + (index into the class's heads). */
-static inline RDA_HOST_DEVICE void rda_item_place(const rda_class *c, int64_t i, int64_t *tile, int64_t *bh) {
-    *bh = i / c->ntiles;
-    *tile = c->first_tile + c->ntiles - 1 - i % c->ntiles;
+ * b * nheads + (index into the class's heads). */
+static inline RDA_HOST_DEVICE int64_t rda_item_place(const rda_class *classes, int64_t nclasses, int64_t item,
+                                                     int64_t *tile, int64_t *bh) {
+    int64_t c = 0;
+    while (c + 1 < nclasses && classes[c + 1].first_item <= item) c++;
+    const int64_t i = item - classes[c].first_item;
+    *bh = i / classes[c].ntiles;
+    *tile = classes[c].first_tile + classes[c].ntiles - 1 - i % classes[c].ntiles;
+    return c;
 }
 
 /* Host memory for the phase tables of a rank with query rows qr. */

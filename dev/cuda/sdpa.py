@@ -2,7 +2,7 @@
 """PyTorch's dense attention on the playground's shapes, for a side-by-side
 in the same run: scaled_dot_product_attention, fp16, B = 1, H = 8, uniform
 inputs in [-1, 1), CUDA-event median of 20 after 3 warm-ups (the
-playground's timing). Each backend is timed on its own: `flash` (the
+timing of bench/pytorch_baseline.py). Each backend is timed on its own: `flash` (the
 FlashAttention backend), `cudnn` (cuDNN's fused attention) and `default`
 (whatever SDPA picks when left alone), on [B, H, N, D] tensors that are
 contiguous, or with --strided views of [B, N, H, D] (the library's layout).
@@ -11,10 +11,15 @@ contiguous, or with --strided views of [B, N, H, D] (the library's layout).
 """
 import argparse
 import contextlib
+import os
+import sys
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench"))
+from pytorch_baseline import time_torch  # noqa: E402
 
 
 BACKENDS = {"flash": [SDPBackend.FLASH_ATTENTION], "cudnn": [SDPBackend.CUDNN_ATTENTION], "default": None}
@@ -28,17 +33,7 @@ def time_sdpa(N, D, causal, backend, strided, H=8):
         q, k, v = (torch.rand(1, H, N, D, device="cuda", dtype=torch.float16) * 2 - 1 for _ in range(3))
     chosen = BACKENDS[backend]
     with sdpa_kernel(chosen) if chosen else contextlib.nullcontext():
-        for _ in range(3):
-            F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-        times = []
-        for _ in range(20):
-            e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            e0.record()
-            F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-            e1.record()
-            e1.synchronize()
-            times.append(e0.elapsed_time(e1))
-    ms = sorted(times)[10]
+        ms = time_torch(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal), 20, warmup=3, cuda=True)
     pairs = N * (N + 1) / 2 if causal else N * N
     return ms, 4.0 * D * pairs * H / (ms * 1e-3) / 1e12
 

@@ -254,11 +254,8 @@ static void attend_tile(void *arg, int64_t item, int32_t thread) {
     rda_cpu_ws *ws = c->ws;
     const int64_t D = p->D, H = p->H, Dp = round_up(D, VL);
     const rda_phase *ph = c->ph;
-    const rda_class *cl = ph->classes;
-    while (cl + 1 < ph->classes + ph->nclasses && cl[1].first_item <= item) cl++;
-    item -= cl->first_item;
     int64_t bh, tile;
-    rda_item_place(cl, item, &tile, &bh);
+    const rda_class *cl = &ph->classes[rda_item_place(ph->classes, ph->nclasses, item, &tile, &bh)];
     int64_t b = bh / cl->nheads, h = ph->heads[cl->first_head + bh % cl->nheads];
     int64_t kh = h / (p->H / p->Hkv);
     const rda_job *job = &ph->jobs[ph->tiles[tile].job];

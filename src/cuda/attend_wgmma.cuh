@@ -1,4 +1,4 @@
-/* attend_wgmma<T, D, BK, NW, ST, MINB>: the Hopper kernel (sm_90a).
+/* attend_wgmma<T, D, BK, NW, ST, MINB, V>: the Hopper kernel (sm_90a).
  *
  * The same recurrence and work items as attend_mma, on the warpgroup MMA
  * (wgmma.mma_async): NW warpgroups of 4 warps, each owning 64 query rows
@@ -8,12 +8,15 @@
  * B operand, V as an N-major one), P goes from the score registers straight
  * into the A operand of O += P V. No ldmatrix for K or V, no bank conflicts.
  *
- * Shared memory, from a 1024-byte aligned base: ST >= 3 stages of [K tile, V tile],
- * each tile D/64 column blocks of BK rows x 128 bytes (16-byte chunk c of row
- * r at chunk c ^ (r % 8)), then the Q tile (padded rows, read once by
- * ldmatrix). The softmax of one tile runs while the tensor cores do the
- * P V product of the previous one (FlashAttention-3's intra-warpgroup
- * overlap). */
+ * Shared memory, from a 1024-byte aligned base: ST stages of [K tile, V
+ * tile] (3 or more; 2 or more with a producer warpgroup), each tile D/64
+ * column blocks of BK rows x 128 bytes (16-byte chunk c of row r at chunk
+ * c ^ (r % 8)), then the Q tile (padded rows, read once by ldmatrix), then
+ * the stages' full and empty mbarriers (V & 1). The softmax of one tile runs
+ * while the tensor cores do the P V product of the previous one
+ * (FlashAttention-3's intra-warpgroup overlap). V selects the variants
+ * (below): the library's D = 64 kernels for long key spans add a producer
+ * warpgroup and consumer warpgroups that take turns on the tensor cores. */
 #pragma once
 
 #include "kernels.cuh"
@@ -116,10 +119,11 @@ __global__ void __launch_bounds__(wg_threads<NW, V>(), MINB) attend_wgmma(const 
      * the Q tile's place once Q is in registers) instead of a sum per score;
      * 16 (NW >= 2, with 1): the warpgroups take turns on the tensor cores
      * (named barriers, FlashAttention-3's ping-pong), so one's softmax runs
-     * while the others' MMAs do; 32 (with 1): a producer warpgroup issues every K/V copy, the
-     * NW consumer warpgroups only compute (registers moved to them by
-     * setmaxnreg); 64 * E (E = 1 .. 3): E of every 8 column groups of
-     * scores exponentiated by ex2_poly (FMA pipe) instead of MUFU.EX2 */
+     * while the others' MMAs do; 32 (with 1): a producer warpgroup issues
+     * every K/V copy, the NW consumer warpgroups only compute (registers
+     * moved to them by setmaxnreg); 64 * E (E = 1 .. 3): E of every 8 column
+     * groups of scores exponentiated by ex2_poly (FMA pipe) instead of
+     * MUFU.EX2 */
     constexpr bool MB = V & 1, LAZY = V & 2, LATE = (V & 5) == 5, ONES = V & 8, PP = V & 16, WS = V & 32;
     constexpr int EMU = (V >> 6) & 3;
     static_assert(!PP || (NW >= 2 && MB), "turns: two warpgroups or more, mbarrier stages");
@@ -136,8 +140,9 @@ __global__ void __launch_bounds__(wg_threads<NW, V>(), MINB) attend_wgmma(const 
     const uint32_t raw = smem_u32(smem_raw), base = (raw + 1023) & ~1023u;
     unsigned char *smem = smem_raw + (base - raw);
     T *Qs = reinterpret_cast<T *>(smem + ST * 2 * TILE);
-    /* MB: stage s is full once every thread's copies into it landed, empty
-     * once every thread is done reading it */
+    /* MB: stage s is full once every copying thread's copies into it landed
+     * (all threads, or the producer's), empty once every computing thread is
+     * done reading it */
     const uint32_t full0 = base + ST * 2 * TILE + BQ * LDS * 2, empty0 = full0 + ST * 8;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wg = warp >> 2;
     const item_pos ip = decode_item(a, blockIdx.x);

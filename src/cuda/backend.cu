@@ -97,6 +97,16 @@ extern "C" int rda_cuda_device_count(void) {
 #define WG128_SMEM wg_smem_bytes<128, 128, 2, 3, 0>()
 #define WG128_NW 2
 
+/* Lets a Hopper kernel (its fp16 and bf16 forms) use smem bytes of dynamic
+ * shared memory; *occ: CTAs of it (of `threads` threads) an SM holds. */
+typedef void (*wg_kernel)(const attend_args);
+static cudaError_t wg_prepare(wg_kernel kh, wg_kernel kb, int threads, size_t smem, int *occ) {
+    cudaError_t e = cudaFuncSetAttribute(kh, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(kb, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(occ, kh, threads, smem);
+    return e;
+}
+
 /* Sets *ok when this binary's code for the device has the warpgroup MMA. */
 __global__ void wgmma_probe(int *ok) {
 #ifdef RDA_WGMMA
@@ -122,26 +132,12 @@ static rda_status detect_wgmma(rda_context *ctx, cuda_ctx *c) {
     c->wgmma = ok == 1;
     CUDA_TRY(cudaDeviceGetAttribute(&c->sms, cudaDevAttrMultiProcessorCount, c->device));
     if (c->wgmma) {
-        CUDA_TRY(cudaFuncSetAttribute(WG64(__half), cudaFuncAttributeMaxDynamicSharedMemorySize, (int)WG64_SMEM));
-        CUDA_TRY(cudaFuncSetAttribute(WG64(__nv_bfloat16), cudaFuncAttributeMaxDynamicSharedMemorySize, (int)WG64_SMEM));
-        CUDA_TRY(cudaFuncSetAttribute(WG64S(__half), cudaFuncAttributeMaxDynamicSharedMemorySize, (int)WG64S_SMEM));
-        CUDA_TRY(cudaFuncSetAttribute(WG64S(__nv_bfloat16), cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      (int)WG64S_SMEM));
-        CUDA_TRY(cudaFuncSetAttribute(WG128(__half), cudaFuncAttributeMaxDynamicSharedMemorySize, (int)WG128_SMEM));
-        CUDA_TRY(cudaFuncSetAttribute(WG128(__nv_bfloat16), cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      (int)WG128_SMEM));
-        CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&c->occ_wg64, WG64(__half), 128 * WG64_NW, WG64_SMEM));
-        CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&c->occ_wg64s, WG64S(__half), 128, WG64S_SMEM));
-        CUDA_TRY(cudaFuncSetAttribute(WG64P2(__half), cudaFuncAttributeMaxDynamicSharedMemorySize, (int)WG64P2_SMEM));
-        CUDA_TRY(cudaFuncSetAttribute(WG64P2(__nv_bfloat16), cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      (int)WG64P2_SMEM));
-        CUDA_TRY(cudaFuncSetAttribute(WG64P3(__half), cudaFuncAttributeMaxDynamicSharedMemorySize, (int)WG64P3_SMEM));
-        CUDA_TRY(cudaFuncSetAttribute(WG64P3(__nv_bfloat16), cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      (int)WG64P3_SMEM));
-        CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&c->occ_wg64p2, WG64P2(__half), WG64P2_THREADS,
-                                                               WG64P2_SMEM));
-        CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&c->occ_wg64p3, WG64P3(__half), WG64P3_THREADS,
-                                                               WG64P3_SMEM));
+        int occ128 = 0;
+        CUDA_TRY(wg_prepare(WG64(__half), WG64(__nv_bfloat16), 128 * WG64_NW, WG64_SMEM, &c->occ_wg64));
+        CUDA_TRY(wg_prepare(WG64S(__half), WG64S(__nv_bfloat16), 128, WG64S_SMEM, &c->occ_wg64s));
+        CUDA_TRY(wg_prepare(WG64P2(__half), WG64P2(__nv_bfloat16), WG64P2_THREADS, WG64P2_SMEM, &c->occ_wg64p2));
+        CUDA_TRY(wg_prepare(WG64P3(__half), WG64P3(__nv_bfloat16), WG64P3_THREADS, WG64P3_SMEM, &c->occ_wg64p3));
+        CUDA_TRY(wg_prepare(WG128(__half), WG128(__nv_bfloat16), 128 * WG128_NW, WG128_SMEM, &occ128));
     }
     return RDA_STATUS_SUCCESS;
 }
@@ -278,9 +274,11 @@ static int64_t key_span(const rda_problem *p, const rda_rows *qr) {
 
 /* Long key spans at D = 64: 128 or 192 queries per work item, whichever
  * takes less time in whole waves (B * H * rows / tile items, each taking
- * time in proportion to its queries over the kernel's rate): at N = 16384
- * and H = 8, 1024 items of 128 (8 waves on 132 SMs) beat 688 of 192 (6
- * waves of 1.5 times the queries at 1.08 times the rate). */
+ * time in proportion to its queries over the kernel's rate). At N = 16384
+ * and H = 8 it picks 1024 items of 128 (8 waves on 132 SMs) over 688 of
+ * 192 (6 waves of 1.5 times the queries at 1.12 times the rate), a 1%
+ * margin; measured, 192 is 3.6% faster there, the model's one miss among
+ * N = 4096 .. 65536 (docs/PERFORMANCE.md, v5). */
 static int64_t wg64_long_rows(const cuda_ctx *c, const rda_problem *p, const rda_rows *qr) {
     if (c->occ_wg64p2 < 1 || c->occ_wg64p3 < 1) return c->occ_wg64p2 >= 1 ? 128 : 192;
     const int64_t n2 = p->B * p->H * ((qr->total + 127) / 128), n3 = p->B * p->H * ((qr->total + 191) / 192);
@@ -424,12 +422,21 @@ static bool mma_ok(const rda_problem *p, const rda_tensor *q, const rda_tensor *
     return true;
 }
 
-/* Short key spans at D = 64: the 64-key-tile kernel (three CTAs an SM)
+/* Short key spans at D = 64 (no job of the phase with more than
+ * WG64S_MAX_KEYS keys): the 64-key-tile kernel (three CTAs an SM)
  * against the 128-key one (two), by the time of their whole waves: a wave
  * of three 64-key items takes WG64S_WAVE times a wave of two 128-key ones
  * (1.5 times the items at 7% less time each, docs/PERFORMANCE.md). */
 #define WG64S_WAVE 1.40
-static bool wg64s_faster(const cuda_ctx *c, int64_t items) {
+static bool wg64s_faster(const cuda_ctx *c, const rda_phase *ph, int64_t B) {
+    int64_t keys = 0, items = 0; /* the longest key span of a job; the items that have keys */
+    for (int64_t j = 0; j < ph->njobs; j++)
+        keys = max(keys, ph->jobs[j].k_count[0] + (ph->jobs[j].nk > 1 ? ph->jobs[j].k_count[1] : 0));
+    if (keys > WG64S_MAX_KEYS) return false;
+    for (int64_t i = 0; i < ph->nclasses; i++) {
+        const rda_class *cl = &ph->classes[i];
+        if (cl->ntiles > 0 && ph->jobs[ph->tiles[cl->first_tile].job].nk > 0) items += cl->ntiles * B * cl->nheads;
+    }
     if (c->occ_wg64 < 1 || c->occ_wg64s < 1) return c->occ_wg64s >= 1;
     int64_t slots = (int64_t)c->sms * c->occ_wg64, slots_s = (int64_t)c->sms * c->occ_wg64s;
     double waves = (double)((items + slots - 1) / slots), waves_s = (double)((items + slots_s - 1) / slots_s);
@@ -486,21 +493,13 @@ static rda_status run_phase(void *arg, const rda_phase *ph) {
     const bool mma = mma_ok(sa->p, sa->q, sa->k, sa->v, sa->o);
     if (mma && c->wgmma) {
         bool bf = sa->p->dtype == RDA_DTYPE_BF16;
-        int64_t keys = 0, items = 0; /* the longest key span of a job; the items that have keys */
-        for (int64_t j = 0; j < ph->njobs; j++)
-            keys = max(keys, ph->jobs[j].k_count[0] + (ph->jobs[j].nk > 1 ? ph->jobs[j].k_count[1] : 0));
-        for (int64_t i = 0; i < ph->nclasses; i++) {
-            const rda_class *cl = &ph->classes[i];
-            if (cl->ntiles > 0 && ph->jobs[ph->tiles[cl->first_tile].job].nk > 0)
-                items += cl->ntiles * sa->p->B * cl->nheads;
-        }
         if (sa->p->D == 64 && c->wg64_rows == 128) {
             if (bf) WG64P2(__nv_bfloat16)<<<grid, WG64P2_THREADS, WG64P2_SMEM, s>>>(a);
             else WG64P2(__half)<<<grid, WG64P2_THREADS, WG64P2_SMEM, s>>>(a);
         } else if (sa->p->D == 64 && c->wg64_rows == 192) {
             if (bf) WG64P3(__nv_bfloat16)<<<grid, WG64P3_THREADS, WG64P3_SMEM, s>>>(a);
             else WG64P3(__half)<<<grid, WG64P3_THREADS, WG64P3_SMEM, s>>>(a);
-        } else if (sa->p->D == 64 && keys <= WG64S_MAX_KEYS && wg64s_faster(c, items)) {
+        } else if (sa->p->D == 64 && wg64s_faster(c, ph, sa->p->B)) {
             if (bf) WG64S(__nv_bfloat16)<<<grid, 128, WG64S_SMEM, s>>>(a);
             else WG64S(__half)<<<grid, 128, WG64S_SMEM, s>>>(a);
         } else if (sa->p->D == 64) {

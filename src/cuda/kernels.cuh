@@ -70,8 +70,10 @@ __device__ __forceinline__ float ex2(float x) {
 }
 
 /* 2^x for x <= 0 on the FMA and integer pipes instead of the special
- * function unit (whose 16 results per SM per clock are what limits the
- * softmax of a Hopper SM at D = 64): x = j + f with j = round(x) (the
+ * function unit (16 results per SM per clock). For attend_wgmma's variant
+ * bits 64-192, which offload part of the softmax's exponentials; measured
+ * slower on an H100 at every fraction (docs/PERFORMANCE.md, v5), so no
+ * library kernel uses it. x = j + f with j = round(x) (the
  * 1.5 * 2^23 shift puts j in the low mantissa bits of t), 2^f on [-1/2, 1/2]
  * by a cubic (relative error 7.5e-5, below fp16's rounding of P), j added to
  * the exponent. x is clamped at -126, so 2^x stays a normal number (at most
@@ -109,12 +111,9 @@ __device__ __forceinline__ item_pos decode_item(const attend_args &a, int64_t it
     const rda_tile *tiles = in ? reinterpret_cast<const rda_tile *>(a.tab + a.off_tiles) : a.tiles;
     const int64_t *heads = in ? reinterpret_cast<const int64_t *>(a.tab + a.off_heads) : a.heads;
     const rda_job *jobs = in ? reinterpret_cast<const rda_job *>(a.tab) : a.jobs;
-    int64_t c = 0;
-    while (c + 1 < a.nclasses && classes[c + 1].first_item <= item) c++;
     item_pos p;
-    p.cl = &classes[c];
     int64_t t, bh;
-    rda_item_place(p.cl, item - p.cl->first_item, &t, &bh);
+    p.cl = &classes[rda_item_place(classes, a.nclasses, item, &t, &bh)];
     const rda_tile tile = tiles[t];
     p.job = &jobs[tile.job];
     p.first = tile.first;
