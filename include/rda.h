@@ -197,6 +197,20 @@ typedef struct rda_context_params {
 /* 1 if this build has the CUDA backend and a CUDA device is present. */
 RDA_API int rda_cuda_available(void);
 
+/* The instruction-set level of the CPU fast path in this process: "avx512",
+ * "avx2" or "sse2" on x86-64, "neon" on AArch64, "generic" elsewhere. The
+ * library carries the kernels of every level of its architecture and uses
+ * the best one the CPU has; the environment variable RDA_CPU_ISA, read once
+ * per process, forces a lower one (for tests and measurements). NULL when
+ * RDA_CPU_ISA names no level of this build or one the CPU lacks; the fast
+ * path's calls then fail with RDA_STATUS_INVALID_ARGUMENT and say why. */
+RDA_API const char *rda_cpu_isa(void);
+/* The levels this build carries, best first (the last runs on any CPU of the
+ * architecture): writes up to cap of their names to names and, for each,
+ * whether this CPU can run it (1 or 0) to supported (either may be NULL).
+ * Returns how many there are. */
+RDA_API int32_t rda_cpu_isa_levels(const char **names, int32_t *supported, int32_t cap);
+
 typedef struct rda_context rda_context;
 
 RDA_API rda_status rda_context_create(const rda_context_params *params, rda_context **out);

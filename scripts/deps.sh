@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the build needs when it is missing (Debian/Ubuntu, as root or
 # with sudo): a C11 compiler, make and CMake; Open MPI for the MPI engine and
-# its tests. The library itself needs only the C
-# library and POSIX threads; MPI and CUDA parts are built when present.
+# its tests. The library itself needs only the C library and POSIX threads;
+# MPI and CUDA parts are built when present. With --test, also what the test
+# suite's portability checks use: Python 3, the AArch64 cross-compiler and
+# qemu-user (to run that build, and x86-64 builds on smaller emulated CPUs).
 set -euo pipefail
 missing=()
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
@@ -10,10 +12,17 @@ command -v make >/dev/null 2>&1 || missing+=(make)
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v mpicc >/dev/null 2>&1 || missing+=(libopenmpi-dev)
 command -v mpirun >/dev/null 2>&1 || missing+=(openmpi-bin)
+if [ "${1:-}" = "--test" ]; then
+    command -v python3 >/dev/null 2>&1 || missing+=(python3)
+    command -v objdump >/dev/null 2>&1 || missing+=(binutils)
+    command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || missing+=(gcc-aarch64-linux-gnu)
+    [ -e /usr/aarch64-linux-gnu/include/stdio.h ] || missing+=(libc6-dev-arm64-cross)
+    command -v qemu-aarch64 >/dev/null 2>&1 || missing+=(qemu-user)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "deps: installing ${missing[*]}"
     sudo=""
     [ "$(id -u)" -ne 0 ] && sudo="sudo"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

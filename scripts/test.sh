@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# The whole test suite: a release build and an AddressSanitizer +
-# UndefinedBehaviorSanitizer build of the library, tools and tests, each run
-# through ctest. Exits non-zero on any failure or sanitizer report.
+# The whole test suite. Exits non-zero on any failure or sanitizer report.
+#   1. release build (-Werror), ctest once per CPU instruction-set level this
+#      CPU runs (RDA_CPU_ISA forces each);
+#   2. AddressSanitizer + UndefinedBehaviorSanitizer build, ctest likewise
+#      (the MPI test at the best level only);
+#   3. portability: -Werror builds for -march=x86-64, x86-64-v3, x86-64-v4;
+#      no spills in the kernels' inner loops (scripts/check_spills.py); the
+#      release build on emulated CPUs without AVX-512 (AMD Zen 3) and without
+#      AVX (x86-64 baseline) under qemu-user; an AArch64 cross-build (-Werror,
+#      NEON kernels) and its quick subset under qemu-user.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/deps.sh
+./scripts/deps.sh --test
 jobs=$(nproc 2>/dev/null || echo 2)
+t0=$(date +%s)
+stamp() { echo "   ($(( $(date +%s) - t0 )) s so far)"; }
 
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     echo "GPU tests: a GPU is present; ctest runs the 'cuda' test (tests/gpu/run.sh adds compute-sanitizer and timings)"
@@ -13,13 +22,70 @@ else
     echo "GPU tests: skipped (no NVIDIA GPU on this machine; ctest lists 'cuda' as skipped, and the CUDA backend is still compiled when nvcc is found)"
 fi
 
+levels_of() { "$1" version | sed -n 's/^cpu kernels this CPU runs: //p'; }
+
 echo "== release build"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DRDA_WERROR=ON >/dev/null
 cmake --build build -j "$jobs" >/dev/null
-(cd build && ctest --output-on-failure)
+levels=$(levels_of ./build/rda)
+echo "   CPU: $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //'); levels it runs: $levels"
+for level in $levels; do
+    echo "== release suite, RDA_CPU_ISA=$level"
+    (cd build && RDA_CPU_ISA=$level ctest --output-on-failure)
+    stamp
+done
 
 echo "== sanitizer build (ASan + UBSan)"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRDA_SANITIZE=ON -DRDA_WERROR=ON >/dev/null
 cmake --build build-asan -j "$jobs" >/dev/null
-(cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    ctest --output-on-failure)
+best=1
+for level in $levels; do
+    # the MPI rings (process start-up, faults) once, at the best level
+    skip=(); [ $best = 1 ] || skip=(-E '^mpi$')
+    echo "== sanitizer suite, RDA_CPU_ISA=$level ${skip[*]}"
+    (cd build-asan && RDA_CPU_ISA=$level ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+        UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure "${skip[@]}")
+    best=0
+    stamp
+done
+
+echo "== portability: kernels free of spills in their inner loops"
+python3 scripts/check_spills.py build/CMakeFiles/rda.dir/src/cpu/kern_*.o
+
+if [ "$(uname -m)" = x86_64 ]; then
+    for march in x86-64 x86-64-v3 x86-64-v4; do
+        echo "== portability: -Werror build with -march=$march"
+        cmake -S . -B "build-$march" -DCMAKE_BUILD_TYPE=Release -DRDA_WERROR=ON -DRDA_WITH_CUDA=OFF \
+            -DCMAKE_C_FLAGS="-march=$march" >/dev/null
+        cmake --build "build-$march" -j "$jobs" >/dev/null
+    done
+    stamp
+    # the default build on smaller CPUs: Zen 3 (AVX2 and FMA, no AVX-512) and
+    # the x86-64 baseline (no AVX): the best level there is chosen, the levels
+    # above it are refused, every level it has computes correctly
+    for cpu in EPYC-Milan qemu64; do
+        echo "== portability: the release build on an emulated $cpu CPU (qemu-x86_64 -cpu $cpu)"
+        emu=(qemu-x86_64 -cpu "$cpu")
+        elevels=$("${emu[@]}" ./build/rda version 2>/dev/null | sed -n 's/^cpu kernels this CPU runs: //p')
+        echo "   levels it runs: $elevels"
+        case "$cpu:$elevels" in
+            EPYC-Milan:"avx2 sse2" | qemu64:sse2) ;;
+            *) echo "unexpected levels on $cpu: '$elevels'"; exit 1 ;;
+        esac
+        "${emu[@]}" ./build/tests/test_isa 2>/dev/null | tail -1
+        for level in avx512 avx2 sse2; do
+            "${emu[@]}" ./build/tests/test_isa "$level" 2>/dev/null | tail -1
+        done
+        (cd build/tests && "${emu[@]}" ./test_edge 2>/dev/null | tail -1 &&
+            "${emu[@]}" ./test_invalid 2>/dev/null | tail -1)
+    done
+    stamp
+fi
+
+echo "== portability: AArch64 cross-build (-Werror) and its quick subset under qemu-aarch64"
+cmake -S . -B build-aarch64 -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake -DCMAKE_BUILD_TYPE=Release \
+    -DRDA_WERROR=ON -DRDA_WITH_CUDA=OFF -DRDA_WITH_MPI=OFF >/dev/null
+cmake --build build-aarch64 -j "$jobs" >/dev/null
+python3 scripts/check_spills.py --objdump aarch64-linux-gnu-objdump build-aarch64/CMakeFiles/rda.dir/src/cpu/kern_*.o
+(cd build-aarch64 && ctest --output-on-failure -R '^(isa|isa_neon|isa_avx1024|plan|golden|edge|invalid)$')
+stamp

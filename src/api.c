@@ -50,14 +50,25 @@ rda_status rda_reference_rows(rda_context *ctx, const rda_config *cfg, const rda
             rda_set_msg(ctx->msg, "rows[%lld] = %lld is outside [0, N)", (long long)i, (long long)rows[i]);
             return RDA_STATUS_INVALID_ARGUMENT;
         }
-    /* q/k/v are checked as for a forward whose output has q's shape */
-    rda_tensor probe = *q;
-    probe.data = out;
-    if ((st = rda_validate_tensors(q, k, v, &probe, NULL, 0, false, &p, ctx->msg))) return st;
+    /* q/k/v are checked as for a forward, then the real outputs (nrows rows
+     * each) against them */
     int64_t shape[4] = {q->shape[0], nrows, q->shape[2], q->shape[3]};
     rda_tensor o = rda_tensor_contiguous(out, RDA_DTYPE_F64, 4, shape);
     int64_t lshape[3] = {q->shape[0], q->shape[2], nrows};
     rda_tensor l = rda_tensor_contiguous(lse, RDA_DTYPE_F32, 3, lshape);
+    if ((st = rda_validate_tensors(q, k, v, NULL, NULL, 0, false, &p, ctx->msg))) return st;
+    const rda_tensor *ins[3] = {q, k, v}, *outs[2] = {&o, lse ? &l : NULL};
+    const char *names[3] = {"q", "k", "v"};
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 2; j++)
+            if (outs[j] && rda_tensors_overlap(outs[j], ins[i])) {
+                rda_set_msg(ctx->msg, "%s overlaps %s", j ? "lse" : "out", names[i]);
+                return RDA_STATUS_ALIASING;
+            }
+    if (lse && rda_tensors_overlap(&o, &l)) {
+        rda_set_msg(ctx->msg, "lse overlaps out");
+        return RDA_STATUS_ALIASING;
+    }
     st = rda_cpu_reference(ctx, &p, false, q, k, v, rows, nrows, &o, lse ? &l : NULL);
     if (st == RDA_STATUS_SUCCESS) ctx->msg[0] = '\0';
     return st;

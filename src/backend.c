@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cpu/backend.h"
+#include "cpu/tile.h"
 
 rda_status rda_backend_for(rda_context *ctx, const rda_problem *p, const rda_tensor *const t[5],
                            const rda_backend_ops **out) {
@@ -16,6 +17,7 @@ rda_status rda_backend_for(rda_context *ctx, const rda_problem *p, const rda_ten
             rda_set_msg(ctx->msg, "fp64 tensors are only accepted by the reference backend");
             return RDA_STATUS_UNSUPPORTED;
         }
+        if (!rda_cpu_select(ctx->msg)) return RDA_STATUS_INVALID_ARGUMENT; /* RDA_CPU_ISA */
         *out = rda_backend_cpu();
         return RDA_STATUS_SUCCESS;
 #ifdef RDA_HAVE_CUDA

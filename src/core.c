@@ -349,7 +349,7 @@ static rda_status check_view(const rda_tensor *t, const char *name, int32_t ndim
     return RDA_STATUS_SUCCESS;
 }
 
-static bool overlaps(const rda_tensor *a, const rda_tensor *b) {
+bool rda_tensors_overlap(const rda_tensor *a, const rda_tensor *b) {
     uintptr_t a0 = (uintptr_t)a->data, b0 = (uintptr_t)b->data;
     uintptr_t a1 = a0 + (uintptr_t)(max_offset(a) + 1) * rda_dtype_size(a->dtype);
     uintptr_t b1 = b0 + (uintptr_t)(max_offset(b) + 1) * rda_dtype_size(b->dtype);
@@ -361,13 +361,13 @@ rda_status rda_validate_tensors(const rda_tensor *q, const rda_tensor *k, const 
                                 bool n_local_known, rda_problem *p, char *msg) {
     rda_status st;
     if ((st = check_view(q, "q", 4, msg)) || (st = check_view(k, "k", 4, msg)) ||
-        (st = check_view(v, "v", 4, msg)) || (st = check_view(o, "o", 4, msg)))
+        (st = check_view(v, "v", 4, msg)) || (o && (st = check_view(o, "o", 4, msg))))
         return st;
     if (lse && (st = check_view(lse, "lse", 3, msg))) return st;
-    if (k->dtype != q->dtype || v->dtype != q->dtype || o->dtype != q->dtype) {
+    if (k->dtype != q->dtype || v->dtype != q->dtype || (o && o->dtype != q->dtype)) {
         rda_set_msg(msg, "q, k, v, o must share one dtype (got %s, %s, %s, %s)",
                     rda_dtype_name(q->dtype), rda_dtype_name(k->dtype), rda_dtype_name(v->dtype),
-                    rda_dtype_name(o->dtype));
+                    rda_dtype_name(o ? o->dtype : q->dtype));
         return RDA_STATUS_DTYPE_MISMATCH;
     }
     if (lse && lse->dtype != RDA_DTYPE_F32) {
@@ -375,7 +375,7 @@ rda_status rda_validate_tensors(const rda_tensor *q, const rda_tensor *k, const 
         return RDA_STATUS_DTYPE_MISMATCH;
     }
     for (int i = 0; i < 4; i++) {
-        if (o->shape[i] != q->shape[i]) {
+        if (o && o->shape[i] != q->shape[i]) {
             rda_set_msg(msg, "o shape must equal q shape (dimension %d: %lld vs %lld)", i,
                         (long long)o->shape[i], (long long)q->shape[i]);
             return RDA_STATUS_SHAPE_MISMATCH;
@@ -413,17 +413,17 @@ rda_status rda_validate_tensors(const rda_tensor *q, const rda_tensor *k, const 
     }
     const rda_tensor *ins[3] = {q, k, v};
     const char *names[3] = {"q", "k", "v"};
-    for (int i = 0; i < 3; i++) {
-        if (overlaps(o, ins[i])) {
+    for (int i = 0; i < 3 && o; i++) {
+        if (rda_tensors_overlap(o, ins[i])) {
             rda_set_msg(msg, "o overlaps %s", names[i]);
             return RDA_STATUS_ALIASING;
         }
-        if (lse && overlaps(lse, ins[i])) {
+        if (lse && rda_tensors_overlap(lse, ins[i])) {
             rda_set_msg(msg, "lse overlaps %s", names[i]);
             return RDA_STATUS_ALIASING;
         }
     }
-    if (lse && overlaps(lse, o)) {
+    if (lse && o && rda_tensors_overlap(lse, o)) {
         rda_set_msg(msg, "lse overlaps o");
         return RDA_STATUS_ALIASING;
     }

@@ -166,6 +166,37 @@ int main(void) {
         CHECK(ok, "strided output: written where the view says, nowhere else");
         free(qkv), free(a), free(b), free(r), free(o32), free(o2);
     }
+    {
+        /* the sampled reference writes nrows rows: an output buffer that ends
+         * right where q begins is not an alias (a q-shaped view of it would
+         * be), and its rows equal the full reference's */
+        const int64_t rows[3] = {0, 17, N - 1}, m = 3;
+        double *buf = malloc(8 * (size_t)(B * m * H * D + n));
+        double *out = buf, *q64 = buf + B * m * H * D, *full = malloc(8 * (size_t)n);
+        double *k64 = malloc(8 * (size_t)n), *v64 = malloc(8 * (size_t)n);
+        for (int64_t i = 0; i < n; i++) q64[i] = q[i], k64[i] = k[i], v64[i] = v[i];
+        rda_tensor tq = rda_tensor_contiguous(q64, RDA_DTYPE_F64, 4, shape),
+                   tk = rda_tensor_contiguous(k64, RDA_DTYPE_F64, 4, shape),
+                   tv = rda_tensor_contiguous(v64, RDA_DTYPE_F64, 4, shape),
+                   tf = rda_tensor_contiguous(full, RDA_DTYPE_F64, 4, shape);
+        rda_config cfg = RDA_CONFIG_INIT;
+        cfg.causal = true;
+        rda_status st = rda_reference_rows(ctx, &cfg, &tq, &tk, &tv, rows, m, out, NULL);
+        CHECK(st == RDA_STATUS_SUCCESS, "reference rows next to q: %s (%s)", rda_status_to_string(st),
+              rda_context_last_error(ctx));
+        rda_attention_forward(ref, &cfg, &tq, &tk, &tv, &tf, NULL);
+        double worst = 0;
+        for (int64_t j = 0; j < m; j++)
+            for (int64_t x = 0; x < H * D; x++) {
+                double d = fabs(out[j * H * D + x] - full[rows[j] * H * D + x]);
+                if (d > worst) worst = d;
+            }
+        CHECK(st || worst == 0, "reference rows differ from the full reference by %.3g", worst);
+        /* and one that does overlap q is refused */
+        st = rda_reference_rows(ctx, &cfg, &tq, &tk, &tv, rows, m, q64 + 8, NULL);
+        CHECK(st == RDA_STATUS_ALIASING, "reference rows into q: %s", rda_status_to_string(st));
+        free(buf), free(full), free(k64), free(v64);
+    }
     free(q), free(k), free(v);
     rda_context_destroy(ctx);
     rda_context_destroy(ref);

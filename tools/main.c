@@ -29,7 +29,16 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "ring")) return ring_main(argc - 2, argv + 2);
     if (!strcmp(argv[1], "version")) {
         printf("rda %s\n", rda_version_string());
-        return 0;
+        const char *names[8];
+        int32_t has[8], n = rda_cpu_isa_levels(names, has, 8);
+        const char *isa = rda_cpu_isa();
+        printf("cpu kernels in use: %s\ncpu kernels in this build:", isa ? isa : "none (RDA_CPU_ISA refused)");
+        for (int32_t i = 0; i < n && i < 8; i++) printf(" %s", names[i]);
+        printf("\ncpu kernels this CPU runs:");
+        for (int32_t i = 0; i < n && i < 8; i++)
+            if (has[i]) printf(" %s", names[i]);
+        printf("\n");
+        return isa ? 0 : 1;
     }
     if (!strcmp(argv[1], "help")) {
         usage(stdout);

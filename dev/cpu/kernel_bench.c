@@ -1,15 +1,18 @@
 /* Kernel playground for the CPU fast path: times the two block products and
- * the vectorised exp of src/cpu/attend.c on one core, on one tile's shapes
+ * the vectorised 2^x of every instruction-set level this build has
+ * (src/cpu/kern_*.c) that the CPU can run, on one core, on one tile's shapes
  * (256 queries x 128 keys x D), after a warm-up that brings the core to its
  * steady clock. Checks each product against a plain loop first.
  *
  *     cmake --build build --target rda_kernel_bench && ./build/rda_kernel_bench [D]
  */
-#include "../../src/cpu/attend.c"
-
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
+
+#include "cpu/tile.h"
 
 static double now(void) {
     struct timespec t;
@@ -17,55 +20,90 @@ static double now(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-int main(int argc, char **argv) {
-    const int64_t D = argc > 1 ? atoi(argv[1]) : 64, bq = BQ, bk = BK, Dp = round_up(D, VL);
-    float *K = calloc((size_t)(bk * D), 4), *Qt = calloc((size_t)(D * bq), 4);
-    float *St = calloc((size_t)(bk * bq), 4), *V = calloc((size_t)(bk * Dp), 4);
+static int bench(const rda_cpu_kernels *kn, int64_t D) {
+    const int64_t bq = BQ, bk = BK, Dp = rda_round_up(D, kn->vl);
+    const int64_t bkp = rda_round_up(bk, kn->kq_rows);
+    float *K = calloc((size_t)(bkp * D), 4), *Qt = calloc((size_t)(D * bq), 4);
+    float *St = calloc((size_t)(bkp * bq), 4), *V = calloc((size_t)(bk * Dp), 4);
     float *A = calloc((size_t)(bq * Dp), 4), *mx = calloc((size_t)bq, 4);
-    for (int64_t i = 0; i < bk * D; i++) K[i] = (float)(i % 7) * 0.1f - 0.3f;
-    for (int64_t i = 0; i < bk * Dp; i++) V[i] = (float)(i % 5) * 0.1f - 0.2f;
-    for (int64_t i = 0; i < D * bq; i++) Qt[i] = (float)(i % 3) * 0.1f - 0.1f;
-    /* check */
-    gemm_kq(bk, bq, D, K, D, Qt, bq, St, bq, NULL, bk);
-    double worst = 0;
+    for (int64_t i = 0; i < bk * D; i++)
+        K[i] = (float)(i % 7) * 0.1f - 0.3f;
+    for (int64_t i = 0; i < bk * Dp; i++)
+        V[i] = (float)(i % 5) * 0.1f - 0.2f;
+    for (int64_t i = 0; i < D * bq; i++)
+        Qt[i] = (float)(i % 3) * 0.1f - 0.1f;
+    kn->gemm_kq(bkp, bq, D, K, D, Qt, bq, St, bq, NULL, bk);
+    double wkq = 0, wpv = 0;
     for (int64_t j = 0; j < bk; j++)
         for (int64_t a = 0; a < bq; a++) {
             double s = 0;
-            for (int64_t d = 0; d < D; d++) s += (double)K[j * D + d] * Qt[d * bq + a];
-            if (fabs(s - St[j * bq + a]) > worst) worst = fabs(s - St[j * bq + a]);
+            for (int64_t d = 0; d < D; d++)
+                s += (double)K[j * D + d] * Qt[d * bq + a];
+            if (fabs(s - St[j * bq + a]) > wkq) wkq = fabs(s - St[j * bq + a]);
         }
-    printf("gemm_kq max error %.2e\n", worst);
     memset(A, 0, sizeof(float) * (size_t)(bq * Dp));
-    gemm_pv(bq, bk, Dp, St, bq, V, Dp, A);
-    worst = 0;
+    kn->gemm_pv(bq, bk, Dp, St, bq, V, Dp, A);
     for (int64_t a = 0; a < bq; a++)
         for (int64_t x = 0; x < D; x++) {
             double s = 0;
-            for (int64_t j = 0; j < bk; j++) s += (double)St[j * bq + a] * V[j * Dp + x];
-            if (fabs(s - A[a * Dp + x]) > worst) worst = fabs(s - A[a * Dp + x]);
+            for (int64_t j = 0; j < bk; j++)
+                s += (double)St[j * bq + a] * V[j * Dp + x];
+            if (fabs(s - A[a * Dp + x]) > wpv) wpv = fabs(s - A[a * Dp + x]);
         }
-    printf("gemm_pv max error %.2e\n", worst);
     int it = 4000;
-    for (int i = 0; i < it; i++) gemm_kq(bk, bq, D, K, D, Qt, bq, St, bq, mx, bk); /* warm-up */
+    for (int i = 0; i < it; i++)
+        kn->gemm_kq(bkp, bq, D, K, D, Qt, bq, St, bq, mx, bk); /* warm-up */
     double t = now();
-    for (int i = 0; i < it; i++) gemm_kq(bk, bq, D, K, D, Qt, bq, St, bq, mx, bk);
-    double dt = now() - t;
-    printf("gemm_kq (S^T = K Q^T, fused max) %.1f GFLOP/s\n", 2.0 * bk * bq * D * it / dt / 1e9);
-    t = now();
-    for (int i = 0; i < it; i++) gemm_pv(bq, bk, Dp, St, bq, V, Dp, A);
-    dt = now() - t;
-    printf("gemm_pv (O += P V) %.1f GFLOP/s\n", 2.0 * bk * bq * Dp * it / dt / 1e9);
-    for (int64_t i = 0; i < bk * bq; i++) St[i] = -(float)(i % 97) * 0.1f;
+    for (int i = 0; i < it; i++)
+        kn->gemm_kq(bkp, bq, D, K, D, Qt, bq, St, bq, mx, bk);
+    double kq = 2.0 * bk * bq * D * it / (now() - t) / 1e9;
     t = now();
     for (int i = 0; i < it; i++)
-        for (int64_t j = 0; j < bk; j++)
-            for (int64_t a = 0; a < bq; a += VL) {
-                vf e = vexp2(vload(St + j * bq + a) - 1.0f);
-                vstore(St + j * bq + a, e);
-                vstore(mx + a, vload(mx + a) + e);
-            }
-    dt = now() - t;
-    printf("exp2 + row sums %.3f ns per score\n", dt / it / (double)(bk * bq) * 1e9);
+        kn->gemm_pv(bq, bk, Dp, St, bq, V, Dp, A);
+    double pv = 2.0 * bk * bq * D * it / (now() - t) / 1e9;
+    /* 2^(x - 1) against the C library over x in [-127, 1], then the edges */
+    double wex = 0;
+    for (int64_t i = 0; i < bk * bq; i++)
+        St[i] = 1.0f - 128.0f * (float)i / (float)(bk * bq);
+    St[0] = -INFINITY, St[1] = NAN, St[2] = -200.0f;
+    float *X = malloc(sizeof(float) * (size_t)(bk * bq));
+    memcpy(X, St, sizeof(float) * (size_t)(bk * bq));
+    kn->exp2_shift(St, bk * bq);
+    for (int64_t i = 3; i < bk * bq; i++) {
+        double want = exp2((double)X[i] - 1.0);
+        if (want > 1e-37 && fabs(St[i] - want) / want > wex) wex = fabs(St[i] - want) / want;
+    }
+    int edges = St[0] == 0.0f && isnan(St[1]) && St[2] == 0.0f;
+    free(X);
+    for (int64_t i = 0; i < bk * bq; i++)
+        St[i] = -(float)(i % 97) * 0.1f;
+    t = now();
+    for (int i = 0; i < it; i++)
+        kn->exp2_shift(St, bk * bq);
+    double ex = (now() - t) / it / (double)(bk * bq) * 1e9;
+    printf("| %s | %d | %dx%d | %dx%d | %.1e | %.1e | %.1e%s | %.1f | %.1f | %.3f |\n", kn->name,
+           kn->vl, kn->kq_rows, 2 * kn->vl, kn->pv_rows, kn->pv_vecs * kn->vl, wkq, wpv, wex,
+           edges ? "" : " (edges wrong)", kq, pv, ex);
+    int bad = wkq > 1e-3 || wpv > 1e-3 || wex > 1e-6 || !edges;
     free(K), free(Qt), free(St), free(V), free(A), free(mx);
-    return 0;
+    return bad;
+}
+
+int main(int argc, char **argv) {
+    const int64_t D = argc > 1 ? atoi(argv[1]) : 64;
+    const rda_cpu_kernels *const *levels;
+    int n = rda_cpu_levels(&levels), bad = 0;
+    printf("D = %lld, one core; the fast path uses %s here\n\n", (long long)D, rda_cpu_isa());
+    printf(
+        "| level | lanes | K Q^T tile | P V tile | K Q^T max err | P V max err | 2^x max rel err "
+        "| K Q^T GFLOP/s | P V GFLOP/s | 2^x ns/score |\n"
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|\n");
+    for (int i = 0; i < n; i++) {
+        if (!rda_cpu_level_supported(levels[i])) {
+            printf("| %s | (this CPU lacks it) |\n", levels[i]->name);
+            continue;
+        }
+        bad |= bench(levels[i], D);
+    }
+    return bad;
 }
