@@ -56,7 +56,7 @@ rda_status rda_reference_rows(rda_context *ctx, const rda_config *cfg, const rda
     rda_tensor o = rda_tensor_contiguous(out, RDA_DTYPE_F64, 4, shape);
     int64_t lshape[3] = {q->shape[0], q->shape[2], nrows};
     rda_tensor l = rda_tensor_contiguous(lse, RDA_DTYPE_F32, 3, lshape);
-    if ((st = rda_validate_tensors(q, k, v, NULL, NULL, 0, false, &p, ctx->msg))) return st;
+    if ((st = rda_validate_inputs(q, k, v, &p, ctx->msg))) return st;
     const rda_tensor *ins[3] = {q, k, v}, *outs[2] = {&o, lse ? &l : NULL};
     const char *names[3] = {"q", "k", "v"};
     for (int i = 0; i < 3; i++)
@@ -145,7 +145,7 @@ static rda_tensor lse_view(const rda_tensor *t, int64_t start, int64_t count) {
  * one (zig-zag ranks own two chunks, which no single view describes), in
  * the largest contiguous runs the strides allow, through the backend's copy
  * (host or device memory). Returns 0 on success. */
-static int copy_rows(const rda_backend_ops *be, const rda_tensor *full, rda_tensor *local,
+static int copy_rows(rda_context *ctx, const rda_backend_ops *be, const rda_tensor *full, rda_tensor *local,
                      const rda_rows *rows, bool to_local) {
     size_t es = rda_dtype_size(full->dtype);
     int64_t H = full->shape[2], D = full->shape[3];
@@ -165,12 +165,12 @@ static int copy_rows(const rda_backend_ops *be, const rda_tensor *full, rda_tens
                               es * (size_t)(b * local->strides[0] + (rows->local[i] + r) * local->strides[1] +
                                             h * local->strides[2] + d * local->strides[3]);
                     size_t n = ranges ? (size_t)(rows->count[i] * H * D) : (size_t)run;
-                    if (be->copy(to_local ? l : f, to_local ? f : l, es * n)) return -1;
+                    if (be->copy(ctx, to_local ? l : f, to_local ? f : l, es * n)) return -1;
                 }
     return 0;
 }
 
-static int copy_lse_rows(const rda_backend_ops *be, const rda_tensor *full, rda_tensor *local,
+static int copy_lse_rows(rda_context *ctx, const rda_backend_ops *be, const rda_tensor *full, rda_tensor *local,
                          const rda_rows *rows) {
     int64_t run = full->strides[2] == 1 ? 0 : 1; /* 0: a range at once */
     for (int32_t i = 0; i < rows->n; i++)
@@ -182,7 +182,7 @@ static int copy_lse_rows(const rda_backend_ops *be, const rda_tensor *full, rda_
                                (rows->start[i] + r) * full->strides[2];
                     float *l = (float *)local->data + b * local->strides[0] + h * local->strides[1] +
                                (rows->local[i] + r) * local->strides[2];
-                    if (be->copy(f, l, sizeof(float) * (size_t)n)) return -1;
+                    if (be->copy(ctx, f, l, sizeof(float) * (size_t)n)) return -1;
                 }
     return 0;
 }
@@ -224,7 +224,7 @@ static void *sim_rank_main(void *arg) {
             goto done;
         }
         loc[i] = rda_tensor_contiguous(mem[i], t->dtype, i == 4 ? 3 : 4, shape);
-        if (i < 3 && copy_rows(s->be, t, &loc[i], &s->rows, true)) {
+        if (i < 3 && copy_rows(ctx, s->be, t, &loc[i], &s->rows, true)) {
             rda_set_msg(ctx->msg, "copying the rank's rows failed");
             s->st = RDA_STATUS_DEVICE_ERROR;
             s->comm->ops->abort(s->comm);
@@ -237,8 +237,8 @@ static void *sim_rank_main(void *arg) {
                          s->lse ? &loc[4] : NULL, &s->stats);
     if (s->st == RDA_STATUS_SUCCESS) s->st = rda_context_synchronize(ctx);
     if (s->st == RDA_STATUS_SUCCESS &&
-        (copy_rows(s->be, s->o, &loc[3], &s->rows, false) ||
-         (s->lse && copy_lse_rows(s->be, s->lse, &loc[4], &s->rows)))) {
+        (copy_rows(ctx, s->be, s->o, &loc[3], &s->rows, false) ||
+         (s->lse && copy_lse_rows(ctx, s->be, s->lse, &loc[4], &s->rows)))) {
         rda_set_msg(ctx->msg, "copying the rank's results back failed");
         s->st = RDA_STATUS_DEVICE_ERROR;
     }

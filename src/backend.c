@@ -118,7 +118,8 @@ static rda_status cpu_sync(rda_context *ctx) {
     return RDA_STATUS_SUCCESS;
 }
 
-static int cpu_copy(void *dst, const void *src, size_t bytes) {
+static int cpu_copy(rda_context *ctx, void *dst, const void *src, size_t bytes) {
+    (void)ctx;
     memcpy(dst, src, bytes);
     return 0;
 }

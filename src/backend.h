@@ -26,9 +26,10 @@ typedef struct rda_backend_ops {
     rda_status (*finish)(rda_context *ctx, const rda_problem *p, rda_tensor *o, rda_tensor *lse);
     /* Returns once the work issued so far is done (a buffer may then be sent). */
     rda_status (*sync)(rda_context *ctx);
-    /* Copies bytes between buffers of this backend (used by the in-process
-     * engine to receive); 0 on success. */
-    int (*copy)(void *dst, const void *src, size_t bytes);
+    /* Copies bytes between buffers of this backend (the in-process engine's
+     * receive, a rank's rows to and from its own buffers), ordered after the
+     * work issued on ctx and complete when it returns; 0 on success. */
+    int (*copy)(rda_context *ctx, void *dst, const void *src, size_t bytes);
     /* Memory for a rank's own copy of its rows (on ctx's device), and its release. */
     void *(*alloc)(rda_context *ctx, size_t bytes);
     void (*release)(void *p);

@@ -356,12 +356,13 @@ bool rda_tensors_overlap(const rda_tensor *a, const rda_tensor *b) {
     return a0 < b1 && b0 < a1;
 }
 
-rda_status rda_validate_tensors(const rda_tensor *q, const rda_tensor *k, const rda_tensor *v,
-                                const rda_tensor *o, const rda_tensor *lse, int64_t n_local,
-                                bool n_local_known, rda_problem *p, char *msg) {
+/* o == NULL only through rda_validate_inputs */
+static rda_status validate(const rda_tensor *q, const rda_tensor *k, const rda_tensor *v,
+                           const rda_tensor *o, const rda_tensor *lse, int64_t n_local,
+                           bool n_local_known, bool inputs_only, rda_problem *p, char *msg) {
     rda_status st;
     if ((st = check_view(q, "q", 4, msg)) || (st = check_view(k, "k", 4, msg)) ||
-        (st = check_view(v, "v", 4, msg)) || (o && (st = check_view(o, "o", 4, msg))))
+        (st = check_view(v, "v", 4, msg)) || (!inputs_only && (st = check_view(o, "o", 4, msg))))
         return st;
     if (lse && (st = check_view(lse, "lse", 3, msg))) return st;
     if (k->dtype != q->dtype || v->dtype != q->dtype || (o && o->dtype != q->dtype)) {
@@ -433,4 +434,15 @@ rda_status rda_validate_tensors(const rda_tensor *q, const rda_tensor *k, const 
     p->D = q->shape[3];
     p->dtype = q->dtype;
     return RDA_STATUS_SUCCESS;
+}
+
+rda_status rda_validate_tensors(const rda_tensor *q, const rda_tensor *k, const rda_tensor *v,
+                                const rda_tensor *o, const rda_tensor *lse, int64_t n_local,
+                                bool n_local_known, rda_problem *p, char *msg) {
+    return validate(q, k, v, o, lse, n_local, n_local_known, false, p, msg);
+}
+
+rda_status rda_validate_inputs(const rda_tensor *q, const rda_tensor *k, const rda_tensor *v,
+                               rda_problem *p, char *msg) {
+    return validate(q, k, v, NULL, NULL, 0, false, true, p, msg);
 }

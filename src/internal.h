@@ -105,11 +105,13 @@ void rda_cuda_set_device(int device);
 rda_status rda_problem_from_config(const rda_config *cfg, int64_t N, rda_problem *p, char *msg);
 
 /* Validates q/k/v/o/lse for a problem with n_local rows on this rank and
- * fills B, H, Hkv, D, dtype of p. o NULL: the inputs alone (lse must then
- * be NULL too). */
+ * fills B, H, Hkv, D, dtype of p. */
 rda_status rda_validate_tensors(const rda_tensor *q, const rda_tensor *k, const rda_tensor *v,
                                 const rda_tensor *o, const rda_tensor *lse, int64_t n_local,
                                 bool n_local_known, rda_problem *p, char *msg);
+/* The same for q/k/v alone (the caller checks its outputs against them). */
+rda_status rda_validate_inputs(const rda_tensor *q, const rda_tensor *k, const rda_tensor *v,
+                               rda_problem *p, char *msg);
 
 /* Whether the memory two tensor views can reach overlaps (by address range). */
 bool rda_tensors_overlap(const rda_tensor *a, const rda_tensor *b);

@@ -68,6 +68,7 @@ rda_status rda_ring_run(rda_context *ctx, rda_comm *comm, const rda_config *cfg,
         memcpy(blob.patterns, p.patterns, sizeof(blob.patterns));
         if ((st = comm->ops->agree(comm, &blob, sizeof(blob), p.timeout_seconds, msg))) goto fail;
         comm->copy = be->copy;
+        comm->copy_ctx = ctx;
     }
 
     /* the rank's state, O(its rows), and two key/value blocks if they travel */

@@ -10,6 +10,7 @@
 #include "harness.h"
 
 static rda_context *gpu, *ref, *naive;
+static rda_context *ref_ctx_rows(void) { return ref; }
 
 /* device buffer with GUARD bytes of 0xA5 on both sides */
 typedef struct {
@@ -139,6 +140,149 @@ static void ring_cases(const char *tag, int64_t N, bool bf16_zigzag, bool one, u
             }
 }
 
+/* A ring of P virtual ranks on one GPU at a size where its kernels run
+ * several waves and its tables do not fit in a launch: the whole output
+ * against one rank's on the same GPU (rel_l2 within the type's bound of
+ * SPEC.md), and both against the fp64 reference on 64 sampled rows (spread
+ * over every rank's rows). */
+static void ring_large(int64_t N, int P, int mode, int lay, int causal, rda_dtype dt, int64_t D, uint64_t seed,
+                       const char *tag) {
+    const int64_t H = 4, n = N * H * D, nl = H * N;
+    size_t es = rda_dtype_size(dt);
+    rda_config cfg = RDA_CONFIG_INIT;
+    cfg.mode = (rda_mode)mode;
+    cfg.causal = causal;
+    cfg.layout = lay ? RDA_LAYOUT_ZIGZAG : RDA_LAYOUT_CONTIGUOUS;
+    cfg.num_patterns = 3;
+    cfg.patterns[0] = (rda_pattern){2048, 1};
+    cfg.patterns[1] = (rda_pattern){8192, 4};
+    cfg.patterns[2] = (rda_pattern){32768, 16};
+    void *h[3], *o1 = malloc(n * es), *oP = malloc(n * es);
+    float *l1 = malloc(nl * 4), *lP = malloc(nl * 4);
+    rda_rng rng;
+    rda_rng_seed(&rng, seed);
+    dbuf d[3], d1 = dalloc(n * es), dP = dalloc(n * es), dl1 = dalloc(nl * 4), dlP = dalloc(nl * 4);
+    int64_t sh[4] = {1, N, H, D}, lsh[3] = {1, H, N};
+    rda_tensor t[3];
+    for (int i = 0; i < 3; i++) {
+        h[i] = malloc(n * es);
+        rda_fill_uniform(h[i], dt, n, &rng, -1, 1);
+        d[i] = dalloc(n * es);
+        cudaMemcpy(d[i].data, h[i], n * es, cudaMemcpyHostToDevice);
+        t[i] = rda_tensor_contiguous(d[i].data, dt, 4, sh);
+    }
+    cudaMemset(d1.data, 0xFF, n * es);
+    cudaMemset(dP.data, 0xFF, n * es);
+    rda_tensor to1 = rda_tensor_contiguous(d1.data, dt, 4, sh), toP = rda_tensor_contiguous(dP.data, dt, 4, sh),
+               tl1 = rda_tensor_contiguous(dl1.data, RDA_DTYPE_F32, 3, lsh),
+               tlP = rda_tensor_contiguous(dlP.data, RDA_DTYPE_F32, 3, lsh);
+    char what[192];
+    snprintf(what, sizeof what, "%sring N=%lld P=%d mode %d %s causal %d %s D=%lld", tag, (long long)N, P, mode,
+             lay ? "zig-zag" : "contiguous", causal, rda_dtype_name(dt), (long long)D);
+    rda_status s1 = rda_attention_forward(gpu, &cfg, &t[0], &t[1], &t[2], &to1, &tl1);
+    if (!s1) s1 = rda_context_synchronize(gpu);
+    rda_status sP = rda_ring_forward_simulated(gpu, &cfg, P, &t[0], &t[1], &t[2], &toP, &tlP, NULL);
+    if (!sP) sP = rda_context_synchronize(gpu);
+    CHECK(!s1 && !sP, "%s: %s / %s (%s)", what, rda_status_to_string(s1), rda_status_to_string(sP),
+          rda_context_last_error(gpu));
+    cudaMemcpy(o1, d1.data, n * es, cudaMemcpyDeviceToHost);
+    cudaMemcpy(oP, dP.data, n * es, cudaMemcpyDeviceToHost);
+    cudaMemcpy(l1, dl1.data, nl * 4, cudaMemcpyDeviceToHost);
+    cudaMemcpy(lP, dlP.data, nl * 4, cudaMemcpyDeviceToHost);
+    /* ring against one rank, every element */
+    double *o164 = malloc(n * 8);
+    rda_to_f64(o1, dt, n, o164);
+    rda_error e = rda_compare(oP, dt, o164, n);
+    /* LSE: the bound run_case uses against the fp64 reference (the half
+     * types' kernels sum probabilities rounded to the type) */
+    const float ltol = dt == RDA_DTYPE_F32 ? 1e-4f : 2e-3f;
+    int lse_ok = 1;
+    for (int64_t i = 0; i < nl; i++) {
+        if (isinf(l1[i]) || isinf(lP[i])) lse_ok &= l1[i] == lP[i];
+        else lse_ok &= fabsf(lP[i] - l1[i]) <= ltol * (1 + fabsf(l1[i]));
+    }
+    CHECK(e.nonfinite == 0 && e.rel_l2 <= rda_tolerance(dt) && lse_ok,
+          "%s: against one rank rel_l2 %.3g max_abs %.3g nonfinite %lld, lse %s", what, e.rel_l2, e.max_abs,
+          (long long)e.nonfinite, lse_ok ? "equal" : "differs");
+    /* both against the fp64 reference on sampled rows */
+    enum { M = 64 };
+    int64_t rows[M];
+    for (int j = 0; j < M; j++) rows[j] = (int64_t)((double)j * (double)N / M) + (j * 7919) % (N / M > 0 ? N / M : 1);
+    rows[M - 1] = N - 1;
+    int64_t m = N < M ? N : M;
+    if (N < M)
+        for (int j = 0; j < m; j++) rows[j] = j;
+    double *q64 = malloc(n * 8), *k64 = malloc(n * 8), *v64 = malloc(n * 8), *ref = malloc(m * H * D * 8);
+    rda_to_f64(h[0], dt, n, q64);
+    rda_to_f64(h[1], dt, n, k64);
+    rda_to_f64(h[2], dt, n, v64);
+    rda_tensor rq = rda_tensor_contiguous(q64, RDA_DTYPE_F64, 4, sh), rk = rda_tensor_contiguous(k64, RDA_DTYPE_F64, 4, sh),
+               rv = rda_tensor_contiguous(v64, RDA_DTYPE_F64, 4, sh);
+    float lref[4 * M];
+    rda_status sr = rda_reference_rows(ref_ctx_rows(), &cfg, &rq, &rk, &rv, rows, m, ref, lref);
+    CHECK(!sr, "%s: sampled reference %s", what, rda_status_to_string(sr));
+    rda_error e1 = rda_compare_rows(o1, dt, ref, rows, m, H * D), eP = rda_compare_rows(oP, dt, ref, rows, m, H * D);
+    CHECK(!sr && e1.nonfinite == 0 && eP.nonfinite == 0 && e1.rel_l2 <= rda_tolerance(dt) &&
+              eP.rel_l2 <= rda_tolerance(dt),
+          "%s: sampled rows against fp64: one rank rel_l2 %.3g (%lld nonfinite), ring %.3g (%lld)", what,
+          e1.rel_l2, (long long)e1.nonfinite, eP.rel_l2, (long long)eP.nonfinite);
+    int lref_ok = 1;
+    for (int64_t hh = 0; hh < H && !sr; hh++)
+        for (int64_t j = 0; j < m; j++) {
+            float want = lref[hh * m + j], a = l1[hh * N + rows[j]], b = lP[hh * N + rows[j]];
+            if (isinf(want)) lref_ok &= a == want && b == want;
+            else lref_ok &= fabsf(a - want) <= ltol * (1 + fabsf(want)) && fabsf(b - want) <= ltol * (1 + fabsf(want));
+        }
+    CHECK(lref_ok, "%s: sampled LSE against fp64", what);
+    CHECK(dguards(&d1) && dguards(&dP) && dguards(&dl1) && dguards(&dlP), "%s: guard bytes", what);
+    for (int i = 0; i < 3; i++) cudaFree(d[i].raw), free(h[i]);
+    cudaFree(d1.raw), cudaFree(dP.raw), cudaFree(dl1.raw), cudaFree(dlP.raw);
+    free(o1), free(oP), free(l1), free(lP), free(o164), free(q64), free(k64), free(v64), free(ref);
+}
+
+/* One context, calls of growing size and of the one-pass and finishing-pass
+ * kinds in turn: a call must not take the row state left by a smaller one
+ * for cleared (the state of the larger call's extra rows is whatever the
+ * workspace held). Each call against the fp64 reference (run_case). */
+static void growing_calls(uint64_t *seed) {
+    const int64_t Ns[] = {7, 1000, 3000};
+    for (int i = 0; i < 3; i++)
+        for (int mode = 1; mode <= 2; mode++) { /* groups (one pass), then longnet (finishing pass) */
+            rda_config cfg = RDA_CONFIG_INIT;
+            cfg.mode = (rda_mode)mode;
+            cfg.num_patterns = 3;
+            cfg.patterns[0] = (rda_pattern){2048, 1};
+            cfg.patterns[1] = (rda_pattern){8192, 4};
+            cfg.patterns[2] = (rda_pattern){32768, 16};
+            shape4 s = {1, Ns[i], 4, 64};
+            char what[96];
+            snprintf(what, sizeof what, "growing calls N=%lld mode %d", (long long)Ns[i], mode);
+            run_case(s, &cfg, RDA_DTYPE_BF16, 1, (*seed)++, what);
+        }
+}
+
+/* The large-ring sweep: every P = 2..8 over N from 1 to 65536 (uneven
+ * splits where P does not divide N), each (N, P) with one combination of
+ * mode, layout, causal flag, element type and head dim, rotating so that
+ * every value of each is met at the large sizes. */
+static void ring_sweep(const char *tag, bool quick, uint64_t *seed) {
+    const int64_t Ns[] = {2, 7, 1000, 8192, 30001, 65536};
+    int i = 0;
+    for (int ni = 0; ni < 6; ni++)
+        for (int P = 2; P <= 8; P++) {
+            int64_t N = Ns[ni];
+            if (P > N) continue;
+            if (quick && (N > 1000 || P > 3)) continue;
+            int mode = i % 3, lay = (i / 3) % 2, causal = (i / 2) % 2 || lay;
+            rda_dtype dt = (i / 5) % 2 ? RDA_DTYPE_BF16 : RDA_DTYPE_F16;
+            int64_t D = (i / 7) % 3 == 2 ? 128 : 64;
+            if (lay == 1 && i % 4 == 1) causal = 0; /* zig-zag without the causal mask too */
+            if (N < 2 * P) lay = 0;                  /* zig-zag needs two chunks a rank */
+            ring_large(N, P, mode, lay, causal, dt, D, (*seed)++, tag);
+            i++;
+        }
+}
+
 int main(void) {
     if (!rda_cuda_available()) {
         printf("cuda: skipped (no CUDA device, or built without the CUDA backend)\n");
@@ -182,6 +326,8 @@ int main(void) {
         run_case(s, &cfg, c ? RDA_DTYPE_BF16 : RDA_DTYPE_F16, 1, seed++, what);
     }
     ring_cases("", quick ? 96 : 2000, false, false, &seed);
+    growing_calls(&seed);
+    ring_sweep("", quick, &seed);
     /* the Hopper D = 64 kernels of 128 and 192 queries per item (a producer
      * warpgroup, consumers taking turns), which the backend picks for long
      * key spans only, forced onto every shape: odd sizes, tails, dilations,
@@ -202,6 +348,7 @@ int main(void) {
                         if (!quick || (Ns[ni] <= 97 && !causal && !ti))
                             sweep_case(tag, Ns[ni], 64, dts[ti], mode, causal, seed++);
         ring_cases(tag, quick ? 400 : 3000, true, quick, &seed);
+        if (!quick) ring_sweep(tag, false, &seed);
         rda_context_destroy(gpu);
         gpu = saved;
         unsetenv("RDA_CUDA_TILE_ROWS");

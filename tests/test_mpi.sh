@@ -7,7 +7,9 @@
 # Environment: RING_ARGS (extra `rda ring` options, e.g. "--backend cuda
 # --dtype fp16" for GPU ranks through NCCL), MAX_P (rings 1..MAX_P, default
 # 4), EXTRA_P (further ring sizes, default 8; "" for none), FAULT_NP
-# (processes in the fault trials, default 3).
+# (processes in the fault trials, default 3), SIZES (sequence lengths of the
+# correctness runs, default "600 601"), SHAPE (their head count and head dim,
+# default "--heads 3 --head-dim 16").
 set -u
 rda=${1:?path to the rda tool}
 trials=${2:-3}
@@ -15,6 +17,8 @@ extra=${RING_ARGS:-}
 max_p=${MAX_P:-4}
 extra_p=${EXTRA_P-8}
 np=${FAULT_NP:-3}
+sizes=${SIZES:-600 601}
+shape=${SHAPE:---heads 3 --head-dim 16}
 command -v mpirun >/dev/null 2>&1 || { echo "mpi: skipped (no mpirun)"; exit 77; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 # ASan builds: Open MPI's own allocations are not ours to report
@@ -27,13 +31,13 @@ now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
 # correctness
 for P in $(seq 1 "$max_p") $extra_p; do
-    for N in 600 601; do
+    for N in $sizes; do
         for args in "--mode dense" "--mode dense --causal --layout zigzag" \
                     "--mode groups --segments 64,128 --dilations 1,2" \
                     "--mode longnet --segments 64,256 --dilations 1,4 --causal" \
                     "--mode longnet --segments 100,300 --dilations 2,3 --causal --layout zigzag" \
                     "--mode groups --segments 256,512 --dilations 1,2"; do
-            out=$(run "$P" "$rda" ring --seq-len "$N" --heads 3 --head-dim 16 $args $extra --check --timeout 30)
+            out=$(run "$P" "$rda" ring --seq-len "$N" $shape $args $extra --check --timeout 30)
             if [ $? -eq 0 ] && grep -q ": ok" <<<"$out"; then ok; else bad "P=$P N=$N $args: $(tail -3 <<<"$out")"; fi
         done
     done

@@ -42,8 +42,10 @@ struct rda_comm {
     int32_t rank, size;
     void *impl;
     /* how the in-process engine copies into this rank's buffers (host memcpy,
-     * or a device copy for GPU buffers); set by the ring from its backend */
-    int (*copy)(void *dst, const void *src, size_t bytes); /* 0 on success */
+     * or a device copy for GPU buffers, complete on return); set by the ring
+     * from its backend and the rank's context */
+    int (*copy)(rda_context *ctx, void *dst, const void *src, size_t bytes); /* 0 on success */
+    rda_context *copy_ctx;
 };
 
 #endif

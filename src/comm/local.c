@@ -110,7 +110,7 @@ static rda_status local_shift_wait(rda_comm *c, double timeout_s, char *msg) {
         pthread_mutex_unlock(&g->mu); /* the sender leaves its buffer alone until we release it */
         int failed = 0;
         if (c->copy)
-            failed = c->copy(lr->recv, from, lr->recv_bytes);
+            failed = c->copy(c->copy_ctx, lr->recv, from, lr->recv_bytes);
         else
             memcpy(lr->recv, from, lr->recv_bytes);
         pthread_mutex_lock(&g->mu);

@@ -20,7 +20,10 @@ typedef struct {
     bool wgmma;    /* a Hopper device and this binary carries the sm_90a kernels */
     void *dws;     /* device workspace: state, key/value blocks, tables */
     size_t dws_cap;
-    bool state_clean; /* l (at the start of dws) is zero: the last call's finishing pass reset it */
+    /* how many entries of l (at the start of dws) are known to be zero: the
+     * last call's rows (its finishing pass, or its one-pass kernel, left them
+     * zeroed); a call with more rows must clear them first */
+    int64_t clean_l;
     bool one_pass;    /* this call: every row written by one final work item, no finishing pass */
     int sms;          /* multiprocessors, and CTAs of each Hopper D = 64 kernel one holds */
     int occ_wg64, occ_wg64s, occ_wg64p2, occ_wg64p3;
@@ -251,7 +254,7 @@ static rda_status reserve_device(rda_context *ctx, size_t bytes) {
     c->dws_cap = 0;
     CUDA_TRY(cudaMalloc(&c->dws, bytes));
     c->dws_cap = bytes;
-    c->state_clean = false;
+    c->clean_l = 0;
     return RDA_STATUS_SUCCESS;
 }
 
@@ -345,12 +348,12 @@ static rda_status cuda_begin(rda_context *ctx, const rda_problem *p, const rda_r
     ctx->ws_used = tables + need;
     /* l = 0 marks a row no step reached yet (m and acc are read only where
      * l > 0); the finishing pass leaves l zeroed for the next call */
-    if (!c->state_clean) {
+    if (c->clean_l < rows_hd) {
         fill_state<<<(unsigned)((rows_hd + 255) / 256 < 4096 ? (rows_hd + 255) / 256 : 4096), 256, 0, c->stream>>>(
             c->m, c->l, rows_hd);
         CUDA_LAUNCHED();
     }
-    c->state_clean = false; /* until this call's finishing pass is queued */
+    c->clean_l = 0; /* until this call's finishing pass is queued */
     return RDA_STATUS_SUCCESS;
 }
 
@@ -541,8 +544,8 @@ static rda_status cuda_step(rda_context *ctx, const rda_problem *p, const rda_ro
 
 static rda_status cuda_finish(rda_context *ctx, const rda_problem *p, rda_tensor *o, rda_tensor *lse) {
     cuda_ctx *c = cctx(ctx);
-    if (c->one_pass) { /* every row written, l left zero */
-        c->state_clean = true;
+    if (c->one_pass) { /* every row written, l left zero (the call began with it zeroed) */
+        c->clean_l = p->B * c->n * p->H;
         return RDA_STATUS_SUCCESS;
     }
     attend_args a;
@@ -555,14 +558,20 @@ static rda_status cuda_finish(rda_context *ctx, const rda_problem *p, rda_tensor
     default: finalize_rows<float><<<grid, 256, 0, c->stream>>>(a); break;
     }
     CUDA_LAUNCHED();
-    c->state_clean = true;
+    c->clean_l = p->B * c->n * p->H;
     return RDA_STATUS_SUCCESS;
 }
 
 static rda_status cuda_sync(rda_context *ctx) { return rda_cuda_synchronize(ctx); }
 
-static int cuda_copy(void *dst, const void *src, size_t bytes) {
-    return cudaMemcpy(dst, src, bytes, cudaMemcpyDefault) == cudaSuccess ? 0 : -1;
+/* On the context's own stream, then waited for: a plain cudaMemcpy between
+ * device buffers returns before the copy is done and runs on the legacy
+ * default stream, which the context's non-blocking stream does not wait for,
+ * so the next kernel could read a block still being copied. */
+static int cuda_copy(rda_context *ctx, void *dst, const void *src, size_t bytes) {
+    cudaStream_t s = cctx(ctx)->stream;
+    if (cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, s) != cudaSuccess) return -1;
+    return cudaStreamSynchronize(s) == cudaSuccess ? 0 : -1;
 }
 
 static void *cuda_alloc(rda_context *ctx, size_t bytes) {

@@ -31,7 +31,7 @@ if has build; then
     fi
 fi
 if has test; then
-    timeout 400 ./build-gpu/tests/test_cuda > "$OUT/test_cuda.log" 2>&1
+    timeout 560 ./build-gpu/tests/test_cuda > "$OUT/test_cuda.log" 2>&1
     rc=$?
     grep FAIL "$OUT/test_cuda.log" | head -20
     summary+=("test_cuda: rc=$rc, $(tail -1 "$OUT/test_cuda.log")")
