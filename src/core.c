@@ -274,6 +274,7 @@ rda_status rda_problem_from_config(const rda_config *cfg_in, int64_t N, rda_prob
         p->G = 1;
         p->patterns[0].segment = N;
         p->patterns[0].dilation = 1;
+        p->given[0] = p->patterns[0];
         return RDA_STATUS_SUCCESS;
     }
     if (cfg.num_patterns < 1 || cfg.num_patterns > RDA_MAX_PATTERNS) {
@@ -291,7 +292,9 @@ rda_status rda_problem_from_config(const rda_config *cfg_in, int64_t N, rda_prob
                         i, (long long)pt.segment, (long long)pt.dilation);
             return RDA_STATUS_INVALID_PATTERN;
         }
-        p->patterns[i] = pt;
+        p->given[i] = pt;
+        p->patterns[i].segment = pt.segment < N ? pt.segment : N;
+        p->patterns[i].dilation = pt.dilation < p->patterns[i].segment ? pt.dilation : p->patterns[i].segment;
     }
     return RDA_STATUS_SUCCESS;
 }

@@ -82,7 +82,11 @@ typedef struct rda_problem {
     bool causal;
     double scale;
     int32_t G;                          /* patterns in use (1 for dense) */
+    /* as planned: segment min(w, N), dilation min(r, that) (SPEC.md, "Edge
+     * values": the same selection, and nothing can overflow) */
     rda_pattern patterns[RDA_MAX_PATTERNS];
+    /* as given; offsets are taken modulo the given dilation */
+    rda_pattern given[RDA_MAX_PATTERNS];
     rda_layout layout;
     double timeout_seconds;
     int64_t B, N, H, Hkv, D;            /* N: full sequence length */

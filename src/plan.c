@@ -65,13 +65,13 @@ rda_status rda_ring_partition(int64_t N, int32_t P, rda_layout layout, int32_t r
 int64_t rda_plan_offset(const rda_problem *p, int64_t h, int32_t i) {
     switch (p->mode) {
     case RDA_MODE_DENSE: return i == 0 ? 0 : -1;
-    case RDA_MODE_LONGNET: return h % p->patterns[i].dilation;
+    case RDA_MODE_LONGNET: return h % p->given[i].dilation;
     case RDA_MODE_GROUPS: {
         /* group g holds H/G heads, plus one if g < H % G */
         int64_t base = p->H / p->G, extra = p->H % p->G, first = 0;
         for (int32_t g = 0; g < p->G; g++) {
             int64_t size = base + (g < extra ? 1 : 0);
-            if (h < first + size) return g == i ? (int64_t)g % p->patterns[g].dilation : -1;
+            if (h < first + size) return g == i ? (int64_t)g % p->given[g].dilation : -1;
             first += size;
         }
         return -1;

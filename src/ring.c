@@ -65,7 +65,7 @@ rda_status rda_ring_run(rda_context *ctx, rda_comm *comm, const rda_config *cfg,
         blob.layout = P > 1 ? p.layout : 0;
         blob.G = p.G;
         blob.scale = p.scale;
-        memcpy(blob.patterns, p.patterns, sizeof(blob.patterns));
+        memcpy(blob.patterns, p.given, sizeof(blob.patterns));
         if ((st = comm->ops->agree(comm, &blob, sizeof(blob), p.timeout_seconds, msg))) goto fail;
         comm->copy = be->copy;
         comm->copy_ctx = ctx;

@@ -261,6 +261,67 @@ static void growing_calls(uint64_t *seed) {
         }
 }
 
+/* A NaN in one element of Q (row 9, head 1) or an Inf in one of K (row 9,
+ * head 2): the rows it reaches are NaN in O and LSE, whole; the others are
+ * finite, never 0 with LSE = -inf where a key was allowed (SPEC.md, "Edge
+ * values"); one rank and a ring of 2. */
+static void nonfinite_cases(uint64_t *seed) {
+    const int64_t N = 300, H = 4, D = 64, n = N * H * D, nl = H * N;
+    for (int what = 0; what < 2; what++)
+        for (int mode = 0; mode < 3; mode++)
+            for (int causal = 0; causal < 2; causal++)
+                for (int P = 1; P <= 2; P++) {
+                    rda_config cfg = RDA_CONFIG_INIT;
+                    cfg.mode = (rda_mode)mode;
+                    cfg.causal = causal;
+                    cfg.num_patterns = 2;
+                    cfg.patterns[0] = (rda_pattern){64, 1};
+                    cfg.patterns[1] = (rda_pattern){128, 2};
+                    uint16_t *h[3], *o = malloc(2 * n);
+                    float *l = malloc(4 * nl);
+                    rda_rng rng;
+                    rda_rng_seed(&rng, (*seed)++);
+                    dbuf d[5];
+                    int64_t sh[4] = {1, N, H, D}, lsh[3] = {1, H, N};
+                    rda_tensor t[5];
+                    for (int i = 0; i < 3; i++) {
+                        h[i] = malloc(2 * n);
+                        rda_fill_uniform(h[i], RDA_DTYPE_F16, n, &rng, -1, 1);
+                    }
+                    if (what == 0) h[0][9 * H * D + 1 * D + 3] = 0x7E00; /* fp16 NaN */
+                    else h[1][9 * H * D + 2 * D + 5] = 0x7C00;           /* fp16 +Inf */
+                    for (int i = 0; i < 5; i++) {
+                        d[i] = dalloc(i < 4 ? 2 * n : 4 * nl);
+                        if (i < 3) cudaMemcpy(d[i].data, h[i], 2 * n, cudaMemcpyHostToDevice);
+                        t[i] = i < 4 ? rda_tensor_contiguous(d[i].data, RDA_DTYPE_F16, 4, sh)
+                                     : rda_tensor_contiguous(d[i].data, RDA_DTYPE_F32, 3, lsh);
+                    }
+                    rda_status st = P > 1 ? rda_ring_forward_simulated(gpu, &cfg, P, &t[0], &t[1], &t[2], &t[3], &t[4], NULL)
+                                          : rda_attention_forward(gpu, &cfg, &t[0], &t[1], &t[2], &t[3], &t[4]);
+                    if (!st) st = rda_context_synchronize(gpu);
+                    cudaMemcpy(o, d[3].data, 2 * n, cudaMemcpyDeviceToHost);
+                    cudaMemcpy(l, d[4].data, 4 * nl, cudaMemcpyDeviceToHost);
+                    int whole = 1, nan_rows = 0;
+                    for (int64_t hh = 0; hh < H; hh++)
+                        for (int64_t pos = 0; pos < N; pos++) {
+                            int any = 0, all = 1;
+                            for (int64_t x = 0; x < D; x++) {
+                                uint16_t b = o[(pos * H + hh) * D + x];
+                                int isn = (b & 0x7C00) == 0x7C00 && (b & 0x3FF);
+                                any |= isn, all &= isn;
+                            }
+                            whole &= any == all && any == (int)isnan(l[hh * N + pos]);
+                            nan_rows += any;
+                        }
+                    CHECK(!st && whole && nan_rows > 0 && nan_rows < H * N,
+                          "%s in %s, mode %d causal %d P=%d: %s, %d NaN rows, whole %d", what ? "Inf" : "NaN",
+                          what ? "K" : "Q", mode, causal, P, rda_status_to_string(st), nan_rows, whole);
+                    for (int i = 0; i < 5; i++) cudaFree(d[i].raw);
+                    for (int i = 0; i < 3; i++) free(h[i]);
+                    free(o), free(l);
+                }
+}
+
 /* The large-ring sweep: every P = 2..8 over N from 1 to 65536 (uneven
  * splits where P does not divide N), each (N, P) with one combination of
  * mode, layout, causal flag, element type and head dim, rotating so that
@@ -327,6 +388,25 @@ int main(void) {
     }
     ring_cases("", quick ? 96 : 2000, false, false, &seed);
     growing_calls(&seed);
+    nonfinite_cases(&seed);
+    /* pattern values far beyond N (SPEC.md, "Edge values"), up to INT64_MAX */
+    for (int bi = 0; bi < 3 && !quick; bi++)
+        for (int mode = 1; mode <= 2; mode++)
+            for (int causal = 0; causal < 2; causal++) {
+                const int64_t big[3] = {INT64_MAX, 4611686018427387904LL, 100000000};
+                rda_config cfg = RDA_CONFIG_INIT;
+                cfg.mode = (rda_mode)mode;
+                cfg.causal = causal;
+                cfg.num_patterns = 3;
+                cfg.patterns[0] = (rda_pattern){big[bi], big[bi]};
+                cfg.patterns[1] = (rda_pattern){big[bi], 3};
+                cfg.patterns[2] = (rda_pattern){700, 2};
+                shape4 s = {1, 1000, 4, 64};
+                char what[96];
+                snprintf(what, sizeof what, "patterns of %lld mode %d causal %d", (long long)big[bi], mode, causal);
+                run_case(s, &cfg, RDA_DTYPE_F16, 1, seed++, what);
+                run_case(s, &cfg, RDA_DTYPE_F16, 3, seed++, what);
+            }
     ring_sweep("", quick, &seed);
     /* the Hopper D = 64 kernels of 128 and 192 queries per item (a producer
      * warpgroup, consumers taking turns), which the backend picks for long

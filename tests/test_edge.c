@@ -197,6 +197,128 @@ int main(void) {
         CHECK(st == RDA_STATUS_ALIASING, "reference rows into q: %s", rda_status_to_string(st));
         free(buf), free(full), free(k64), free(v64);
     }
+    {
+        /* pattern values far beyond N (SPEC.md, "Edge values"): segments and
+         * dilations up to INT64_MAX, on the fast path and through rings, against
+         * the reference (which walks the patterns as given), with no signed
+         * overflow (the sanitizer build runs this) and a workspace that N, not
+         * the pattern, sizes; a segment longer than N equals a segment of N */
+        const int64_t big[4] = {INT64_MAX, 4611686018427387904LL, 100000000, 1LL << 40};
+        for (int bi = 0; bi < 4; bi++)
+            for (int mode = 1; mode <= 2; mode++)
+                for (int causal = 0; causal < 2; causal++) {
+                    rda_config cfg = RDA_CONFIG_INIT;
+                    cfg.mode = (rda_mode)mode;
+                    cfg.causal = causal;
+                    cfg.num_patterns = 3;
+                    cfg.patterns[0] = (rda_pattern){big[bi], big[bi]};
+                    cfg.patterns[1] = (rda_pattern){big[bi], 3};
+                    cfg.patterns[2] = (rda_pattern){7, 2};
+                    float *o1 = malloc(4 * n), *o2 = malloc(4 * n), *o3 = malloc(4 * n);
+                    double *r64 = malloc(8 * n), *q64 = malloc(8 * n), *k64 = malloc(8 * n), *v64 = malloc(8 * n);
+                    for (int64_t i = 0; i < n; i++) q64[i] = q[i], k64[i] = k[i], v64[i] = v[i];
+                    rda_tensor tq = rda_tensor_contiguous(q, RDA_DTYPE_F32, 4, shape),
+                               tk = rda_tensor_contiguous(k, RDA_DTYPE_F32, 4, shape),
+                               tv = rda_tensor_contiguous(v, RDA_DTYPE_F32, 4, shape),
+                               t1 = rda_tensor_contiguous(o1, RDA_DTYPE_F32, 4, shape),
+                               t2 = rda_tensor_contiguous(o2, RDA_DTYPE_F32, 4, shape),
+                               t3 = rda_tensor_contiguous(o3, RDA_DTYPE_F32, 4, shape),
+                               rq = rda_tensor_contiguous(q64, RDA_DTYPE_F64, 4, shape),
+                               rk = rda_tensor_contiguous(k64, RDA_DTYPE_F64, 4, shape),
+                               rv = rda_tensor_contiguous(v64, RDA_DTYPE_F64, 4, shape),
+                               ro = rda_tensor_contiguous(r64, RDA_DTYPE_F64, 4, shape);
+                    rda_status s1 = rda_attention_forward(ctx, &cfg, &tq, &tk, &tv, &t1, NULL);
+                    int64_t ws = rda_context_workspace_bytes(ctx);
+                    rda_status s2 = rda_ring_forward_simulated(ctx, &cfg, 3, &tq, &tk, &tv, &t2, NULL, NULL);
+                    rda_status sr = rda_attention_forward(ref, &cfg, &rq, &rk, &rv, &ro, NULL);
+                    /* the same with the segments cut to N (offsets h mod r unchanged: r > H here) */
+                    rda_config cut = cfg;
+                    cut.patterns[0] = (rda_pattern){N, N};
+                    cut.patterns[1] = (rda_pattern){N, 3};
+                    rda_status s3 = rda_attention_forward(ctx, &cut, &tq, &tk, &tv, &t3, NULL);
+                    rda_error e1 = rda_compare(o1, RDA_DTYPE_F32, r64, n), e2 = rda_compare(o2, RDA_DTYPE_F32, r64, n);
+                    CHECK(!s1 && !s2 && !sr && !s3 && rda_passes(RDA_DTYPE_F32, e1, 0) && rda_passes(RDA_DTYPE_F32, e2, 0),
+                          "patterns of %lld, mode %d causal %d: status %s/%s/%s/%s, rel_l2 %.3g (ring %.3g) (%s)",
+                          (long long)big[bi], mode, causal, rda_status_to_string(s1), rda_status_to_string(s2),
+                          rda_status_to_string(sr), rda_status_to_string(s3), e1.rel_l2, e2.rel_l2,
+                          rda_context_last_error(ctx));
+                    CHECK(!memcmp(o1, o3, 4 * (size_t)n), "patterns of %lld, mode %d causal %d: differs from the "
+                          "same patterns cut to N", (long long)big[bi], mode, causal);
+                    CHECK(ws > 0 && ws < (1 << 24), "patterns of %lld: workspace %lld bytes for N = %lld",
+                          (long long)big[bi], (long long)ws, (long long)N);
+                    int64_t pairs = 0, pairs_cut = 0;
+                    CHECK(rda_count_pairs(&cfg, 1, N, H, &pairs) == 0 && rda_count_pairs(&cut, 1, N, H, &pairs_cut) == 0 &&
+                              pairs == pairs_cut && pairs > 0,
+                          "patterns of %lld: %lld pairs, %lld cut to N", (long long)big[bi], (long long)pairs,
+                          (long long)pairs_cut);
+                    free(o1), free(o2), free(o3), free(r64), free(q64), free(k64), free(v64);
+                }
+    }
+    {
+        /* non-finite values (SPEC.md, "Edge values"): NaN or Inf in an input,
+         * or scores that overflow, give NaN in the rows they reach, never 0
+         * with LSE = -inf; other rows stay finite. Fast path and reference,
+         * every mode, causal and not. */
+        float *q2 = malloc(4 * n), *k2 = malloc(4 * n), *o2 = malloc(4 * n), *l2 = malloc(4 * (size_t)(B * H * N));
+        double *q64 = malloc(8 * n), *k64 = malloc(8 * n), *v64 = malloc(8 * n), *o64 = malloc(8 * n);
+        float *l64 = malloc(4 * (size_t)(B * H * N));
+        for (int what = 0; what < 4; what++)
+            for (int mode = 0; mode < 3; mode++)
+                for (int causal = 0; causal < 2; causal++) {
+                    memcpy(q2, q, 4 * n);
+                    memcpy(k2, k, 4 * n);
+                    rda_config cfg = RDA_CONFIG_INIT;
+                    cfg.mode = (rda_mode)mode;
+                    cfg.causal = causal;
+                    cfg.num_patterns = 2;
+                    cfg.patterns[0] = (rda_pattern){8, 1};
+                    cfg.patterns[1] = (rda_pattern){16, 2};
+                    const int64_t bad = 9; /* the row (what 0) or key (what 1) made non-finite */
+                    if (what == 0) q2[bad * H * D + 1 * D + 3] = NAN;          /* Q row 9, head 1 */
+                    if (what == 1) k2[bad * H * D + 2 * D + 5] = INFINITY;     /* K row 9, head 2 */
+                    if (what == 2) cfg.scale = 1e300;                            /* every score */
+                    if (what == 3)
+                        for (int64_t i = 0; i < n; i++) q2[i] *= 1e20f, k2[i] *= 1e20f; /* products overflow fp32 */
+                    for (int64_t i = 0; i < n; i++) q64[i] = q2[i], k64[i] = k2[i], v64[i] = v[i];
+                    rda_tensor tq = rda_tensor_contiguous(q2, RDA_DTYPE_F32, 4, shape),
+                               tk = rda_tensor_contiguous(k2, RDA_DTYPE_F32, 4, shape),
+                               tv = rda_tensor_contiguous(v, RDA_DTYPE_F32, 4, shape),
+                               to = rda_tensor_contiguous(o2, RDA_DTYPE_F32, 4, shape),
+                               tl = rda_tensor_contiguous(l2, RDA_DTYPE_F32, 3, lshape),
+                               rq = rda_tensor_contiguous(q64, RDA_DTYPE_F64, 4, shape),
+                               rk = rda_tensor_contiguous(k64, RDA_DTYPE_F64, 4, shape),
+                               rv = rda_tensor_contiguous(v64, RDA_DTYPE_F64, 4, shape),
+                               ro = rda_tensor_contiguous(o64, RDA_DTYPE_F64, 4, shape),
+                               rl = rda_tensor_contiguous(l64, RDA_DTYPE_F32, 3, lshape);
+                    rda_status st = rda_attention_forward(ctx, &cfg, &tq, &tk, &tv, &to, &tl);
+                    rda_status sr = what < 2 ? rda_attention_forward(ref, &cfg, &rq, &rk, &rv, &ro, &rl) : 0;
+                    /* rows reached: what 0: row 9 of head 1 (where selected); what 1:
+                     * rows of head 2 that attend to key 9; what 2, 3: every
+                     * selected row. A row is NaN in O and LSE, or else finite,
+                     * and the reference agrees on which */
+                    int ok = !st && !sr, nan_rows = 0, zero_nan = 0, agree = 1;
+                    for (int64_t h = 0; h < H; h++)
+                        for (int64_t pos = 0; pos < N; pos++) {
+                            float lv = l2[h * N + pos];
+                            int any = 0, all = 1;
+                            for (int64_t d = 0; d < D; d++) {
+                                int x = isnan(o2[(pos * H + h) * D + d]);
+                                any |= x, all &= x;
+                            }
+                            if (any != all || any != (int)isnan(lv)) ok = 0; /* whole rows, O and LSE together */
+                            nan_rows += any;
+                            if (what >= 2 && !any && isinf(lv) && mode != 1) zero_nan++; /* a silent 0 */
+                            if (what < 2) agree &= (int)isnan(l64[h * N + pos]) == (int)isnan(lv);
+                        }
+                    CHECK(ok && agree && zero_nan == 0 && nan_rows > 0 &&
+                              (what >= 2 || nan_rows < H * N),
+                          "non-finite case %d mode %d causal %d: status %s/%s, %d NaN rows, rows whole %d, "
+                          "reference agrees %d, silent zeros %d",
+                          what, mode, causal, rda_status_to_string(st), rda_status_to_string(sr), nan_rows, ok, agree,
+                          zero_nan);
+                }
+        free(q2), free(k2), free(o2), free(l2), free(q64), free(k64), free(v64), free(o64), free(l64);
+    }
     free(q), free(k), free(v);
     rda_context_destroy(ctx);
     rda_context_destroy(ref);

@@ -42,21 +42,24 @@ rda_cpu_ws *rda_cpu_workspace_init(rda_carver *c, const rda_problem *p, const rd
 
 void rda_cpu_write_row(rda_tensor *o, rda_tensor *lse, int64_t b, int64_t row, int64_t h,
                        int64_t D, const float *a, float m, float l, float factor) {
-    float inv = l > 0.0f ? factor / l : 0.0f;
+    /* l == 0: a row that attended to nothing (its accumulator was never
+     * written); a NaN l (non-finite inputs or scores) makes the row NaN */
+    const bool empty = l == 0.0f;
+    float inv = empty ? 0.0f : factor / l;
     int64_t base = b * o->strides[0] + row * o->strides[1] + h * o->strides[2], s3 = o->strides[3];
     if (o->dtype == RDA_DTYPE_F32 && s3 == 1) {
         float *dst = (float *)o->data + base;
-        if (l > 0.0f)
+        if (!empty)
             for (int64_t d = 0; d < D; d++) dst[d] = a[d] * inv;
-        else /* a row that attended to nothing; its accumulator was never written */
+        else
             for (int64_t d = 0; d < D; d++) dst[d] = 0.0f;
     } else {
         for (int64_t d = 0; d < D; d++)
-            rda_store_f32(o->data, o->dtype, base + d * s3, l > 0.0f ? a[d] * inv : 0.0f);
+            rda_store_f32(o->data, o->dtype, base + d * s3, empty ? 0.0f : a[d] * inv);
     }
     if (lse)
         ((float *)lse->data)[b * lse->strides[0] + h * lse->strides[1] + row * lse->strides[2]] =
-            l > 0.0f ? (m + log2f(l)) * 0.6931471805599453f : -INFINITY;
+            empty ? -INFINITY : (m + log2f(l)) * 0.6931471805599453f;
 }
 
 typedef struct {

@@ -259,7 +259,7 @@ static void RDA_SYM(attend_tile)(void *arg, int64_t item, int32_t thread) {
             L[a] = acc->l[row];
             /* the accumulator is not cleared up front: a row nothing reached
              * yet (l == 0) starts from zeros */
-            if (L[a] > 0.0f)
+            if (L[a] != 0.0f)
                 memcpy(A + a * Dp, acc->acc + row * D, sizeof(float) * (size_t)D);
             else
                 memset(A + a * Dp, 0, sizeof(float) * (size_t)D);
@@ -344,6 +344,22 @@ static void RDA_SYM(attend_tile)(void *arg, int64_t item, int32_t thread) {
                         A[a * Dp + x] *= alpha[a];
             RDA_SYM(rda_cpu_gemm_pv)(bqp, bk, Dp, St, BQ, V, Dp, A);
         }
+    }
+    /* a query that had allowed keys here but whose sum stayed 0 saw only
+     * scores of -inf (an overflow): NaN, as softmax in fp32 gives (SPEC.md,
+     * "Edge values"); a row with no allowed key keeps l = 0 */
+    for (int64_t a = 0; a < bq; a++) {
+        if (L[a] != 0.0f) continue;
+        int64_t allowed = 0;
+        for (int32_t kc = 0; kc < job->nk; kc++) {
+            int64_t cnt = job->k_count[kc];
+            if (p->causal) {
+                int64_t lim = qi0 + a + (job->q_first - job->k_first[kc]) / r + 1;
+                cnt = lim < 0 ? 0 : lim < cnt ? lim : cnt;
+            }
+            allowed += cnt;
+        }
+        if (allowed > 0) L[a] = NAN;
     }
     for (int64_t a = 0; a < bq; a++) {
         int64_t lrow = job->q_local + (qi0 + a) * r, row = (b * acc->n + lrow) * H + h;

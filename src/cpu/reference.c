@@ -36,7 +36,7 @@ static double round_to(rda_dtype dt, double x) {
 
 /* Group of head h and its pattern offset, per SPEC.md; -1 if none. */
 static int64_t ref_offset(const rda_problem *p, int64_t h, int32_t i) {
-    if (p->mode == RDA_MODE_LONGNET) return h % p->patterns[i].dilation;
+    if (p->mode == RDA_MODE_LONGNET) return h % p->given[i].dilation;
     if (p->mode == RDA_MODE_DENSE) return 0;
     int64_t g = 0, first = 0;
     for (; g < p->G; g++) {
@@ -44,7 +44,7 @@ static int64_t ref_offset(const rda_problem *p, int64_t h, int32_t i) {
         if (h < first + size) break;
         first += size;
     }
-    return g == i ? i % p->patterns[i].dilation : -1;
+    return g == i ? i % p->given[i].dilation : -1;
 }
 
 static void ref_row(void *arg, int64_t idx, int32_t thread) {
@@ -63,12 +63,14 @@ static void ref_row(void *arg, int64_t idx, int32_t thread) {
         used[i] = false;
         int64_t o = ref_offset(p, h, i);
         if (o < 0) continue;
-        int64_t w = p->patterns[i].segment, r = p->patterns[i].dilation;
-        int64_t a0 = (qpos / w) * w, e = a0 + w < N ? a0 + w : N;
+        /* the pattern as given (any value up to INT64_MAX): the segment
+         * [a0, e) of qpos, its selected positions a0 + o + j*r */
+        int64_t w = p->given[i].segment, r = p->given[i].dilation;
+        int64_t a0 = (qpos / w) * w, e = w < N - a0 ? a0 + w : N;
         if (qpos - a0 < o || (qpos - a0 - o) % r != 0) continue; /* query not selected */
         int64_t nk = 0;
         double mx = -INFINITY;
-        for (int64_t kp = a0 + o; kp < e; kp += r) {
+        for (int64_t kp = a0 + o; kp < e; kp = r < e - kp ? kp + r : e) {
             if (p->causal && kp > qpos) break;
             double dot = 0.0;
             for (int64_t d = 0; d < D; d++)
@@ -84,7 +86,7 @@ static void ref_row(void *arg, int64_t idx, int32_t thread) {
         double *out = outs + i * D;
         memset(out, 0, sizeof(double) * (size_t)D);
         int64_t j = 0;
-        for (int64_t kp = a0 + o; j < nk; kp += r, j++) {
+        for (int64_t kp = a0 + o; j < nk; kp = r < e - kp ? kp + r : e, j++) {
             double pr = exp(s[j] - mx);
             if (a->same_type) pr = (float)pr;
             sum += pr;
@@ -109,9 +111,15 @@ static void ref_row(void *arg, int64_t idx, int32_t thread) {
         }
     } else {
         double mx = -INFINITY, sum = 0.0;
-        for (int32_t i = 0; i < p->G; i++)
+        bool nan = false;
+        for (int32_t i = 0; i < p->G; i++) {
             if (used[i] && lses[i] > mx) mx = lses[i];
-        if (mx > -INFINITY) {
+            nan |= used[i] && isnan(lses[i]);
+        }
+        if (nan) { /* a non-finite input or score reached the row */
+            L = NAN;
+            for (int64_t d = 0; d < D; d++) fin[d] = NAN;
+        } else if (mx > -INFINITY) {
             for (int32_t i = 0; i < p->G; i++)
                 if (used[i]) sum += exp(lses[i] - mx);
             L = mx + log(sum);

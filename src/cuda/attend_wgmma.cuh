@@ -418,7 +418,7 @@ __global__ void __launch_bounds__(wg_threads<NW, V>(), MINB) attend_wgmma(const 
         if (a.done_l == 0.f || rl[i] >= bq) continue;
         const int64_t ai = (ip.b * a.n + job.q_local + (qi0 + rl[i]) * r) * a.H + ip.h;
         const float lst = a.l[ai];
-        if (!(lst > 0.f)) continue;
+        if (lst <= 0.f) continue; /* nothing earlier (0) or done (-1); NaN is merged */
         const float mst = a.m[ai], mx = fmaxf(mrow[i], mst), fo = ex2(mrow[i] - mx), fs = ex2(mst - mx);
 #pragma unroll
         for (int nt = 0; nt < D / 8; nt++) {

@@ -254,7 +254,8 @@ __device__ __forceinline__ void store_rows(const attend_args &a, const item_pos 
         if (rl[i] >= bq) continue;
         int64_t row = job.q_local + (qi0 + rl[i]) * job.stride, ai = (ip.b * a.n + row) * a.H + ip.h;
         if (ip.cl->final) {
-            float inv = lrow[i] > 0.f ? a.factor / lrow[i] : 0.f;
+            /* l == 0: no allowed key; a NaN l (non-finite inputs) makes the row NaN */
+            float inv = lrow[i] != 0.f ? a.factor / lrow[i] : 0.f;
             T *orow = static_cast<T *>(a.o) + ip.b * a.os[0] + row * a.os[1] + ip.h * a.os[2];
 #pragma unroll
             for (int nt = 0; nt < D / 8; nt++)
@@ -263,7 +264,7 @@ __device__ __forceinline__ void store_rows(const attend_args &a, const item_pos 
             if ((lane & 3) == 0) {
                 if (a.lse)
                     a.lse[ip.b * a.ls[0] + ip.h * a.ls[1] + row * a.ls[2]] =
-                        lrow[i] > 0.f ? (mrow[i] + log2f(lrow[i])) * 0.6931471805599453f : -INFINITY;
+                        lrow[i] != 0.f ? (mrow[i] + log2f(lrow[i])) * 0.6931471805599453f : -INFINITY;
                 a.l[ai] = a.done_l;
             }
         } else {
@@ -315,7 +316,7 @@ __global__ void __launch_bounds__(128) attend_mma(const __grid_constant__ attend
         if (rl[i] >= bq) continue;
         int64_t ai = (ip.b * a.n + job.q_local + (qi0 + rl[i]) * r) * a.H + ip.h;
         float L = a.l[ai];
-        if (L > 0.f) { /* earlier steps reached this row */
+        if (!(L <= 0.f)) { /* earlier steps reached this row (NaN too: it must reach O) */
             lrow[i] = L;
             mrow[i] = a.m[ai];
 #pragma unroll
@@ -460,7 +461,7 @@ __global__ void __launch_bounds__(128) attend_generic(const __grid_constant__ at
             qv[e] = d < D ? to_f32<T>(qb[row * a.qs[1] + d * a.qs[3]]) * a.qscale : 0.f;
             acc[e] = 0.f;
         }
-        if (a.l[ai] > 0.f) {
+        if (!(a.l[ai] <= 0.f)) {
             m = a.m[ai];
             l = a.l[ai];
 #pragma unroll
@@ -491,7 +492,7 @@ __global__ void __launch_bounds__(128) attend_generic(const __grid_constant__ at
             }
         }
         if (ip.cl->final) {
-            float inv = l > 0.f ? a.factor / l : 0.f;
+            float inv = l != 0.f ? a.factor / l : 0.f;
             T *orow = static_cast<T *>(a.o) + ip.b * a.os[0] + row * a.os[1] + ip.h * a.os[2];
 #pragma unroll
             for (int e = 0; e < E; e++)
@@ -499,7 +500,7 @@ __global__ void __launch_bounds__(128) attend_generic(const __grid_constant__ at
             if (lane == 0) {
                 if (a.lse)
                     a.lse[ip.b * a.ls[0] + ip.h * a.ls[1] + row * a.ls[2]] =
-                        l > 0.f ? (m + log2f(l)) * 0.6931471805599453f : -INFINITY;
+                        l != 0.f ? (m + log2f(l)) * 0.6931471805599453f : -INFINITY;
                 a.l[ai] = a.done_l;
             }
         } else {
@@ -532,15 +533,15 @@ __global__ void finalize_rows(const attend_args a) {
     if (idx >= a.B * a.n * a.H) return;
     float l = a.l[idx];
     __syncwarp();
-    if (l >= 0.f) {
+    if (!(l < 0.f)) { /* not done yet (NaN included) */
         int64_t b = idx / (a.n * a.H), row = (idx / a.H) % a.n, h = idx % a.H;
-        float inv = l > 0.f ? a.factor / l : 0.f;
+        float inv = l != 0.f ? a.factor / l : 0.f;
         T *orow = static_cast<T *>(a.o) + b * a.os[0] + row * a.os[1] + h * a.os[2];
         for (int64_t d = lane; d < a.D; d += 32)
-            orow[d * a.os[3]] = from_f32<T>(l > 0.f ? a.acc[idx * a.D + d] * inv : 0.f);
+            orow[d * a.os[3]] = from_f32<T>(l != 0.f ? a.acc[idx * a.D + d] * inv : 0.f);
         if (lane == 0 && a.lse)
             a.lse[b * a.ls[0] + h * a.ls[1] + row * a.ls[2]] =
-                l > 0.f ? (a.m[idx] + log2f(l)) * 0.6931471805599453f : -INFINITY;
+                l != 0.f ? (a.m[idx] + log2f(l)) * 0.6931471805599453f : -INFINITY;
     }
     if (lane == 0) a.l[idx] = 0.f;
 }
