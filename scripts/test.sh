@@ -8,7 +8,9 @@
 #      no spills in the kernels' inner loops (scripts/check_spills.py); the
 #      release build on emulated CPUs without AVX-512 (AMD Zen 3) and without
 #      AVX (x86-64 baseline) under qemu-user; an AArch64 cross-build (-Werror,
-#      NEON kernels) and its quick subset under qemu-user.
+#      NEON kernels) and its quick subset under qemu-user;
+#   4. libFuzzer targets (the .npy reader; configuration and tensor
+#      validation), 30 s each from tests/fuzz/corpus: no crash, no report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh --test
@@ -81,6 +83,26 @@ if [ "$(uname -m)" = x86_64 ]; then
     done
     stamp
 fi
+
+echo "== fuzzers (libFuzzer, clang, ASan + UBSan): the .npy reader; configuration and tensor validation"
+cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang -DRDA_FUZZ=ON -DRDA_WERROR=ON \
+    -DRDA_WITH_CUDA=OFF -DRDA_WITH_MPI=OFF -DRDA_BUILD_TOOLS=OFF \
+    -DCMAKE_C_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all" \
+    -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" >/dev/null
+cmake --build build-fuzz -j "$jobs" --target fuzz_npy fuzz_config >/dev/null
+for f in npy config; do
+    # from the corpus in the repo (copied: new inputs stay out of the tree)
+    rm -rf "build-fuzz/corpus-$f" && cp -r "tests/fuzz/corpus/$f" "build-fuzz/corpus-$f"
+    len=$([ $f = npy ] && echo 2048 || echo 256)
+    if ! build-fuzz/tests/fuzz_$f -max_total_time=30 -max_len=$len -rss_limit_mb=4096 -print_final_stats=1 \
+        "build-fuzz/corpus-$f" > "build-fuzz/fuzz_$f.log" 2>&1; then
+        tail -40 "build-fuzz/fuzz_$f.log"
+        echo "fuzz_$f: crash or sanitizer report (reproducer in $PWD)"
+        exit 1
+    fi
+    echo "   fuzz_$f: $(grep -m1 -o 'Done [0-9]* runs in [0-9]* second' "build-fuzz/fuzz_$f.log"), no crash"
+done
+stamp
 
 echo "== portability: AArch64 cross-build (-Werror) and its quick subset under qemu-aarch64"
 cmake -S . -B build-aarch64 -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake -DCMAKE_BUILD_TYPE=Release \

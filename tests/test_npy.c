@@ -11,6 +11,16 @@ static char dir[256];
 
 static void path(char *out, const char *name) { snprintf(out, 512, "%s/%s", dir, name); }
 
+static char md_buf[512], js_buf[512];
+static const char *md_tmp_path(const char *d) {
+    snprintf(md_buf, sizeof md_buf, "%s/bad.md", d);
+    return md_buf;
+}
+static const char *js_tmp_path(const char *d) {
+    snprintf(js_buf, sizeof js_buf, "%s/bad.json", d);
+    return js_buf;
+}
+
 int main(int argc, char **argv) {
     snprintf(dir, sizeof dir, "/tmp/rda_test_npy_%d", (int)getpid());
     char cmd[4096], p[512], err[256];
@@ -123,6 +133,70 @@ int main(int argc, char **argv) {
     CHECK(access(po, F_OK) != 0, "and writes no output");
     snprintf(cmd, sizeof cmd, "%s run --q %s --k %s --v %s --out %s 2> /dev/null", rda, pq, pq, pv, po);
     CHECK(system(cmd) != 0 && access(po, F_OK) != 0, "mismatched k/v shapes fail, no output");
+    /* an output that is an input, or both outputs one file: refused, the
+     * inputs untouched (a hard link counts as the same file) */
+    {
+        char before[64], after[64], hl[512];
+        FILE *g = fopen(pq, "rb");
+        size_t got = g ? fread(before, 1, sizeof before, g) : 0;
+        if (g) fclose(g);
+        path(hl, "q-link.npy");
+        CHECK(link(pq, hl) == 0, "hard link");
+        const char *outs[3][2] = {{pq, NULL}, {hl, NULL}, {po, po}};
+        for (int c = 0; c < 3; c++) {
+            remove(po);
+            snprintf(cmd, sizeof cmd, "%s run --q %s --k %s --v %s --out %s %s %s 2> /dev/null", rda, pq, pk, pv,
+                     outs[c][0], outs[c][1] ? "--lse" : "", outs[c][1] ? outs[c][1] : "");
+            CHECK(system(cmd) != 0, "refused: %s", cmd);
+            g = fopen(pq, "rb");
+            size_t got2 = g ? fread(after, 1, sizeof after, g) : 0;
+            if (g) fclose(g);
+            CHECK(got2 == got && !memcmp(before, after, got), "q.npy untouched: %s", cmd);
+            CHECK(c < 2 || access(po, F_OK) != 0, "no output left: %s", cmd);
+        }
+        remove(hl);
+        /* a failure after O was written (the LSE folder does not exist):
+         * neither output is left, no temporary file either */
+        remove(po);
+        snprintf(cmd, sizeof cmd, "%s run --q %s --k %s --v %s --out %s --lse %s/no/such/dir/l.npy 2> /dev/null", rda,
+                 pq, pk, pv, po, dir);
+        CHECK(system(cmd) != 0 && access(po, F_OK) != 0, "a failed --lse leaves no O");
+        snprintf(cmd, sizeof cmd, "ls %s | grep -c tmp- > /dev/null", dir);
+        CHECK(system(cmd) != 0, "no temporary files left in %s", dir);
+    }
+    /* a header claiming far more data than the file holds: refused before
+     * any allocation (a (1, 2^30, 2^16, 2^16) f4 array) */
+    {
+        char hp[512];
+        path(hp, "huge.npy");
+        FILE *g = fopen(hp, "wb");
+        const char *hd = "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1073741824, 65536, 65536), }";
+        unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, 0, 0};
+        size_t hlen = strlen(hd) + 1;
+        pre[8] = (unsigned char)(hlen & 0xff), pre[9] = (unsigned char)(hlen >> 8);
+        fwrite(pre, 1, 10, g), fwrite(hd, 1, strlen(hd), g), fputc('\n', g), fputc(0, g);
+        fclose(g);
+        CHECK(rda_npy_read(hp, &a, err, sizeof err) != 0 && a.data == NULL, "huge header refused: %s", err);
+        CHECK(strstr(err, "overflow") || strstr(err, "bytes"), "with a message: %s", err);
+    }
+    /* numbers are parsed whole and in range */
+    {
+        const char *badopts[] = {"run --ring 2abc", "run --threads abc", "run --threads 10000", "run --scale 0",
+                                 "run --segments 8, --dilations 1,", "bench --reps 4294967297",
+                                 "bench --ring-sizes 4294967298", "bench --sample-rows 0", "bench --variants Nope",
+                                 "bench --threads 10000", "bench --segments 8,,16 --dilations 1,2,2"};
+        for (size_t c = 0; c < sizeof badopts / sizeof *badopts; c++) {
+            remove(po);
+            if (!strncmp(badopts[c], "run", 3))
+                snprintf(cmd, sizeof cmd, "%s %s --q %s --k %s --v %s --out %s 2> /dev/null > /dev/null", rda,
+                         badopts[c], pq, pk, pv, po);
+            else
+                snprintf(cmd, sizeof cmd, "%s %s --seq-lens 64 --quiet --out-md %s --out-json %s 2> /dev/null > /dev/null",
+                         rda, badopts[c], md_tmp_path(dir), js_tmp_path(dir));
+            CHECK(system(cmd) != 0, "refused: rda %s", badopts[c]);
+            CHECK(access(po, F_OK) != 0, "no output: rda %s", badopts[c]);
+        }
+    }
     /* a small benchmark writes both reports and names the Markdown last */
     char md[512], js[512], outp[512];
     path(md, "r.md"), path(js, "r.json"), path(outp, "stdout.txt");

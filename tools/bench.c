@@ -120,9 +120,16 @@ static int parse_args(int argc, char **argv, bench_options *o) {
                    !strcmp(a, "--reps") || !strcmp(a, "--warmup") || !strcmp(a, "--threads") ||
                    !strcmp(a, "--sample-rows") || !strcmp(a, "--seed")) {
             NEED_VALUE();
-            char *end;
-            long long x = strtoll(v, &end, 10);
-            if (*end || end == v || x < 0) BAD_VALUE();
+            /* whole numbers in range: reps, warm-up and threads fit the
+             * library's int32 fields (threads at most 4096), sampled rows >= 1 */
+            int64_t x, lo = !strcmp(a, "--warmup") || !strcmp(a, "--threads") || !strcmp(a, "--seed") ? 0 : 1,
+                       hi = !strcmp(a, "--threads") ? 4096 : !strcmp(a, "--reps") || !strcmp(a, "--warmup") ? INT32_MAX
+                                                                                                          : INT64_MAX;
+            if (parse_int(v, lo, hi, &x)) {
+                fprintf(stderr, "rda bench: %s must be a whole number in %lld..%lld, got '%s'\n", a, (long long)lo,
+                        (long long)hi, v);
+                return -1;
+            }
             if (!strcmp(a, "--batch")) o->B = x;
             else if (!strcmp(a, "--heads")) o->H = x;
             else if (!strcmp(a, "--head-dim")) o->D = x;
@@ -133,9 +140,8 @@ static int parse_args(int argc, char **argv, bench_options *o) {
             else o->seed = (uint64_t)x;
         } else if (!strcmp(a, "--full-ref-limit")) {
             NEED_VALUE();
-            char *end;
-            double x = strtod(v, &end);
-            if (*end || end == v || x < 0) BAD_VALUE();
+            double x;
+            if (parse_num(v, &x) || x < 0 || x > 9e18) BAD_VALUE();
             o->full_ref_limit = (int64_t)x;
         } else if (!strcmp(a, "--seq-lens")) {
             NEED_VALUE();
@@ -150,7 +156,10 @@ static int parse_args(int argc, char **argv, bench_options *o) {
             NEED_VALUE();
             int64_t r[BENCH_MAX_LIST];
             if (parse_list(v, r, &o->n_ring, BENCH_MAX_LIST)) BAD_VALUE();
-            for (int32_t k = 0; k < o->n_ring; k++) o->ring_sizes[k] = (int32_t)r[k];
+            for (int32_t k = 0; k < o->n_ring; k++) {
+                if (r[k] < 1 || r[k] > 4096) BAD_VALUE();
+                o->ring_sizes[k] = (int32_t)r[k];
+            }
         } else if (!strcmp(a, "--mode")) {
             NEED_VALUE();
             if (!strcmp(v, "groups")) o->dilated_mode = RDA_MODE_GROUPS;
@@ -196,6 +205,21 @@ static int parse_args(int argc, char **argv, bench_options *o) {
     if (o->B < 1 || o->H < 1 || o->D < 1 || o->reps < 1) {
         fprintf(stderr, "rda bench: batch, heads, head-dim and reps must be >= 1\n");
         return -1;
+    }
+    /* every --variants name must start some row's name */
+    static const char *known[] = {"StandardRingAttention", "RingAttention_ring", "ImprovedDilatedAttention",
+                                  "RingDilatedV2_single", "RingDilatedV2_ring"};
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", o->variants);
+    for (char *save = NULL, *t = o->variants[0] ? strtok_r(buf, ",", &save) : NULL; t; t = strtok_r(NULL, ",", &save)) {
+        bool hit = false;
+        for (size_t k = 0; k < sizeof known / sizeof *known; k++)
+            hit |= strncmp(known[k], t, strlen(t)) == 0 || strncmp(t, known[k], strlen(known[k])) == 0;
+        if (!hit) {
+            fprintf(stderr, "rda bench: --variants: no row is called '%s' (rows: StandardRingAttention, "
+                            "RingAttention_ringP, ImprovedDilatedAttention, RingDilatedV2_single, RingDilatedV2_ringP)\n", t);
+            return -1;
+        }
     }
     return 0;
 }

@@ -1,8 +1,15 @@
+/* realpath: X/Open */
+#define _XOPEN_SOURCE 700
+
 #include "npy.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static const char magic[6] = {'\x93', 'N', 'U', 'M', 'P', 'Y'};
 
@@ -36,6 +43,13 @@ rda_status rda_npy_read(const char *path, rda_npy *out, char *err, size_t n) {
         snprintf(err, n, "%s: cannot open", path);
         return RDA_STATUS_IO_ERROR;
     }
+    rda_status st = rda_npy_read_stream(f, path, out, err, n);
+    fclose(f);
+    return st;
+}
+
+rda_status rda_npy_read_stream(FILE *f, const char *path, rda_npy *out, char *err, size_t n) {
+    memset(out, 0, sizeof(*out));
     rda_status st = RDA_STATUS_IO_ERROR;
     char *hdr = NULL;
     unsigned char pre[10];
@@ -108,7 +122,23 @@ rda_status rda_npy_read(const char *path, rda_npy *out, char *err, size_t n) {
         }
         sh = end;
     }
-    size_t bytes = (size_t)count * rda_dtype_size(out->dtype);
+    /* the data the header promises must be what the file holds, checked
+     * before anything is allocated */
+    int64_t bytes64;
+    if (__builtin_mul_overflow(count, (int64_t)rda_dtype_size(out->dtype), &bytes64)) {
+        snprintf(err, n, "%s: size overflows", path);
+        st = RDA_STATUS_OVERFLOW;
+        goto done;
+    }
+    long here = ftell(f), end = -1;
+    if (here >= 0 && fseek(f, 0, SEEK_END) == 0) end = ftell(f);
+    if (here < 0 || end < 0 || fseek(f, here, SEEK_SET) != 0 || (int64_t)(end - here) != bytes64) {
+        snprintf(err, n, "%s: the header's shape needs %lld bytes of data, the file holds %lld", path,
+                 (long long)bytes64, here < 0 || end < 0 ? -1LL : (long long)(end - here));
+        st = RDA_STATUS_IO_ERROR;
+        goto done;
+    }
+    size_t bytes = (size_t)bytes64;
     out->data = malloc(bytes ? bytes : 1);
     if (!out->data) {
         snprintf(err, n, "%s: out of memory", path);
@@ -124,12 +154,12 @@ short_read:
 done:
     if (st != RDA_STATUS_SUCCESS) rda_npy_free(out);
     free(hdr);
-    fclose(f);
     return st;
 }
 
-rda_status rda_npy_write(const char *path, rda_dtype dtype, int32_t ndim, const int64_t *shape,
-                         const void *data, char *err, size_t n) {
+rda_status rda_npy_write_temp(const char *path, rda_dtype dtype, int32_t ndim, const int64_t *shape,
+                              const void *data, char *tmp, size_t tmp_len, char *err, size_t n) {
+    tmp[0] = '\0';
     const char *descr = dtype == RDA_DTYPE_F32 ? "<f4" : dtype == RDA_DTYPE_F16 ? "<f2" : dtype == RDA_DTYPE_F64 ? "<f8" : NULL;
     if (!descr) {
         snprintf(err, n, "%s: %s cannot be written to .npy (convert to fp32)", path, rda_dtype_name(dtype));
@@ -147,9 +177,17 @@ rda_status rda_npy_write(const char *path, rda_dtype dtype, int32_t ndim, const 
     int len = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }", descr, shp);
     int total = 10 + len + 1;
     int pad = (64 - total % 64) % 64;
-    FILE *f = fopen(path, "wb");
+    if ((size_t)snprintf(tmp, tmp_len, "%s.tmp-XXXXXX", path) >= tmp_len) {
+        snprintf(err, n, "%s: path too long", path);
+        tmp[0] = '\0';
+        return RDA_STATUS_IO_ERROR;
+    }
+    int fd = mkstemp(tmp);
+    FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
     if (!f) {
-        snprintf(err, n, "%s: cannot open for writing", path);
+        snprintf(err, n, "%s: cannot open for writing (%s)", path, strerror(errno));
+        if (fd >= 0) close(fd), remove(tmp);
+        tmp[0] = '\0';
         return RDA_STATUS_IO_ERROR;
     }
     uint16_t hl = (uint16_t)(len + pad + 1);
@@ -158,10 +196,56 @@ rda_status rda_npy_write(const char *path, rda_dtype dtype, int32_t ndim, const 
     int ok = fwrite(pre, 1, 10, f) == 10 && fwrite(dict, 1, (size_t)len, f) == (size_t)len;
     for (int i = 0; i < pad && ok; i++) ok = fputc(' ', f) != EOF;
     ok = ok && fputc('\n', f) != EOF && fwrite(data, 1, bytes, f) == bytes;
+    ok = (fflush(f) == 0) && ok;
     ok = (fclose(f) == 0) && ok;
     if (!ok) {
         snprintf(err, n, "%s: write failed", path);
+        remove(tmp);
+        tmp[0] = '\0';
+        return RDA_STATUS_IO_ERROR;
+    }
+    /* mkstemp makes the file 0600; give it what a plain fopen would */
+    mode_t um = umask(0);
+    umask(um);
+    chmod(tmp, 0666 & ~um);
+    return RDA_STATUS_SUCCESS;
+}
+
+rda_status rda_npy_write(const char *path, rda_dtype dtype, int32_t ndim, const int64_t *shape,
+                         const void *data, char *err, size_t n) {
+    char tmp[4096];
+    rda_status st = rda_npy_write_temp(path, dtype, ndim, shape, data, tmp, sizeof tmp, err, n);
+    if (st) return st;
+    if (rename(tmp, path) != 0) {
+        snprintf(err, n, "%s: cannot move the output into place (%s)", path, strerror(errno));
+        remove(tmp);
         return RDA_STATUS_IO_ERROR;
     }
     return RDA_STATUS_SUCCESS;
+}
+
+/* The canonical form of a path that may not exist yet: its folder's
+ * realpath and its last component. */
+static int canonical(const char *p, char *out, size_t len) {
+    char dir[PATH_MAX], real[PATH_MAX];
+    const char *slash = strrchr(p, '/'), *base = slash ? slash + 1 : p;
+    if (slash) {
+        size_t dl = (size_t)(slash - p);
+        if (dl >= sizeof dir) return -1;
+        memcpy(dir, p, dl);
+        dir[dl] = '\0';
+        if (dl == 0) strcpy(dir, "/");
+    } else {
+        strcpy(dir, ".");
+    }
+    if (!realpath(dir, real)) return -1;
+    return (size_t)snprintf(out, len, "%s/%s", real, base) < len ? 0 : -1;
+}
+
+int rda_same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    if (stat(a, &sa) == 0 && stat(b, &sb) == 0) return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    char ca[PATH_MAX + 256], cb[PATH_MAX + 256];
+    if (canonical(a, ca, sizeof ca) || canonical(b, cb, sizeof cb)) return strcmp(a, b) == 0;
+    return strcmp(ca, cb) == 0;
 }

@@ -55,17 +55,32 @@ int ring_main(int argc, char **argv) {
         } else if (!strcmp(a, "--causal")) cfg.causal = 1;
         else if (!strcmp(a, "--check")) check = 1;
         else if (!strcmp(a, "--backend")) gpu = !strcmp(v, "cuda"), i++;
-        else if (!strcmp(a, "--seq-len")) N = atoll(v), i++;
-        else if (!strcmp(a, "--batch")) B = atoll(v), i++;
-        else if (!strcmp(a, "--heads")) H = atoll(v), i++;
-        else if (!strcmp(a, "--head-dim")) D = atoll(v), i++;
-        else if (!strcmp(a, "--reps")) reps = atoi(v), i++;
-        else if (!strcmp(a, "--threads")) threads = atoi(v), i++;
-        else if (!strcmp(a, "--timeout")) timeout = atof(v), i++;
         else if (!strcmp(a, "--pid-dir")) pid_dir = v, i++;
-        else if (!strcmp(a, "--skew-config")) skew = atoi(v), i++;
-        else if (!strcmp(a, "--segments")) nseg = parse_i64_list(v, segs, RDA_MAX_PATTERNS), i++;
-        else if (!strcmp(a, "--dilations")) ndil = parse_i64_list(v, dils, RDA_MAX_PATTERNS), i++;
+        else if (!strcmp(a, "--segments") || !strcmp(a, "--dilations")) {
+            int n = parse_i64_list(v, a[2] == 's' ? segs : dils, RDA_MAX_PATTERNS);
+            if (n < 1) goto bad;
+            *(a[2] == 's' ? &nseg : &ndil) = n;
+            i++;
+        } else if (!strcmp(a, "--timeout")) {
+            if (parse_num(v, &timeout) || timeout < 0) goto bad;
+            i++;
+        } else if (!strcmp(a, "--seq-len") || !strcmp(a, "--batch") || !strcmp(a, "--heads") ||
+                   !strcmp(a, "--head-dim") || !strcmp(a, "--reps") || !strcmp(a, "--threads") ||
+                   !strcmp(a, "--skew-config")) {
+            int64_t x;
+            bool small = !strcmp(a, "--reps") || !strcmp(a, "--threads") || !strcmp(a, "--skew-config");
+            if (parse_int(v, !strcmp(a, "--skew-config") ? -1 : !strcmp(a, "--threads") ? 0 : 1,
+                          !strcmp(a, "--threads") ? 4096 : small ? INT32_MAX : INT64_MAX, &x))
+                goto bad;
+            if (!strcmp(a, "--seq-len")) N = x;
+            else if (!strcmp(a, "--batch")) B = x;
+            else if (!strcmp(a, "--heads")) H = x;
+            else if (!strcmp(a, "--head-dim")) D = x;
+            else if (!strcmp(a, "--reps")) reps = (int)x;
+            else if (!strcmp(a, "--threads")) threads = (int)x;
+            else skew = (int)x;
+            i++;
+        }
         else if (!strcmp(a, "--mode")) {
             cfg.mode = !strcmp(v, "groups") ? RDA_MODE_GROUPS : !strcmp(v, "longnet") ? RDA_MODE_LONGNET : RDA_MODE_DENSE;
             i++;
@@ -79,6 +94,10 @@ int ring_main(int argc, char **argv) {
             fprintf(stderr, "rda ring: unknown option '%s'\n", a);
             return 2;
         }
+        continue;
+    bad:
+        fprintf(stderr, "rda ring: bad value '%s' for %s\n", v, a);
+        return 2;
     }
     if (nseg != ndil || nseg < 0) {
         fprintf(stderr, "rda ring: --segments and --dilations need the same number of values\n");

@@ -1,5 +1,8 @@
 /* `rda run`: one attention call on .npy inputs, .npy outputs; for checking
  * results against any other implementation. */
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,16 +31,37 @@ static void usage(FILE *f) {
 
 int parse_i64_list(const char *s, int64_t *out, int32_t max) {
     int32_t n = 0;
-    while (*s) {
+    if (!*s) return -1;
+    for (;;) {
         char *end;
+        errno = 0;
         long long v = strtoll(s, &end, 10);
-        if (end == s || n >= max) return -1;
+        if (end == s || errno == ERANGE || n >= max || isspace((unsigned char)*s)) return -1;
         out[n++] = v;
         s = end;
-        if (*s == ',') s++;
-        else if (*s) return -1;
+        if (!*s) return n;
+        if (*s != ',') return -1;
+        s++; /* a comma needs a value after it */
     }
-    return n;
+}
+
+int parse_int(const char *s, int64_t lo, int64_t hi, int64_t *out) {
+    char *end;
+    if (!s || !*s || isspace((unsigned char)*s)) return -1;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (*end || errno == ERANGE || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+int parse_num(const char *s, double *out) {
+    char *end;
+    if (!s || !*s || isspace((unsigned char)*s)) return -1;
+    double v = strtod(s, &end);
+    if (*end || !isfinite(v)) return -1;
+    *out = v;
+    return 0;
 }
 
 /* Converts an array to dtype `to` in place (new buffer). */
@@ -91,9 +115,9 @@ int run_main(int argc, char **argv) {
         } else if (!strcmp(a, "--dilations")) {
             if ((ndil = parse_i64_list(v, dils, RDA_MAX_PATTERNS)) < 1) goto bad;
         } else if (!strcmp(a, "--scale")) {
-            char *end;
-            cfg.scale = strtod(v, &end);
-            if (*end || end == v) goto bad;
+            /* 0 would mean the default in the library's config: leave the
+             * option out for 1/sqrt(D) */
+            if (parse_num(v, &cfg.scale) || cfg.scale <= 0) goto bad;
         } else if (!strcmp(a, "--dtype")) {
             have_dtype = 1;
             if (!strcmp(v, "fp32")) want = RDA_DTYPE_F32;
@@ -105,14 +129,20 @@ int run_main(int argc, char **argv) {
             else if (!strcmp(v, "reference")) cp.backend = RDA_BACKEND_REFERENCE;
             else goto bad;
         } else if (!strcmp(a, "--ring")) {
-            P = atoi(v);
-            if (P < 1) goto bad;
+            int64_t x;
+            if (parse_int(v, 1, 4096, &x)) goto bad;
+            P = (int32_t)x;
         } else if (!strcmp(a, "--layout")) {
             if (!strcmp(v, "contiguous")) cfg.layout = RDA_LAYOUT_CONTIGUOUS;
             else if (!strcmp(v, "zigzag")) cfg.layout = RDA_LAYOUT_ZIGZAG;
             else goto bad;
         } else if (!strcmp(a, "--threads")) {
-            cp.num_threads = atoi(v);
+            int64_t x;
+            if (parse_int(v, 0, 4096, &x)) {
+                fprintf(stderr, "rda run: --threads must be 0 (all cores) to 4096, got '%s'\n", v);
+                return 2;
+            }
+            cp.num_threads = (int32_t)x;
         } else {
             fprintf(stderr, "rda run: unknown option '%s' (see rda run --help)\n", a);
             return 2;
@@ -132,8 +162,24 @@ int run_main(int argc, char **argv) {
     }
     cfg.num_patterns = nseg;
     for (int32_t i = 0; i < nseg; i++) cfg.patterns[i] = (rda_pattern){segs[i], dils[i]};
+    /* an output must be a file of its own: never an input, never the other output */
+    const char *ins[3] = {pq, pk, pv}, *names[3] = {"--q", "--k", "--v"};
+    for (int i = 0; i < 3; i++) {
+        if (rda_same_file(po, ins[i])) {
+            fprintf(stderr, "rda run: --out %s is the input %s; write the output elsewhere\n", po, names[i]);
+            return 2;
+        }
+        if (pl && rda_same_file(pl, ins[i])) {
+            fprintf(stderr, "rda run: --lse %s is the input %s; write it elsewhere\n", pl, names[i]);
+            return 2;
+        }
+    }
+    if (pl && rda_same_file(pl, po)) {
+        fprintf(stderr, "rda run: --lse and --out name the same file (%s)\n", po);
+        return 2;
+    }
 
-    char err[512];
+    char err[512], tmp_o[4096] = "", tmp_l[4096] = "";
     rda_npy q, k, v;
     memset(&q, 0, sizeof q), memset(&k, 0, sizeof k), memset(&v, 0, sizeof v);
     int rc = 1;
@@ -180,14 +226,29 @@ int run_main(int argc, char **argv) {
     rda_npy out = {q.dtype, 4, {q.shape[0], q.shape[1], q.shape[2], q.shape[3]}, o};
     if (out.dtype == RDA_DTYPE_BF16 && convert(&out, RDA_DTYPE_F32)) goto done;
     o = out.data;
-    if (rda_npy_write(po, out.dtype, 4, out.shape, out.data, err, sizeof err) ||
-        (pl && rda_npy_write(pl, RDA_DTYPE_F32, 3, lshape, lse, err, sizeof err))) {
+    /* both outputs go to temporary files beside them first, renamed into
+     * place only when both were written: a failure leaves neither */
+    if (rda_npy_write_temp(po, out.dtype, 4, out.shape, out.data, tmp_o, sizeof tmp_o, err, sizeof err) ||
+        (pl && rda_npy_write_temp(pl, RDA_DTYPE_F32, 3, lshape, lse, tmp_l, sizeof tmp_l, err, sizeof err))) {
         fprintf(stderr, "rda run: %s\n", err);
         goto done;
     }
+    if (rename(tmp_o, po) != 0) {
+        fprintf(stderr, "rda run: %s: cannot move the output into place\n", po);
+        goto done;
+    }
+    tmp_o[0] = '\0';
+    if (pl && rename(tmp_l, pl) != 0) {
+        fprintf(stderr, "rda run: %s: cannot move the output into place\n", pl);
+        remove(po);
+        goto done;
+    }
+    tmp_l[0] = '\0';
     printf("wrote %s%s%s\n", po, pl ? " and " : "", pl ? pl : "");
     rc = 0;
 done:
+    if (tmp_o[0]) remove(tmp_o);
+    if (tmp_l[0]) remove(tmp_l);
     rda_context_destroy(ctx);
     rda_npy_free(&q), rda_npy_free(&k), rda_npy_free(&v);
     free(o);

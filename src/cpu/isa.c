@@ -10,6 +10,7 @@
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define RDA_CPU_X86 1
+#include <cpuid.h>
 extern const rda_cpu_kernels rda_cpu_kernels_avx512, rda_cpu_kernels_avx2, rda_cpu_kernels_sse2;
 static const rda_cpu_kernels *const levels[] = {&rda_cpu_kernels_avx512, &rda_cpu_kernels_avx2,
                                                 &rda_cpu_kernels_sse2};
@@ -33,14 +34,16 @@ bool rda_cpu_level_supported(const rda_cpu_kernels *k) {
      * compiler's run-time check also requires the OS to save the vector
      * registers (XCR0) */
     __builtin_cpu_init();
+    /* F16C from CPUID leaf 1 (ECX bit 29): clang 14's run-time check does not
+     * know it by name */
+    unsigned eax, ebx, ecx = 0, edx;
+    bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx >> 29 & 1u);
     if (k == &rda_cpu_kernels_avx512)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
-               __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
+               __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
     if (k == &rda_cpu_kernels_avx2)
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
 #endif
     (void)k;
     return true; /* the architecture's baseline */
