@@ -2,8 +2,8 @@
 """Checks that no instruction-set level of the CPU fast path spills in its
 inner loops: disassembles each kernel object (src/cpu/kern_*.c) and, in every
 innermost loop of its functions that does vector floating-point arithmetic,
-counts instructions that address the stack (%rsp/%rbp on x86-64, sp/x29 on
-AArch64). A loop with any is a spill (or a reload of a spilled value) on the
+counts instructions that address the stack (%rsp, and %rbp where the
+function keeps its frame pointer there, on x86-64; sp/x29 on AArch64). A loop with any is a spill (or a reload of a spilled value) on the
 hot path: the script lists it and exits 1.
 
     python3 scripts/check_spills.py [--objdump aarch64-linux-gnu-objdump] OBJ...
@@ -18,7 +18,8 @@ INSN = re.compile(r"^\s*([0-9a-f]+):\s+(\S+)\s*(.*)$")
 BRANCH_X86 = re.compile(r"^j[a-z]+$")
 BRANCH_A64 = re.compile(r"^(b(\.[a-z]+)?|cbn?z|tbn?z)$")
 VEC_FP = re.compile(r"^(v?fn?m(add|sub)\d*[a-z]*|v?(mul|add)ps|fmla|fmul|fadd)$")
-STACK_X86 = re.compile(r"\(%r[sb]p")
+STACK_X86 = re.compile(r"\(%rsp")
+STACK_X86_FP = re.compile(r"\(%r[sb]p")  # where the function keeps a frame pointer in %rbp
 STACK_A64 = re.compile(r"\[(sp|x29)\b")
 
 
@@ -61,9 +62,11 @@ def main():
     bad = 0
     for obj in a.objects:
         a64 = "aarch64" in a.objdump
-        stack = STACK_A64 if a64 else STACK_X86
         nloops = 0
         for name, body in functions(obj, a.objdump):
+            # %rbp is a stack address only where the function made it the frame pointer
+            frame = any(op.startswith("mov") and args.replace(" ", "") == "%rsp,%rbp" for _, op, args in body)
+            stack = STACK_A64 if a64 else (STACK_X86_FP if frame else STACK_X86)
             for lo, hi in inner_loops(body, a64):
                 insns = [i for i in body if lo <= i[0] <= hi]
                 if not any(VEC_FP.match(op) for _, op, _ in insns):

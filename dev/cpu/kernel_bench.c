@@ -26,13 +26,14 @@ static int bench(const rda_cpu_kernels *kn, int64_t D) {
     float *K = calloc((size_t)(bkp * D), 4), *Qt = calloc((size_t)(D * bq), 4);
     float *St = calloc((size_t)(bkp * bq), 4), *V = calloc((size_t)(bk * Dp), 4);
     float *A = calloc((size_t)(bq * Dp), 4), *mx = calloc((size_t)bq, 4);
+    float *W = calloc((size_t)RDA_CPU_SPREAD_FLOATS(rda_round_up(D, RDA_CPU_VL_MAX)), 4);
     for (int64_t i = 0; i < bk * D; i++)
         K[i] = (float)(i % 7) * 0.1f - 0.3f;
     for (int64_t i = 0; i < bk * Dp; i++)
         V[i] = (float)(i % 5) * 0.1f - 0.2f;
     for (int64_t i = 0; i < D * bq; i++)
         Qt[i] = (float)(i % 3) * 0.1f - 0.1f;
-    kn->gemm_kq(bkp, bq, D, K, D, Qt, bq, St, bq, NULL, bk);
+    kn->gemm_kq(bkp, bq, D, K, D, Qt, bq, St, bq, NULL, bk, W);
     double wkq = 0, wpv = 0;
     for (int64_t j = 0; j < bk; j++)
         for (int64_t a = 0; a < bq; a++) {
@@ -42,7 +43,7 @@ static int bench(const rda_cpu_kernels *kn, int64_t D) {
             if (fabs(s - St[j * bq + a]) > wkq) wkq = fabs(s - St[j * bq + a]);
         }
     memset(A, 0, sizeof(float) * (size_t)(bq * Dp));
-    kn->gemm_pv(bq, bk, Dp, St, bq, V, Dp, A);
+    kn->gemm_pv(bq, bk, Dp, St, bq, V, Dp, A, W);
     for (int64_t a = 0; a < bq; a++)
         for (int64_t x = 0; x < D; x++) {
             double s = 0;
@@ -52,14 +53,14 @@ static int bench(const rda_cpu_kernels *kn, int64_t D) {
         }
     int it = 4000;
     for (int i = 0; i < it; i++)
-        kn->gemm_kq(bkp, bq, D, K, D, Qt, bq, St, bq, mx, bk); /* warm-up */
+        kn->gemm_kq(bkp, bq, D, K, D, Qt, bq, St, bq, mx, bk, W); /* warm-up */
     double t = now();
     for (int i = 0; i < it; i++)
-        kn->gemm_kq(bkp, bq, D, K, D, Qt, bq, St, bq, mx, bk);
+        kn->gemm_kq(bkp, bq, D, K, D, Qt, bq, St, bq, mx, bk, W);
     double kq = 2.0 * bk * bq * D * it / (now() - t) / 1e9;
     t = now();
     for (int i = 0; i < it; i++)
-        kn->gemm_pv(bq, bk, Dp, St, bq, V, Dp, A);
+        kn->gemm_pv(bq, bk, Dp, St, bq, V, Dp, A, W);
     double pv = 2.0 * bk * bq * D * it / (now() - t) / 1e9;
     /* 2^(x - 1) against the C library over x in [-127, 1], then the edges */
     double wex = 0;
@@ -85,7 +86,7 @@ static int bench(const rda_cpu_kernels *kn, int64_t D) {
            kn->vl, kn->kq_rows, 2 * kn->vl, kn->pv_rows, kn->pv_vecs * kn->vl, wkq, wpv, wex,
            edges ? "" : " (edges wrong)", kq, pv, ex);
     int bad = wkq > 1e-3 || wpv > 1e-3 || wex > 1e-6 || !edges;
-    free(K), free(Qt), free(St), free(V), free(A), free(mx);
+    free(K), free(Qt), free(St), free(V), free(A), free(mx), free(W);
     return bad;
 }
 

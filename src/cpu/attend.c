@@ -20,8 +20,9 @@
 static int64_t per_thread_floats(const rda_problem *p) {
     int64_t Dp = rda_round_up(p->D, RDA_CPU_VL_MAX), BKP = BK + RDA_CPU_RK_MAX;
     /* Qt, K, V, the score buffer (which also holds the untransposed Q tile),
-     * the accumulator, then M, L, alpha, mx */
-    return BQ * Dp + BKP * Dp + BK * Dp + BQ * (BKP > Dp ? BKP : Dp) + BQ * Dp + 4 * BQ + 64;
+     * the accumulator, M, L, alpha, mx, then the spread operands */
+    return BQ * Dp + BKP * Dp + BK * Dp + BQ * (BKP > Dp ? BKP : Dp) + BQ * Dp + 4 * BQ +
+           RDA_CPU_SPREAD_FLOATS(Dp) + 64;
 }
 
 size_t rda_cpu_workspace_size(const rda_problem *p, const rda_rows *qr, int32_t threads) {

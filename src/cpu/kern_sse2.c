@@ -10,4 +10,5 @@
 #define KQ_RK 6
 #define PV_RP 4
 #define PV_NV 2
+#define RDA_SPREAD /* no broadcast from memory: operands spread into vectors first */
 #include "kernels.h"

@@ -137,8 +137,16 @@ static void pack_rows(float *dst, int64_t ld, const rda_tensor *t, int64_t b, in
  * scores are still in registers (saves a pass over St). */
 void RDA_SYM(rda_cpu_gemm_kq)(int64_t m, int64_t n, int64_t D, const float *K, int64_t ldk,
                               const float *Qt, int64_t ldq, float *St, int64_t lds, float *mx,
-                              int64_t valid) {
-    for (int64_t i = 0; i < m; i += KQ_RK)
+                              int64_t valid, float *work) {
+    (void)work;
+    for (int64_t i = 0; i < m; i += KQ_RK) {
+#ifdef RDA_SPREAD
+        /* no broadcast from memory on this level: each key value of the
+         * register tile is spread into a whole vector once, then read as a
+         * vector operand by every query block (work: KQ_RK * D vectors) */
+        for (int64_t d = 0; d < D; d++)
+            for (int r = 0; r < KQ_RK; r++) vstore(work + (d * KQ_RK + r) * VL, vbroadcast(K[(i + r) * ldk + d]));
+#endif
         for (int64_t j = 0; j < n; j += 2 * VL) {
             vf c0[KQ_RK], c1[KQ_RK];
             for (int r = 0; r < KQ_RK; r++)
@@ -146,7 +154,11 @@ void RDA_SYM(rda_cpu_gemm_kq)(int64_t m, int64_t n, int64_t D, const float *K, i
             for (int64_t d = 0; d < D; d++) {
                 vf q0 = vload(Qt + d * ldq + j), q1 = vload(Qt + d * ldq + j + VL);
                 for (int r = 0; r < KQ_RK; r++) {
+#ifdef RDA_SPREAD
+                    vf k = vload(work + (d * KQ_RK + r) * VL);
+#else
                     vf k = vbroadcast(K[(i + r) * ldk + d]);
+#endif
                     c0[r] += k * q0;
                     c1[r] += k * q1;
                 }
@@ -165,6 +177,7 @@ void RDA_SYM(rda_cpu_gemm_kq)(int64_t m, int64_t n, int64_t D, const float *K, i
                 vstore(mx + j + VL, m1);
             }
         }
+    }
 }
 
 /* One register tile of gemm_pv: PV_RP rows x NV vectors of A (NV constant
@@ -172,6 +185,7 @@ void RDA_SYM(rda_cpu_gemm_kq)(int64_t m, int64_t n, int64_t D, const float *K, i
 static inline __attribute__((always_inline)) void pv_tile(const int NV, int64_t k, int64_t Dp,
                                                           const float *Pt, int64_t ldp,
                                                           const float *V, int64_t ldv, float *A) {
+    (void)ldp; /* unused where the operands are spread */
     vf c[PV_RP][PV_NV];
     for (int r = 0; r < PV_RP; r++)
         for (int u = 0; u < NV; u++)
@@ -181,7 +195,11 @@ static inline __attribute__((always_inline)) void pv_tile(const int NV, int64_t 
         for (int u = 0; u < NV; u++)
             v[u] = vload(V + j * ldv + u * VL);
         for (int r = 0; r < PV_RP; r++) {
+#ifdef RDA_SPREAD
+            vf p = vload(Pt + (j * PV_RP + r) * VL); /* spread by gemm_pv */
+#else
             vf p = vbroadcast(Pt[j * ldp + r]);
+#endif
             for (int u = 0; u < NV; u++)
                 c[r][u] += p * v[u];
         }
@@ -194,17 +212,27 @@ static inline __attribute__((always_inline)) void pv_tile(const int NV, int64_t 
 /* A[a, :] += sum_j Pt[j, a] * V[j, :]: A [m x Dp], Pt [k x m] (ld ldp),
  * V [k x Dp] (ld ldv); m % PV_RP == 0, Dp % VL == 0. */
 void RDA_SYM(rda_cpu_gemm_pv)(int64_t m, int64_t k, int64_t Dp, const float *Pt, int64_t ldp,
-                              const float *V, int64_t ldv, float *A) {
+                              const float *V, int64_t ldv, float *A, float *work) {
+    (void)work;
     /* blocks of KB value rows stay in L1 while every query row uses them */
     for (int64_t j0 = 0; j0 < k; j0 += KB) {
         int64_t kk = k - j0 < KB ? k - j0 : KB;
         const float *Pj = Pt + j0 * ldp, *Vj = V + j0 * ldv;
         for (int64_t i = 0; i < m; i += PV_RP) {
+            const float *Pi = Pj + i;
+#ifdef RDA_SPREAD
+            /* the tile's probabilities spread into whole vectors once, for
+             * every head-dim block (work: KB * PV_RP vectors) */
+            for (int64_t j = 0; j < kk; j++)
+                for (int r = 0; r < PV_RP; r++)
+                    vstore(work + (j * PV_RP + r) * VL, vbroadcast(Pi[j * ldp + r]));
+            Pi = work;
+#endif
             int64_t x = 0;
             for (; x + PV_NV * VL <= Dp; x += PV_NV * VL)
-                pv_tile(PV_NV, kk, Dp, Pj + i, ldp, Vj + x, ldv, A + i * Dp + x);
+                pv_tile(PV_NV, kk, Dp, Pi, ldp, Vj + x, ldv, A + i * Dp + x);
             for (; x < Dp; x += VL)
-                pv_tile(1, kk, Dp, Pj + i, ldp, Vj + x, ldv, A + i * Dp + x);
+                pv_tile(1, kk, Dp, Pi, ldp, Vj + x, ldv, A + i * Dp + x);
         }
     }
 }
@@ -241,6 +269,7 @@ static void RDA_SYM(attend_tile)(void *arg, int64_t item, int32_t thread) {
     float *St = V + BK * Dmax;                         /* [BKP x BQ], transposed scores */
     float *A = St + BQ * (BKP > Dmax ? BKP : Dmax);    /* [BQ x Dp] */
     float *M = A + BQ * Dmax, *L = M + BQ, *alpha = L + BQ, *mx = alpha + BQ;
+    float *W = mx + BQ; /* spread operands (RDA_SPREAD levels) */
 
     /* Q tile, scaled, transposed through the score buffer */
     pack_rows(St, D, c->q, b, job->q_local + qi0 * r, r, bq, h, D, c->qscale);
@@ -290,19 +319,19 @@ static void RDA_SYM(attend_tile)(void *arg, int64_t item, int32_t thread) {
                 const float *Kp = (const float *)c->k->data + b * c->k->strides[0] +
                                   row0 * c->k->strides[1] + kh * c->k->strides[2];
                 int64_t ldk = r * c->k->strides[1], main = bk / KQ_RK * KQ_RK;
-                RDA_SYM(rda_cpu_gemm_kq)(main, bqp, D, Kp, ldk, Qt, BQ, St, BQ, fused_max, main);
+                RDA_SYM(rda_cpu_gemm_kq)(main, bqp, D, Kp, ldk, Qt, BQ, St, BQ, fused_max, main, W);
                 if (main < bk) {
                     pack_rows(K, D, c->k, b, row0 + main * r, r, bk - main, kh, D, 1.0f);
                     memset(K + (bk - main) * D, 0,
                            sizeof(float) * (size_t)((KQ_RK - bk + main) * D));
                     RDA_SYM(rda_cpu_gemm_kq)
-                    (KQ_RK, bqp, D, K, D, Qt, BQ, St + main * BQ, BQ, fused_max, bk - main);
+                    (KQ_RK, bqp, D, K, D, Qt, BQ, St + main * BQ, BQ, fused_max, bk - main, W);
                 }
             } else {
                 int64_t bkp = rda_round_up(bk, KQ_RK);
                 pack_rows(K, D, c->k, b, row0, r, bk, kh, D, 1.0f);
                 memset(K + bk * D, 0, sizeof(float) * (size_t)((bkp - bk) * D));
-                RDA_SYM(rda_cpu_gemm_kq)(bkp, bqp, D, K, D, Qt, BQ, St, BQ, fused_max, bk);
+                RDA_SYM(rda_cpu_gemm_kq)(bkp, bqp, D, K, D, Qt, BQ, St, BQ, fused_max, bk, W);
             }
             /* V is packed even for fp32: its rows, a power-of-two stride apart,
              * would fall into a few L1 sets */
@@ -342,7 +371,7 @@ static void RDA_SYM(attend_tile)(void *arg, int64_t item, int32_t thread) {
                 if (alpha[a] != 1.0f)
                     for (int64_t x = 0; x < Dp; x++)
                         A[a * Dp + x] *= alpha[a];
-            RDA_SYM(rda_cpu_gemm_pv)(bqp, bk, Dp, St, BQ, V, Dp, A);
+            RDA_SYM(rda_cpu_gemm_pv)(bqp, bk, Dp, St, BQ, V, Dp, A, W);
         }
     }
     /* a query that had allowed keys here but whose sum stayed 0 saw only

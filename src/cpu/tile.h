@@ -18,6 +18,10 @@
  * register tile (8 rows), so its size does not depend on the level chosen. */
 #define RDA_CPU_VL_MAX 16
 #define RDA_CPU_RK_MAX 8
+/* Levels without a broadcast from memory (RDA_SPREAD: SSE2, 4 lanes) spread
+ * operands into whole vectors first: a key register tile (at most RK_MAX
+ * rows of D) or a 64-key x 4-query probability tile. */
+#define RDA_CPU_SPREAD_FLOATS(Dp) (((Dp) * RDA_CPU_RK_MAX > 256 ? (Dp) * RDA_CPU_RK_MAX : 256) * 4)
 
 static inline int64_t rda_round_up(int64_t x, int64_t m) {
     return (x + m - 1) / m * m;
@@ -60,11 +64,12 @@ typedef struct rda_cpu_kernels {
     /* The block products, for the kernel playground (dev/cpu):
      * St[j, a] = sum_d K[j, d] Qt[d, a] (m % kq_rows == 0, n % (2 vl) == 0),
      * and with mx also mx[a] = max(mx[a], St[j, a]) over rows j < valid;
-     * A[a, :] += sum_j Pt[j, a] V[j, :] (m % pv_rows == 0, Dp % vl == 0). */
+     * A[a, :] += sum_j Pt[j, a] V[j, :] (m % pv_rows == 0, Dp % vl == 0);
+     * work: RDA_CPU_SPREAD_FLOATS(Dp) floats of scratch. */
     void (*gemm_kq)(int64_t m, int64_t n, int64_t D, const float *K, int64_t ldk, const float *Qt,
-                    int64_t ldq, float *St, int64_t lds, float *mx, int64_t valid);
+                    int64_t ldq, float *St, int64_t lds, float *mx, int64_t valid, float *work);
     void (*gemm_pv)(int64_t m, int64_t k, int64_t Dp, const float *Pt, int64_t ldp, const float *V,
-                    int64_t ldv, float *A);
+                    int64_t ldv, float *A, float *work);
     /* St[i] = 2^(St[i] - 1) for i < n (n % vl == 0), for the playground */
     void (*exp2_shift)(float *St, int64_t n);
 } rda_cpu_kernels;
