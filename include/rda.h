@@ -64,7 +64,7 @@ extern "C" {
 #endif
 
 #define RDA_VERSION_MAJOR 0
-#define RDA_VERSION_MINOR 1
+#define RDA_VERSION_MINOR 2
 #define RDA_VERSION_PATCH 0
 #define RDA_VERSION (RDA_VERSION_MAJOR * 10000 + RDA_VERSION_MINOR * 100 + RDA_VERSION_PATCH)
 
@@ -180,19 +180,39 @@ typedef enum rda_backend {
     RDA_BACKEND_REFERENCE_SAME_TYPE = 2,
     /* NVIDIA GPU (fused kernels, tensor cores for fp16/bf16). Tensors are
      * device pointers; calls are ordered on the context's stream and return
-     * before the GPU is done: see rda_context_synchronize. */
+     * before the GPU is done: see "CUDA streams" below. */
     RDA_BACKEND_CUDA = 3
 } rda_backend;
 
+/* How a CUDA context reads rda_context_params.stream. */
+typedef enum rda_stream_mode {
+    /* `stream` if it is not NULL, else a non-blocking stream the context
+     * creates and owns (version 0.1's only behaviour; callers compiled
+     * against 0.1 get it) */
+    RDA_STREAM_AUTO = 0,
+    /* exactly `stream`, NULL included, as cuBLAS and cuDNN read a stream:
+     * NULL (0) is the legacy default stream (PyTorch's default stream),
+     * cudaStreamPerThread the per-thread default stream, anything else a
+     * stream the caller created and keeps alive while the context uses it */
+    RDA_STREAM_CALLER = 1,
+    /* a non-blocking stream of the context's own; `stream` must be NULL */
+    RDA_STREAM_PRIVATE = 2
+} rda_stream_mode;
+
+/* Fields are only ever appended; struct_size says which ones a caller has
+ * (a caller compiled against an older header gets the defaults of
+ * RDA_CONTEXT_PARAMS_INIT for the rest). */
 typedef struct rda_context_params {
     uint32_t struct_size;
     rda_backend backend;
     int32_t num_threads; /* 0: all online cores */
     int32_t device;      /* CUDA device ordinal (CUDA backend) */
-    void *stream;        /* cudaStream_t to work on; NULL: the context makes its own */
+    void *stream;        /* cudaStream_t to work on, read as stream_mode says */
+    rda_stream_mode stream_mode; /* (since 0.2) */
 } rda_context_params;
 
-#define RDA_CONTEXT_PARAMS_INIT {(uint32_t) sizeof(rda_context_params), RDA_BACKEND_CPU, 0, 0, NULL}
+#define RDA_CONTEXT_PARAMS_INIT \
+    {(uint32_t) sizeof(rda_context_params), RDA_BACKEND_CPU, 0, 0, NULL, RDA_STREAM_AUTO}
 
 /* 1 if this build has the CUDA backend and a CUDA device is present. */
 RDA_API int rda_cuda_available(void);
@@ -220,6 +240,29 @@ RDA_API const char *rda_context_last_error(const rda_context *ctx);
 RDA_API int32_t rda_context_num_threads(const rda_context *ctx);
 /* Waits until the work issued on ctx is done (a no-op on the CPU backends). */
 RDA_API rda_status rda_context_synchronize(rda_context *ctx);
+
+/* CUDA streams. Every call on a CUDA context is ordered on its stream: it
+ * starts after the work issued there before it and returns before it is
+ * done (the caller's next kernel on the same stream sees its results). A
+ * one-rank forward with a shape the context has run before synchronises
+ * nothing and allocates nothing, so it can be captured in a CUDA graph
+ * (cudaStreamBeginCapture, any capture mode): run each shape once before
+ * capturing it. A captured graph uses the context's workspace, which stays
+ * valid until the context is destroyed (a later call that needs more
+ * memory keeps the old block for the graph); replays must be ordered with
+ * the context's other calls, as the calls themselves are (same stream, or
+ * events). Ring calls synchronise between their steps; do not capture them.
+ *
+ * rda_context_set_stream makes later calls work on `stream`, read as
+ * RDA_STREAM_CALLER reads it (NULL: the legacy default stream). Work
+ * already issued on the previous stream is waited for on the device (an
+ * event, no host wait), so a switch never races; a stream the context
+ * created itself is kept until the context is destroyed.
+ * RDA_STATUS_UNSUPPORTED on the CPU backends. */
+RDA_API rda_status rda_context_set_stream(rda_context *ctx, void *stream);
+/* The cudaStream_t ctx works on (NULL on the CPU backends, and for the
+ * legacy default stream). */
+RDA_API void *rda_context_get_stream(const rda_context *ctx);
 
 /* Bytes of library memory (the context's workspace) the last forward call
  * on ctx held; caller tensors are not included. The workspace is kept and

@@ -354,6 +354,10 @@ static rda_status ring_threads(rda_context *ctx, const rda_config *cfg, int32_t 
         rda_set_msg(msg, "rings over several GPUs need the CUDA backend");
         return RDA_STATUS_UNSUPPORTED;
     }
+    /* the ranks work on streams of their own: what the caller issued on
+     * ctx's stream (its inputs) first; each rank waits for its own work
+     * before the call returns */
+    if ((st = rda_context_synchronize(ctx))) return st;
 
     rda_comm **local = devices ? NULL : calloc((size_t)P, sizeof(*local));
     sim_rank *ranks = calloc((size_t)P, sizeof(*ranks));

@@ -107,6 +107,10 @@ rda_status rda_context_create(const rda_context_params *params, rda_context **ou
     if (p.backend == RDA_BACKEND_CUDA) return RDA_STATUS_UNSUPPORTED; /* built without CUDA */
 #endif
     if (p.num_threads < 0 || p.num_threads > 4096) return RDA_STATUS_INVALID_ARGUMENT;
+    if (p.stream_mode != RDA_STREAM_AUTO && p.stream_mode != RDA_STREAM_CALLER &&
+        p.stream_mode != RDA_STREAM_PRIVATE)
+        return RDA_STATUS_INVALID_ARGUMENT;
+    if (p.stream_mode == RDA_STREAM_PRIVATE && p.stream) return RDA_STATUS_INVALID_ARGUMENT;
     int32_t threads = p.num_threads;
     if (threads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -124,7 +128,7 @@ rda_status rda_context_create(const rda_context_params *params, rda_context **ou
     }
 #ifdef RDA_HAVE_CUDA
     if (p.backend == RDA_BACKEND_CUDA) {
-        rda_status st = rda_cuda_context_init(ctx, p.device, p.stream);
+        rda_status st = rda_cuda_context_init(ctx, p.device, p.stream, p.stream_mode);
         if (st) {
             rda_context_destroy(ctx);
             return st;
@@ -154,6 +158,24 @@ rda_status rda_context_synchronize(rda_context *ctx) {
     if (ctx->backend == RDA_BACKEND_CUDA) return rda_cuda_synchronize(ctx);
 #endif
     return RDA_STATUS_SUCCESS;
+}
+
+rda_status rda_context_set_stream(rda_context *ctx, void *stream) {
+    if (!ctx) return RDA_STATUS_NULL_POINTER;
+#ifdef RDA_HAVE_CUDA
+    if (ctx->backend == RDA_BACKEND_CUDA) return rda_cuda_set_stream(ctx, stream);
+#endif
+    (void)stream;
+    rda_set_msg(ctx->msg, "streams belong to the CUDA backend (this context runs on the CPU)");
+    return RDA_STATUS_UNSUPPORTED;
+}
+
+void *rda_context_get_stream(const rda_context *ctx) {
+#ifdef RDA_HAVE_CUDA
+    if (ctx && ctx->backend == RDA_BACKEND_CUDA) return rda_cuda_get_stream(ctx);
+#endif
+    (void)ctx;
+    return NULL;
 }
 
 int rda_cuda_available(void) {

@@ -95,9 +95,11 @@ typedef struct rda_problem {
 
 #ifdef RDA_HAVE_CUDA
 /* CUDA backend lifetime (src/cuda/backend.cu). */
-rda_status rda_cuda_context_init(rda_context *ctx, int32_t device, void *stream);
+rda_status rda_cuda_context_init(rda_context *ctx, int32_t device, void *stream, rda_stream_mode mode);
 void rda_cuda_context_destroy(rda_context *ctx);
 rda_status rda_cuda_synchronize(rda_context *ctx);
+rda_status rda_cuda_set_stream(rda_context *ctx, void *stream);
+void *rda_cuda_get_stream(const rda_context *ctx);
 int rda_cuda_device_count(void);
 /* The calling thread's current CUDA device (-1 without CUDA), and back. The
  * library leaves the caller's current device as it found it. */

@@ -126,7 +126,7 @@ int64_t rda_plan_jobs(const rda_problem *p, int32_t i, int64_t o, const rda_rows
             }
             if (kr && job.nk == 0) continue;
             job.q_local = job.q_first - q0 + qr->local[a];
-            if (jobs && n < cap) jobs[n] = job;
+            if (jobs && n < cap) memcpy(&jobs[n], &job, sizeof(job)); /* padding too: the tables are compared bytewise */
             n++;
         }
     }

@@ -260,13 +260,17 @@ static void growing_calls(uint64_t *seed) {
         }
 }
 
-/* A NaN in one element of Q (row 9, head 1) or an Inf in one of K (row 9,
- * head 2): the rows it reaches are NaN in O and LSE, whole; the others are
- * finite, never 0 with LSE = -inf where a key was allowed (SPEC.md, "Edge
- * values"); one rank and a ring of 2. */
+/* Non-finite values (SPEC.md, "Edge values"), one rank and a ring of 2,
+ * every mode, causal and not: what 0: a NaN in one element of Q (row 9,
+ * head 1), fp16; 1: an Inf in one of K (row 9, head 2), fp16; 2: a scale of
+ * 1e300 (every score +-inf: the tensor-core kernels), fp16; 3: fp32 inputs
+ * times 1e20 (products overflow fp32: the CUDA-core kernel). The rows
+ * reached are NaN in O and LSE, whole; the others are finite; never 0 with
+ * LSE = -inf where a key was allowed (which rows have an allowed key: the
+ * fp64 reference on the finite inputs, LSE > -inf). */
 static void nonfinite_cases(uint64_t *seed) {
     const int64_t N = 300, H = 4, D = 64, n = N * H * D, nl = H * N;
-    for (int what = 0; what < 2; what++)
+    for (int what = 0; what < 4; what++)
         for (int mode = 0; mode < 3; mode++)
             for (int causal = 0; causal < 2; causal++)
                 for (int P = 1; P <= 2; P++) {
@@ -276,48 +280,69 @@ static void nonfinite_cases(uint64_t *seed) {
                     cfg.num_patterns = 2;
                     cfg.patterns[0] = (rda_pattern){64, 1};
                     cfg.patterns[1] = (rda_pattern){128, 2};
-                    uint16_t *h[3], *o = malloc(2 * n);
-                    float *l = malloc(4 * nl);
+                    const rda_dtype dt = what == 3 ? RDA_DTYPE_F32 : RDA_DTYPE_F16;
+                    const size_t es = rda_dtype_size(dt);
+                    void *h[3], *o = malloc(es * n);
+                    float *l = malloc(4 * nl), *lref = malloc(4 * nl);
+                    double *x64[3], *o64 = malloc(8 * n);
                     rda_rng rng;
                     rda_rng_seed(&rng, (*seed)++);
                     dbuf d[5];
                     int64_t sh[4] = {1, N, H, D}, lsh[3] = {1, H, N};
-                    rda_tensor t[5];
+                    rda_tensor t[5], r64[4];
                     for (int i = 0; i < 3; i++) {
-                        h[i] = malloc(2 * n);
-                        rda_fill_uniform(h[i], RDA_DTYPE_F16, n, &rng, -1, 1);
+                        h[i] = malloc(es * n);
+                        x64[i] = malloc(8 * n);
+                        rda_fill_uniform(h[i], dt, n, &rng, -1, 1);
+                        rda_to_f64(h[i], dt, n, x64[i]);
+                        r64[i] = rda_tensor_contiguous(x64[i], RDA_DTYPE_F64, 4, sh);
                     }
-                    if (what == 0) h[0][9 * H * D + 1 * D + 3] = 0x7E00; /* fp16 NaN */
-                    else h[1][9 * H * D + 2 * D + 5] = 0x7C00;           /* fp16 +Inf */
+                    r64[3] = rda_tensor_contiguous(o64, RDA_DTYPE_F64, 4, sh);
+                    rda_tensor rl = rda_tensor_contiguous(lref, RDA_DTYPE_F32, 3, lsh);
+                    rda_status sr = rda_attention_forward(ref, &cfg, &r64[0], &r64[1], &r64[2], &r64[3], &rl);
+                    if (what == 0) ((uint16_t *)h[0])[9 * H * D + 1 * D + 3] = 0x7E00; /* fp16 NaN */
+                    if (what == 1) ((uint16_t *)h[1])[9 * H * D + 2 * D + 5] = 0x7C00; /* fp16 +Inf */
+                    if (what == 2) cfg.scale = 1e300;
+                    if (what == 3)
+                        for (int i = 0; i < 2; i++)
+                            for (int64_t e = 0; e < n; e++) ((float *)h[i])[e] *= 1e20f;
                     for (int i = 0; i < 5; i++) {
-                        d[i] = dalloc(i < 4 ? 2 * n : 4 * nl);
-                        if (i < 3) cudaMemcpy(d[i].data, h[i], 2 * n, cudaMemcpyHostToDevice);
-                        t[i] = i < 4 ? rda_tensor_contiguous(d[i].data, RDA_DTYPE_F16, 4, sh)
+                        d[i] = dalloc(i < 4 ? es * n : 4 * nl);
+                        if (i < 3) cudaMemcpy(d[i].data, h[i], es * n, cudaMemcpyHostToDevice);
+                        t[i] = i < 4 ? rda_tensor_contiguous(d[i].data, dt, 4, sh)
                                      : rda_tensor_contiguous(d[i].data, RDA_DTYPE_F32, 3, lsh);
                     }
                     rda_status st = P > 1 ? rda_ring_forward_simulated(gpu, &cfg, P, &t[0], &t[1], &t[2], &t[3], &t[4], NULL)
                                           : rda_attention_forward(gpu, &cfg, &t[0], &t[1], &t[2], &t[3], &t[4]);
                     if (!st) st = rda_context_synchronize(gpu);
-                    cudaMemcpy(o, d[3].data, 2 * n, cudaMemcpyDeviceToHost);
+                    cudaMemcpy(o, d[3].data, es * n, cudaMemcpyDeviceToHost);
                     cudaMemcpy(l, d[4].data, 4 * nl, cudaMemcpyDeviceToHost);
-                    int whole = 1, nan_rows = 0;
+                    int whole = 1, nan_rows = 0, silent = 0, keyed = 0;
                     for (int64_t hh = 0; hh < H; hh++)
                         for (int64_t pos = 0; pos < N; pos++) {
                             int any = 0, all = 1;
                             for (int64_t x = 0; x < D; x++) {
-                                uint16_t b = o[(pos * H + hh) * D + x];
-                                int isn = (b & 0x7C00) == 0x7C00 && (b & 0x3FF);
+                                const int64_t e = (pos * H + hh) * D + x;
+                                const uint16_t b = ((const uint16_t *)o)[e];
+                                int isn = dt == RDA_DTYPE_F32 ? isnan(((const float *)o)[e]) : (b & 0x7C00) == 0x7C00 && (b & 0x3FF);
                                 any |= isn, all &= isn;
                             }
                             whole &= any == all && any == (int)isnan(l[hh * N + pos]);
                             nan_rows += any;
+                            const int has_key = lref[hh * N + pos] > -INFINITY;
+                            keyed += has_key;
+                            silent += has_key && !any && isinf(l[hh * N + pos]);
                         }
-                    CHECK(!st && whole && nan_rows > 0 && nan_rows < H * N,
-                          "%s in %s, mode %d causal %d P=%d: %s, %d NaN rows, whole %d", what ? "Inf" : "NaN",
-                          what ? "K" : "Q", mode, causal, P, rda_status_to_string(st), nan_rows, whole);
+                    /* what 2 and 3 reach every row with a key */
+                    const int reached = what < 2 ? nan_rows > 0 && nan_rows < H * N : nan_rows == keyed;
+                    CHECK(!st && !sr && whole && reached && silent == 0,
+                          "non-finite case %d (%s) mode %d causal %d P=%d: %s, %d NaN rows of %d with a key, whole %d, "
+                          "silent zeros %d",
+                          what, rda_dtype_name(dt), mode, causal, P, rda_status_to_string(st), nan_rows, keyed, whole,
+                          silent);
                     for (int i = 0; i < 5; i++) cudaFree(d[i].raw);
-                    for (int i = 0; i < 3; i++) free(h[i]);
-                    free(o), free(l);
+                    for (int i = 0; i < 3; i++) free(h[i]), free(x64[i]);
+                    free(o), free(l), free(lref), free(o64);
                 }
 }
 

@@ -159,6 +159,26 @@ int main(void) {
         bad.num_threads = -3;
         CHECK(rda_context_create(&bad, &x) == RDA_STATUS_INVALID_ARGUMENT, "negative threads");
         CHECK(rda_context_create(NULL, NULL) == RDA_STATUS_NULL_POINTER, "NULL out");
+        bad = (rda_context_params)RDA_CONTEXT_PARAMS_INIT;
+        bad.stream_mode = (rda_stream_mode)3;
+        CHECK(rda_context_create(&bad, &x) == RDA_STATUS_INVALID_ARGUMENT && x == NULL, "unknown stream mode");
+        bad.stream_mode = RDA_STREAM_PRIVATE;
+        bad.stream = &bad;
+        CHECK(rda_context_create(&bad, &x) == RDA_STATUS_INVALID_ARGUMENT && x == NULL, "private stream and a stream");
+        bad = (rda_context_params)RDA_CONTEXT_PARAMS_INIT;
+        bad.struct_size = 2;
+        CHECK(rda_context_create(&bad, &x) == RDA_STATUS_INVALID_ARGUMENT && x == NULL, "struct_size too small");
+        bad.struct_size = sizeof(bad) + 8;
+        CHECK(rda_context_create(&bad, &x) == RDA_STATUS_INVALID_ARGUMENT && x == NULL, "struct_size too large");
+        /* streams belong to the CUDA backend */
+        bad = (rda_context_params)RDA_CONTEXT_PARAMS_INIT;
+        CHECK(rda_context_create(&bad, &x) == RDA_STATUS_SUCCESS, "CPU context");
+        CHECK(rda_context_set_stream(x, NULL) == RDA_STATUS_UNSUPPORTED && strstr(rda_context_last_error(x), "CUDA"),
+              "set_stream on the CPU: %s", rda_context_last_error(x));
+        CHECK(rda_context_get_stream(x) == NULL && rda_context_get_stream(NULL) == NULL, "get_stream on the CPU");
+        CHECK(rda_context_set_stream(NULL, NULL) == RDA_STATUS_NULL_POINTER, "set_stream NULL context");
+        rda_context_destroy(x);
+        x = NULL;
         rda_context_params rp = RDA_CONTEXT_PARAMS_INIT;
         rp.backend = RDA_BACKEND_REFERENCE;
         rda_context_create(&rp, &x);

@@ -288,6 +288,11 @@ typedef struct {
     int32_t ngpus;             /* GPUs of this machine */
     int32_t devices[BENCH_MAX_LIST * 8];
     double *q64, *k64, *v64; /* for the fp64 reference */
+    /* inputs made on the GPU (every row's reference sampled): the host holds
+     * K and V (read back whole: the sampled rows reach keys anywhere) and
+     * only the sampled rows of Q and O, in zero-filled buffers of full size
+     * whose other pages are never touched */
+    bool dev_inputs;
 } bench_state;
 
 static rda_status compute_reference(bench_state *s, const rda_config *cfg, reference *ref) {
@@ -351,7 +356,16 @@ static rda_status compute_reference(bench_state *s, const rda_config *cfg, refer
         ref->m = m;
         for (int64_t b = 0; b < o->B; b++)
             for (int64_t j = 0; j < m; j++) ref->flat_rows[b * m + j] = b * s->N + ref->rows[j];
-        st = rda_reference_rows(s->ref_ctx, cfg, &q64, &k64, &v64, ref->rows, m, ref->out, NULL);
+        if (s->dev_inputs) { /* the sampled rows of Q from the GPU; K, V as they are */
+            size_t es = rda_dtype_size(o->dtype), row = es * (size_t)(o->H * o->D);
+            for (int64_t j = 0; j < o->B * m; j++) {
+                size_t off = row * (size_t)ref->flat_rows[j];
+                if (dev_download((char *)s->q + off, (const char *)s->dq + off, row)) return RDA_STATUS_DEVICE_ERROR;
+            }
+            st = rda_reference_rows(s->ref_ctx, cfg, &s->tq, &s->tk, &s->tv, ref->rows, m, ref->out, NULL);
+        } else {
+            st = rda_reference_rows(s->ref_ctx, cfg, &q64, &k64, &v64, ref->rows, m, ref->out, NULL);
+        }
         if (st) return st;
     }
     ref->ready = true;
@@ -382,9 +396,10 @@ static void run_row(bench_state *s, bench_row *row, const rda_config *cfg, refer
     }
     rda_count_pairs(cfg, o->B, s->N, o->H, &row->pairs);
     size_t obytes = (size_t)tensor_bytes4(o, s->N);
-    if (s->dev) { /* NaN in every element: one the kernels miss fails the check */
-        memset(s->o_buf, 0xFF, obytes);
-        dev_upload(s->d_o, s->o_buf, obytes);
+    if (s->dev && dev_memset(s->d_o, 0xFF, obytes)) { /* NaN in every element: one the kernels miss fails the check */
+        row->status = RDA_STATUS_DEVICE_ERROR;
+        snprintf(row->error, sizeof row->error, "cannot fill the output on the GPU");
+        goto done;
     }
     for (int32_t it = 0; it < o->warmup + o->reps; it++) {
         if (!s->dev) memset(s->o_buf, 0, obytes); /* a result never leaks between runs */
@@ -432,11 +447,6 @@ static void run_row(bench_state *s, bench_row *row, const rda_config *cfg, refer
         }
         if (it >= o->warmup) times[it - o->warmup] = t;
     }
-    if (s->dev && dev_download(s->o_buf, s->d_o, obytes)) {
-        row->status = RDA_STATUS_DEVICE_ERROR;
-        snprintf(row->error, sizeof row->error, "cannot read the output back from the GPU");
-        goto done;
-    }
     qsort(times, (size_t)o->reps, sizeof(double), cmp_double);
     row->ms_min = 1e3 * times[0];
     row->ms_median = 1e3 * (o->reps % 2 ? times[o->reps / 2]
@@ -450,6 +460,22 @@ static void run_row(bench_state *s, bench_row *row, const rda_config *cfg, refer
             row->status = st;
             snprintf(row->error, sizeof row->error, "reference: %s: %s", rda_status_to_string(st),
                      rda_context_last_error(s->ref_ctx));
+            goto done;
+        }
+    }
+    if (s->dev) { /* the output back from the GPU: whole, or its sampled rows */
+        int bad = 0;
+        if (s->dev_inputs) {
+            size_t rb = rda_dtype_size(o->dtype) * (size_t)(o->H * o->D);
+            for (int64_t j = 0; j < o->B * ref->m && !bad; j++)
+                bad = dev_download((char *)s->o_buf + rb * (size_t)ref->flat_rows[j],
+                                   (const char *)s->d_o + rb * (size_t)ref->flat_rows[j], rb);
+        } else {
+            bad = dev_download(s->o_buf, s->d_o, obytes);
+        }
+        if (bad) {
+            row->status = RDA_STATUS_DEVICE_ERROR;
+            snprintf(row->error, sizeof row->error, "cannot read the output back from the GPU");
             goto done;
         }
     }
@@ -538,45 +564,6 @@ int bench_main(int argc, char **argv) {
             fprintf(stderr, "rda bench: sequence length must be >= 1\n");
             return 2;
         }
-        int64_t n = o->B * s.N * o->H * o->D;
-        size_t es = rda_dtype_size(o->dtype);
-        s.q = malloc(n * es), s.k = malloc(n * es), s.v = malloc(n * es), s.o_buf = malloc(n * es);
-        s.q64 = malloc(n * 8), s.k64 = malloc(n * 8), s.v64 = malloc(n * 8);
-        if (!s.q || !s.k || !s.v || !s.o_buf || !s.q64 || !s.k64 || !s.v64) {
-            fprintf(stderr, "rda bench: out of memory at N = %lld\n", (long long)s.N);
-            return 1;
-        }
-        rda_rng rng;
-        rda_rng_seed(&rng, o->seed + (uint64_t)s.N);
-        rda_fill_uniform(s.q, o->dtype, n, &rng, -1, 1);
-        rda_fill_uniform(s.k, o->dtype, n, &rng, -1, 1);
-        rda_fill_uniform(s.v, o->dtype, n, &rng, -1, 1);
-        rda_to_f64(s.q, o->dtype, n, s.q64);
-        rda_to_f64(s.k, o->dtype, n, s.k64);
-        rda_to_f64(s.v, o->dtype, n, s.v64);
-        int64_t shape[4] = {o->B, s.N, o->H, o->D};
-        s.tq = rda_tensor_contiguous(s.q, o->dtype, 4, shape);
-        s.tk = rda_tensor_contiguous(s.k, o->dtype, 4, shape);
-        s.tv = rda_tensor_contiguous(s.v, o->dtype, 4, shape);
-        s.to = rda_tensor_contiguous(s.o_buf, o->dtype, 4, shape);
-        s.rq = s.tq, s.rk = s.tk, s.rv = s.tv, s.ro = s.to;
-        if (use_gpu) {
-            size_t bytes = (size_t)n * es;
-            s.dev = true;
-            s.dq = dev_alloc(bytes), s.dk = dev_alloc(bytes), s.dv = dev_alloc(bytes), s.d_o = dev_alloc(bytes);
-            if (!s.dq || !s.dk || !s.dv || !s.d_o || dev_upload(s.dq, s.q, bytes) ||
-                dev_upload(s.dk, s.k, bytes) || dev_upload(s.dv, s.v, bytes)) {
-                fprintf(stderr, "rda bench: out of GPU memory at N = %lld\n", (long long)s.N);
-                return 1;
-            }
-            s.rq = rda_tensor_contiguous(s.dq, o->dtype, 4, shape);
-            s.rk = rda_tensor_contiguous(s.dk, o->dtype, 4, shape);
-            s.rv = rda_tensor_contiguous(s.dv, o->dtype, 4, shape);
-            s.ro = rda_tensor_contiguous(s.d_o, o->dtype, 4, shape);
-            s.ngpus = dev_count();
-            for (int32_t g = 0; g < (int32_t)(sizeof s.devices / sizeof *s.devices); g++) s.devices[g] = g;
-        }
-
         rda_config dense = RDA_CONFIG_INIT, dil = RDA_CONFIG_INIT;
         dense.causal = dil.causal = o->causal;
         dense.layout = dil.layout = o->layout;
@@ -625,6 +612,70 @@ int bench_main(int argc, char **argv) {
         ADD_ROW("%s", "RingDilatedV2_single", 1, true, true);
         for (int32_t k = 0; k < nr; k++)
             if (rings[k] > 1) ADD_ROW("RingDilatedV2_ring%d", rings[k], rings[k], true, true);
+        int64_t n = o->B * s.N * o->H * o->D;
+        size_t es = rda_dtype_size(o->dtype);
+        /* inputs on the GPU when no row needs the whole reference (long
+         * sequences): nothing of size N made or converted on the host */
+        s.dev_inputs = use_gpu && nt > 0;
+        for (int32_t t = 0; t < nt && s.dev_inputs; t++) {
+            int64_t pairs = 0;
+            rda_count_pairs(todo[t].dilated ? &dil : &dense, o->B, s.N, o->H, &pairs);
+            s.dev_inputs = (double)pairs * (double)o->D > (double)o->full_ref_limit && o->sample_rows < s.N;
+        }
+        if (s.dev_inputs) {
+            s.q = calloc((size_t)n, es), s.o_buf = calloc((size_t)n, es); /* sampled rows only */
+            s.k = malloc(n * es), s.v = malloc(n * es);
+        } else {
+            s.q = malloc(n * es), s.k = malloc(n * es), s.v = malloc(n * es), s.o_buf = malloc(n * es);
+            s.q64 = malloc(n * 8), s.k64 = malloc(n * 8), s.v64 = malloc(n * 8);
+        }
+        if (!s.q || !s.k || !s.v || !s.o_buf || (!s.dev_inputs && (!s.q64 || !s.k64 || !s.v64))) {
+            fprintf(stderr, "rda bench: out of memory at N = %lld\n", (long long)s.N);
+            return 1;
+        }
+        int64_t shape[4] = {o->B, s.N, o->H, o->D};
+        s.tq = rda_tensor_contiguous(s.q, o->dtype, 4, shape);
+        s.tk = rda_tensor_contiguous(s.k, o->dtype, 4, shape);
+        s.tv = rda_tensor_contiguous(s.v, o->dtype, 4, shape);
+        s.to = rda_tensor_contiguous(s.o_buf, o->dtype, 4, shape);
+        s.rq = s.tq, s.rk = s.tk, s.rv = s.tv, s.ro = s.to;
+        if (!s.dev_inputs) {
+            rda_rng rng;
+            rda_rng_seed(&rng, o->seed + (uint64_t)s.N);
+            rda_fill_uniform(s.q, o->dtype, n, &rng, -1, 1);
+            rda_fill_uniform(s.k, o->dtype, n, &rng, -1, 1);
+            rda_fill_uniform(s.v, o->dtype, n, &rng, -1, 1);
+            rda_to_f64(s.q, o->dtype, n, s.q64);
+            rda_to_f64(s.k, o->dtype, n, s.k64);
+            rda_to_f64(s.v, o->dtype, n, s.v64);
+        }
+        if (use_gpu) {
+            size_t bytes = (size_t)n * es;
+            s.dev = true;
+            s.dq = dev_alloc(bytes), s.dk = dev_alloc(bytes), s.dv = dev_alloc(bytes), s.d_o = dev_alloc(bytes);
+            int bad = !s.dq || !s.dk || !s.dv || !s.d_o;
+            if (!bad && s.dev_inputs) {
+                const uint64_t seed = o->seed + (uint64_t)s.N;
+                const int bf = o->dtype == RDA_DTYPE_BF16;
+                bad = dev_fill_uniform(s.dq, (int)es, bf, n, seed * 3 + 0, -1, 1) ||
+                      dev_fill_uniform(s.dk, (int)es, bf, n, seed * 3 + 1, -1, 1) ||
+                      dev_fill_uniform(s.dv, (int)es, bf, n, seed * 3 + 2, -1, 1) ||
+                      dev_download(s.k, s.dk, bytes) || dev_download(s.v, s.dv, bytes);
+            } else if (!bad) {
+                bad = dev_upload(s.dq, s.q, bytes) || dev_upload(s.dk, s.k, bytes) || dev_upload(s.dv, s.v, bytes);
+            }
+            if (bad) {
+                fprintf(stderr, "rda bench: out of GPU memory at N = %lld\n", (long long)s.N);
+                return 1;
+            }
+            s.rq = rda_tensor_contiguous(s.dq, o->dtype, 4, shape);
+            s.rk = rda_tensor_contiguous(s.dk, o->dtype, 4, shape);
+            s.rv = rda_tensor_contiguous(s.dv, o->dtype, 4, shape);
+            s.ro = rda_tensor_contiguous(s.d_o, o->dtype, 4, shape);
+            s.ngpus = dev_count();
+            for (int32_t g = 0; g < (int32_t)(sizeof s.devices / sizeof *s.devices); g++) s.devices[g] = g;
+        }
+
         for (int32_t t = 0; t < nt; t++) {
             bench_row *row = &todo[t];
             /* with --real-gpus, rings of P > 1 run on P real GPUs when there are that many */

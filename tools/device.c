@@ -38,6 +38,10 @@ int dev_upload(void *dst, const void *src, size_t bytes) {
 int dev_download(void *dst, const void *src, size_t bytes) {
     return cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost) == cudaSuccess ? 0 : -1;
 }
+
+int dev_memset(void *dst, int byte, size_t bytes) {
+    return cudaMemset(dst, byte, bytes) == cudaSuccess && cudaDeviceSynchronize() == cudaSuccess ? 0 : -1;
+}
 #else
 int dev_available(void) { return 0; }
 int dev_count(void) { return 0; }
@@ -53,6 +57,14 @@ int dev_upload(void *dst, const void *src, size_t bytes) {
 }
 int dev_download(void *dst, const void *src, size_t bytes) {
     (void)dst, (void)src, (void)bytes;
+    return -1;
+}
+int dev_memset(void *dst, int byte, size_t bytes) {
+    (void)dst, (void)byte, (void)bytes;
+    return -1;
+}
+int dev_fill_uniform(void *dst, int dtype_size, int is_bf16, int64_t n, uint64_t seed, double lo, double hi) {
+    (void)dst, (void)dtype_size, (void)is_bf16, (void)n, (void)seed, (void)lo, (void)hi;
     return -1;
 }
 #endif

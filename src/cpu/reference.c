@@ -13,7 +13,7 @@ typedef struct {
     bool same_type;
     const rda_tensor *q, *k, *v;
     rda_tensor *o, *lse;
-    double *scratch; /* per thread: N scores + (G + 1) * D sums */
+    double *scratch; /* per thread: the scores of one pattern block + (G + 1) * D sums */
     int64_t per_thread;
     const int64_t *rows; /* query positions to compute (NULL: all N) */
     int64_t nrows;
@@ -54,7 +54,8 @@ static void ref_row(void *arg, int64_t idx, int32_t thread) {
     int64_t nr = a->nrows, b = idx / (H * nr), h = (idx / nr) % H, orow = idx % nr;
     int64_t qpos = a->rows ? a->rows[orow] : orow;
     int64_t kh = h / (p->H / p->Hkv);
-    double *s = a->scratch + thread * a->per_thread, *outs = s + N, *fin = outs + p->G * D;
+    double *s = a->scratch + thread * a->per_thread, *outs = s + (a->per_thread - (p->G + 1) * D),
+           *fin = outs + p->G * D;
     double lses[RDA_MAX_PATTERNS];
     bool used[RDA_MAX_PATTERNS];
     double scale = p->scale != 0.0 ? p->scale : 1.0 / sqrt((double)D);
@@ -141,7 +142,16 @@ static void ref_row(void *arg, int64_t idx, int32_t thread) {
 rda_status rda_cpu_reference(rda_context *ctx, const rda_problem *p, bool same_type,
                              const rda_tensor *q, const rda_tensor *k, const rda_tensor *v,
                              const int64_t *rows, int64_t nrows, rda_tensor *o, rda_tensor *lse) {
-    ref_args a = {p,    same_type, q, k, v, o, lse, NULL, p->N + (p->G + 1) * p->D,
+    /* scores: the most keys of one pattern block (a segment's selected rows) */
+    int64_t keys = p->N;
+    if (p->mode != RDA_MODE_DENSE) {
+        keys = 1;
+        for (int32_t i = 0; i < p->G; i++) {
+            int64_t w = p->patterns[i].segment, r = p->patterns[i].dilation; /* as planned: <= N */
+            if ((w + r - 1) / r > keys) keys = (w + r - 1) / r;
+        }
+    }
+    ref_args a = {p,    same_type, q, k, v, o, lse, NULL, keys + (p->G + 1) * p->D,
                   rows, rows ? nrows : p->N};
     int32_t threads = rda_pool_threads(ctx->pool);
     rda_carver c;

@@ -1,7 +1,8 @@
 /* The CUDA backend: device workspace, per-step job tables, kernel dispatch.
  * Work is ordered on the context's stream; nothing here synchronises the
- * device except `sync` (the ring, before a buffer is sent) and workspace
- * growth. */
+ * host with the device except `sync` and `copy` (the ring, around a
+ * transfer), workspace growth and a new entry of the table cache, so that a
+ * one-rank call with a shape run before can be captured in a CUDA graph. */
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdlib.h>
@@ -13,10 +14,33 @@ extern "C" {
 #include "../backend.h"
 }
 
+/* Job tables too large to travel inside a launch, kept on the device for
+ * the next call with the same tables (the same shape): immutable once
+ * made, with a pinned host copy (the upload's source, and what a lookup
+ * compares against). An entry a captured graph refers to is never evicted. */
+typedef struct {
+    uint64_t hash;
+    size_t bytes;
+    void *host, *dev;
+    uint64_t used; /* the context's call counter at its last use */
+    bool kept;     /* referred to by a captured graph: freed only with the context */
+} table_entry;
+
+#define TABLE_CACHE_ENTRIES 256
+#define TABLE_CACHE_BYTES ((size_t)64 << 20) /* of entries that may be evicted */
+
 typedef struct {
     int device;
     cudaStream_t stream;
-    bool own_stream;
+    cudaStream_t owned;   /* the stream the context created (0: none) */
+    cudaEvent_t switched; /* orders a new stream after the old one (rda_context_set_stream) */
+    bool capturing;       /* the call in progress is being captured into a graph */
+    bool captured;        /* a graph may refer to the workspace: keep old blocks when it grows */
+    void **retired;       /* those old blocks, freed with the context */
+    int nretired;
+    table_entry tables[TABLE_CACHE_ENTRIES];
+    int ntables;
+    uint64_t calls;
     bool wgmma;    /* a Hopper device and this binary carries the sm_90a kernels */
     void *dws;     /* device workspace: state, key/value blocks, tables */
     size_t dws_cap;
@@ -33,10 +57,6 @@ typedef struct {
     float *acc, *m, *l;
     int64_t n;     /* rows of the rank */
     rda_phase phase;          /* host tables (built by the shared planner) */
-    rda_job *d_jobs;          /* their device copies */
-    rda_tile *d_tiles;
-    int64_t *d_heads;
-    rda_class *d_classes;
     const rda_tensor *q, *k, *v;
     float qscale;
 } cuda_ctx;
@@ -158,16 +178,16 @@ extern "C" void rda_cuda_set_device(int device) {
     if (device >= 0) cudaSetDevice(device);
 }
 
-static rda_status context_init(rda_context *ctx, int32_t device, void *stream);
+static rda_status context_init(rda_context *ctx, int32_t device, void *stream, rda_stream_mode mode);
 
-extern "C" rda_status rda_cuda_context_init(rda_context *ctx, int32_t device, void *stream) {
+extern "C" rda_status rda_cuda_context_init(rda_context *ctx, int32_t device, void *stream, rda_stream_mode mode) {
     int prev = rda_cuda_get_device();
-    rda_status st = context_init(ctx, device, stream);
+    rda_status st = context_init(ctx, device, stream, mode);
     rda_cuda_set_device(prev);
     return st;
 }
 
-static rda_status context_init(rda_context *ctx, int32_t device, void *stream) {
+static rda_status context_init(rda_context *ctx, int32_t device, void *stream, rda_stream_mode mode) {
     int n = rda_cuda_device_count();
     if (device < 0 || device >= n) {
         rda_set_msg(ctx->msg, "CUDA device %d does not exist (%d found)", device, n);
@@ -178,12 +198,13 @@ static rda_status context_init(rda_context *ctx, int32_t device, void *stream) {
     ctx->cuda = c;
     c->device = device;
     CUDA_TRY(cudaSetDevice(device));
-    if (stream) {
+    if (mode == RDA_STREAM_CALLER || (mode == RDA_STREAM_AUTO && stream)) {
         c->stream = static_cast<cudaStream_t>(stream);
     } else {
-        CUDA_TRY(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
-        c->own_stream = true;
+        CUDA_TRY(cudaStreamCreateWithFlags(&c->owned, cudaStreamNonBlocking));
+        c->stream = c->owned;
     }
+    CUDA_TRY(cudaEventCreateWithFlags(&c->switched, cudaEventDisableTiming));
     CUDA_TRY(cudaFuncSetAttribute(attend_mma<__half, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   (int)mma_smem_bytes<128>()));
     CUDA_TRY(cudaFuncSetAttribute(attend_mma<__nv_bfloat16, 128>,
@@ -203,7 +224,14 @@ extern "C" void rda_cuda_context_destroy(rda_context *ctx) {
     cudaSetDevice(c->device);
     cudaStreamSynchronize(c->stream);
     cudaFree(c->dws);
-    if (c->own_stream) cudaStreamDestroy(c->stream);
+    for (int i = 0; i < c->nretired; i++) cudaFree(c->retired[i]);
+    free(c->retired);
+    for (int i = 0; i < c->ntables; i++) {
+        cudaFree(c->tables[i].dev);
+        cudaFreeHost(c->tables[i].host);
+    }
+    if (c->switched) cudaEventDestroy(c->switched);
+    if (c->owned) cudaStreamDestroy(c->owned);
     free(c);
     ctx->cuda = NULL;
     rda_cuda_set_device(prev);
@@ -213,6 +241,52 @@ extern "C" rda_status rda_cuda_synchronize(rda_context *ctx) {
     CUDA_TRY(cudaStreamSynchronize(cctx(ctx)->stream));
     return RDA_STATUS_SUCCESS;
 }
+
+extern "C" rda_status rda_cuda_set_stream(rda_context *ctx, void *stream) {
+    cuda_ctx *c = cctx(ctx);
+    cudaStream_t s = static_cast<cudaStream_t>(stream);
+    if (s == c->stream) return RDA_STATUS_SUCCESS;
+    int prev = rda_cuda_get_device();
+    cudaError_t e = cudaSetDevice(c->device);
+    /* the new stream starts after what the old one holds (the workspace is shared) */
+    if (e == cudaSuccess) e = cudaEventRecord(c->switched, c->stream);
+    if (e == cudaSuccess) e = cudaStreamWaitEvent(s, c->switched, 0);
+    rda_cuda_set_device(prev);
+    if (e != cudaSuccess) {
+        rda_set_msg(ctx->msg, "switching streams: %s", cudaGetErrorString(e));
+        return RDA_STATUS_DEVICE_ERROR;
+    }
+    c->stream = s;
+    ctx->msg[0] = '\0';
+    return RDA_STATUS_SUCCESS;
+}
+
+extern "C" void *rda_cuda_get_stream(const rda_context *ctx) {
+    return static_cast<void *>(static_cast<const cuda_ctx *>(ctx->cuda)->stream);
+}
+
+/* The capture status of the context's stream for the call in progress. */
+static rda_status check_capture(rda_context *ctx, cuda_ctx *c) {
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    CUDA_TRY(cudaStreamIsCapturing(c->stream, &cs));
+    if (cs == cudaStreamCaptureStatusInvalidated) {
+        rda_set_msg(ctx->msg, "the stream's graph capture has been invalidated by an earlier operation");
+        return RDA_STATUS_DEVICE_ERROR;
+    }
+    c->capturing = cs == cudaStreamCaptureStatusActive;
+    if (c->capturing) c->captured = true;
+    return RDA_STATUS_SUCCESS;
+}
+
+#define NOT_IN_CAPTURE(what)                                                                             \
+    do {                                                                                                 \
+        if (c->capturing) {                                                                              \
+            rda_set_msg(ctx->msg,                                                                        \
+                        "%s during graph capture: run the call once with this shape before capturing it", \
+                        what);                                                                           \
+            return RDA_STATUS_UNSUPPORTED;                                                               \
+        }                                                                                                \
+    } while (0)
 
 static bool on_device(const void *p) {
     cudaPointerAttributes at;
@@ -244,17 +318,133 @@ extern "C" rda_status rda_cuda_supports(rda_context *ctx, const rda_problem *p,
     return RDA_STATUS_SUCCESS;
 }
 
-/* Grows the device workspace to at least `bytes` (synchronises when it grows). */
+/* Grows the device workspace to at least `bytes` (synchronises when it
+ * grows). A block a captured graph may use is kept, not freed. */
 static rda_status reserve_device(rda_context *ctx, size_t bytes) {
     cuda_ctx *c = cctx(ctx);
     if (bytes <= c->dws_cap) return RDA_STATUS_SUCCESS;
+    NOT_IN_CAPTURE("growing the device workspace");
     CUDA_TRY(cudaStreamSynchronize(c->stream));
-    CUDA_TRY(cudaFree(c->dws));
+    if (c->captured && c->dws) {
+        void **r = static_cast<void **>(realloc(c->retired, sizeof(void *) * (size_t)(c->nretired + 1)));
+        if (!r) return RDA_STATUS_OUT_OF_MEMORY;
+        c->retired = r;
+        c->retired[c->nretired++] = c->dws;
+        c->captured = false; /* until a capture uses the new block */
+    } else {
+        CUDA_TRY(cudaFree(c->dws));
+    }
     c->dws = NULL;
     c->dws_cap = 0;
     CUDA_TRY(cudaMalloc(&c->dws, bytes));
     c->dws_cap = bytes;
     c->clean_l = 0;
+    return RDA_STATUS_SUCCESS;
+}
+
+/* The tables of a phase as one block: jobs, tiles, heads and classes, each
+ * from a 16-byte boundary (only the entries in use: the host arena's spare
+ * capacity holds whatever an earlier phase left there). */
+typedef struct {
+    const void *part[4];
+    size_t bytes[4], off[4], total;
+} table_parts;
+
+static table_parts phase_parts(const rda_phase *ph) {
+    table_parts t;
+    t.part[0] = ph->jobs, t.bytes[0] = sizeof(rda_job) * (size_t)ph->njobs;
+    t.part[1] = ph->tiles, t.bytes[1] = sizeof(rda_tile) * (size_t)ph->ntiles;
+    t.part[2] = ph->heads, t.bytes[2] = sizeof(int64_t) * (size_t)ph->nheads;
+    t.part[3] = ph->classes, t.bytes[3] = sizeof(rda_class) * (size_t)ph->nclasses;
+    t.total = 0;
+    for (int i = 0; i < 4; i++) {
+        t.off[i] = t.total;
+        t.total += RDA_ALIGN16(t.bytes[i]);
+    }
+    return t;
+}
+
+static uint64_t table_hash(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = static_cast<const unsigned char *>(p);
+    h ^= n;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, b + i, 8);
+        h = (h ^ w) * 1099511628211ull;
+        h ^= h >> 29;
+    }
+    for (; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}
+
+/* Frees the least recently used entries that no graph refers to until
+ * `room` more bytes fit under TABLE_CACHE_BYTES and an entry is free. */
+static rda_status table_evict(rda_context *ctx, cuda_ctx *c, size_t room) {
+    for (;;) {
+        size_t held = 0;
+        int lru = -1;
+        for (int i = 0; i < c->ntables; i++) {
+            if (c->tables[i].kept) continue;
+            held += c->tables[i].bytes;
+            if (lru < 0 || c->tables[i].used < c->tables[lru].used) lru = i;
+        }
+        if (lru < 0 || (held + room <= TABLE_CACHE_BYTES && c->ntables < TABLE_CACHE_ENTRIES)) break;
+        CUDA_TRY(cudaStreamSynchronize(c->stream)); /* no kernel still reads it */
+        CUDA_TRY(cudaFree(c->tables[lru].dev));
+        CUDA_TRY(cudaFreeHost(c->tables[lru].host));
+        c->tables[lru] = c->tables[--c->ntables];
+    }
+    if (c->ntables == TABLE_CACHE_ENTRIES) {
+        rda_set_msg(ctx->msg, "%d job tables are held for captured graphs; no room for another", TABLE_CACHE_ENTRIES);
+        return RDA_STATUS_OUT_OF_MEMORY;
+    }
+    return RDA_STATUS_SUCCESS;
+}
+
+/* The device copy of the tables tp: an entry of the cache with the same
+ * bytes, or a new one (allocated, filled and uploaded behind the work
+ * already on the stream; not while capturing). */
+static rda_status table_upload(rda_context *ctx, const table_parts *tp, const void **dev) {
+    cuda_ctx *c = cctx(ctx);
+    const size_t bytes = tp->total;
+    uint64_t h = 1469598103934665603ull;
+    for (int i = 0; i < 4; i++) h = table_hash(h, tp->part[i], tp->bytes[i]);
+    c->calls++;
+    for (int i = 0; i < c->ntables; i++) {
+        table_entry *t = &c->tables[i];
+        bool same = t->hash == h && t->bytes == bytes;
+        for (int j = 0; j < 4 && same; j++)
+            same = !memcmp(static_cast<const char *>(t->host) + tp->off[j], tp->part[j], tp->bytes[j]);
+        if (same) {
+            t->used = c->calls;
+            t->kept |= c->capturing;
+            *dev = t->dev;
+            ctx->ws_used += bytes;
+            return RDA_STATUS_SUCCESS;
+        }
+    }
+    NOT_IN_CAPTURE("uploading new job tables");
+    rda_status st = table_evict(ctx, c, bytes);
+    if (st) return st;
+    table_entry t = {h, bytes, NULL, NULL, c->calls, false};
+    if (cudaMallocHost(&t.host, bytes) != cudaSuccess || cudaMalloc(&t.dev, bytes) != cudaSuccess) {
+        cudaGetLastError();
+        if (t.host) cudaFreeHost(t.host);
+        rda_set_msg(ctx->msg, "out of memory for %zu bytes of job tables", bytes);
+        return RDA_STATUS_OUT_OF_MEMORY;
+    }
+    memset(t.host, 0, bytes);
+    for (int j = 0; j < 4; j++) memcpy(static_cast<char *>(t.host) + tp->off[j], tp->part[j], tp->bytes[j]);
+    cudaError_t e = cudaMemcpyAsync(t.dev, t.host, bytes, cudaMemcpyHostToDevice, c->stream);
+    if (e != cudaSuccess) {
+        cudaFree(t.dev);
+        cudaFreeHost(t.host);
+        CUDA_TRY(e);
+    }
+    c->tables[c->ntables++] = t;
+    *dev = t.dev;
+    ctx->ws_used += bytes;
     return RDA_STATUS_SUCCESS;
 }
 
@@ -306,6 +496,7 @@ static rda_status cuda_begin(rda_context *ctx, const rda_problem *p, const rda_r
     cuda_ctx *c = cctx(ctx);
     rda_status st;
     CUDA_TRY(cudaSetDevice(c->device));
+    if ((st = check_capture(ctx, c))) return st;
     int64_t rows_hd = p->B * qr->total * p->H;
     /* the step tables: built on the host, copied to identically carved device memory */
     if (c->force_rows < 0) {
@@ -324,7 +515,7 @@ static rda_status cuda_begin(rda_context *ctx, const rda_problem *p, const rda_r
     c->phase.zero_uncovered = c->one_pass;
     c->phase.zero_bq = RDA_ZERO_BQ;
     size_t need = RDA_ALIGN(sizeof(float) * (size_t)(rows_hd * p->D)) + 2 * RDA_ALIGN(sizeof(float) * (size_t)rows_hd) +
-                  (block ? 2 * RDA_ALIGN(block) : 0) + tables;
+                  (block ? 2 * RDA_ALIGN(block) : 0);
     if ((st = reserve_device(ctx, need))) return st;
     rda_carver dc = {static_cast<char *>(c->dws), need};
     /* l first, so that it stays where the last call left it zeroed */
@@ -335,20 +526,12 @@ static rda_status cuda_begin(rda_context *ctx, const rda_problem *p, const rda_r
         kv[0] = rda_carve(&dc, block);
         kv[1] = rda_carve(&dc, block);
     }
-    rda_phase dev; /* the same carving on the device: the same layout by construction */
-    if ((st = rda_plan_phase_init(&dev, &dc, p, qr, bq))) {
-        rda_set_msg(ctx->msg, "internal error: device workspace sizing (%s:%d)", __FILE__, __LINE__);
-        return st;
-    }
-    c->d_jobs = dev.jobs;
-    c->d_tiles = dev.tiles;
-    c->d_heads = dev.heads;
-    c->d_classes = dev.classes;
     c->n = qr->total;
-    ctx->ws_used = tables + need;
+    ctx->ws_used = tables + need; /* (plus the device tables the steps use) */
     /* l = 0 marks a row no step reached yet (m and acc are read only where
-     * l > 0); the finishing pass leaves l zeroed for the next call */
-    if (c->clean_l < rows_hd) {
+     * l > 0); the finishing pass leaves l zeroed for the next call. A graph
+     * clears it itself: other calls may run between its replays. */
+    if (c->clean_l < rows_hd || c->capturing) {
         fill_state<<<(unsigned)((rows_hd + 255) / 256 < 4096 ? (rows_hd + 255) / 256 : 4096), 256, 0, c->stream>>>(
             c->m, c->l, rows_hd);
         CUDA_LAUNCHED();
@@ -476,14 +659,16 @@ static rda_status run_phase(void *arg, const rda_phase *ph) {
         memcpy(a.tab + a.off_tiles, ph->tiles, sizeof(rda_tile) * (size_t)ph->ntiles);
         memcpy(a.tab + a.off_heads, ph->heads, sizeof(int64_t) * (size_t)ph->nheads);
         memcpy(a.tab + a.off_classes, ph->classes, bc);
-    } else {
-        const char *h0 = reinterpret_cast<const char *>(ph->jobs);
-        size_t span = (size_t)(reinterpret_cast<const char *>(ph->classes + ph->nclasses) - h0);
-        CUDA_TRY(cudaMemcpyAsync(c->d_jobs, h0, span, cudaMemcpyHostToDevice, s));
-        a.jobs = c->d_jobs;
-        a.tiles = c->d_tiles;
-        a.heads = c->d_heads;
-        a.classes = c->d_classes;
+    } else { /* on the device, kept for the next call with the same tables */
+        const table_parts tp = phase_parts(ph);
+        const void *dv = NULL;
+        rda_status st = table_upload(ctx, &tp, &dv);
+        if (st) return st;
+        const char *d0 = static_cast<const char *>(dv);
+        a.jobs = reinterpret_cast<const rda_job *>(d0 + tp.off[0]);
+        a.tiles = reinterpret_cast<const rda_tile *>(d0 + tp.off[1]);
+        a.heads = reinterpret_cast<const int64_t *>(d0 + tp.off[2]);
+        a.classes = reinterpret_cast<const rda_class *>(d0 + tp.off[3]);
     }
     a.nclasses = ph->nclasses;
     a.zero_bq = ph->zero_bq > 0 ? ph->zero_bq : ph->bq; /* rows per zero-output tile, as planned */

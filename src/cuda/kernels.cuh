@@ -240,6 +240,17 @@ __device__ __forceinline__ item_keys keys_of(const attend_args &a, const rda_job
     return k;
 }
 
+/* The sum l of query qi of the job after the job: unchanged, or NaN where
+ * it is 0 although the query has an allowed key among the job's keys (it
+ * saw only scores of -inf, an overflow: NaN, as softmax in fp32 gives,
+ * SPEC.md "Edge values"). A row with no allowed key keeps l = 0. */
+__device__ __forceinline__ float empty_or_nan(const attend_args &a, const rda_job &job, int64_t qi, float l) {
+    if (l != 0.f) return l;
+    for (int c = 0; c < job.nk; c++)
+        if (job.k_count[c] > 0 && (!a.causal || qi + (job.q_first - job.k_first[c]) / job.stride >= 0)) return NAN;
+    return l;
+}
+
 /* The end of a work item for the thread's two rows rl[i] of the tile, held
  * as m16n8 accumulator fragments o[nt * 4 + 2 * i + e] (nt < D / 8): rows
  * then complete are normalised into O (and LSE), the others go back to the
@@ -247,11 +258,13 @@ __device__ __forceinline__ item_keys keys_of(const attend_args &a, const rda_job
 template <typename T, int D>
 __device__ __forceinline__ void store_rows(const attend_args &a, const item_pos &ip, int64_t qi0, int bq,
                                            const int rl[2], const float *o, const float mrow[2],
-                                           const float lrow[2], int lane) {
+                                           const float lrow_in[2], int lane) {
     const rda_job &job = *ip.job;
+    float lrow[2];
 #pragma unroll
     for (int i = 0; i < 2; i++) {
         if (rl[i] >= bq) continue;
+        lrow[i] = empty_or_nan(a, job, qi0 + rl[i], lrow_in[i]);
         int64_t row = job.q_local + (qi0 + rl[i]) * job.stride, ai = (ip.b * a.n + row) * a.H + ip.h;
         if (ip.cl->final) {
             /* l == 0: no allowed key; a NaN l (non-finite inputs) makes the row NaN */
@@ -491,6 +504,7 @@ __global__ void __launch_bounds__(128) attend_generic(const __grid_constant__ at
                 }
             }
         }
+        l = empty_or_nan(a, job, qi0 + rq, l);
         if (ip.cl->final) {
             float inv = l != 0.f ? a.factor / l : 0.f;
             T *orow = static_cast<T *>(a.o) + ip.b * a.os[0] + row * a.os[1] + ip.h * a.os[2];

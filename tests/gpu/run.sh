@@ -5,14 +5,14 @@
 # the GPU and the PyTorch side-by-side; full logs go to $OUT (default
 # ./gpu-out), a short summary is printed last.
 #
-#     tests/gpu/run.sh [stages...]     stages: build test sanitize bench baseline sass playground
+#     tests/gpu/run.sh [stages...]     stages: build test sanitize bench long baseline sass playground
 #                                      (default: all)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-./gpu-out}
 mkdir -p "$OUT"
 export NCCL_NVLS_ENABLE=0
-stages=${*:-build test sanitize bench baseline sass playground}
+stages=${*:-build test sanitize bench long baseline sass playground}
 summary=()
 has() { [[ " $stages " == *" $1 "* ]]; }
 
@@ -35,6 +35,11 @@ if has test; then
     rc=$?
     grep FAIL "$OUT/test_cuda.log" | head -20
     summary+=("test_cuda: rc=$rc, $(tail -1 "$OUT/test_cuda.log")")
+    # the caller's streams and CUDA graph capture
+    timeout 200 ./build-gpu/tests/test_cuda_stream > "$OUT/test_cuda_stream.log" 2>&1
+    rc=$?
+    grep FAIL "$OUT/test_cuda_stream.log" | head -20
+    summary+=("test_cuda_stream: rc=$rc, $(tail -1 "$OUT/test_cuda_stream.log")")
 fi
 if has sanitize; then
     for tool in memcheck racecheck; do
@@ -43,6 +48,9 @@ if has sanitize; then
         rc=$?
         summary+=("compute-sanitizer $tool: rc=$rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/$tool.log" | tail -1)")
     done
+    timeout 300 compute-sanitizer --tool memcheck --error-exitcode 3 ./build-gpu/tests/test_cuda_stream \
+        > "$OUT/memcheck-stream.log" 2>&1
+    summary+=("compute-sanitizer memcheck (streams, graphs): rc=$?, $(grep 'ERROR SUMMARY' "$OUT/memcheck-stream.log" | tail -1)")
 fi
 if has bench; then
     timeout 300 ./build-gpu/rda bench --backend cuda --out-md "$OUT/gpu-seed-report.md" \
@@ -50,6 +58,17 @@ if has bench; then
     rc=$?
     summary+=("seed report on the GPU: rc=$rc, $(grep 'rows ran' "$OUT/bench.log")")
     grep -A24 '## Summary' "$OUT/gpu-seed-report.md" | cut -c1-150 > "$OUT/bench-summary.txt"
+fi
+if has long; then
+    # a LongNet-like longnet row at N = 16,777,216 (inputs made on the GPU,
+    # sampled rows checked against the fp64 reference on the CPU cores)
+    t0=$(date +%s)
+    /usr/bin/time -v timeout 300 ./build-gpu/rda bench --backend cuda --seq-lens 16777216 --mode longnet \
+        --segments 2048,16384,131072,1048576,4194304,16777216 --dilations 1,8,64,512,2048,8192 \
+        --variants ImprovedDilatedAttention --reps 3 --out-md "$OUT/long.md" --out-json "$OUT/long.json" \
+        > "$OUT/long.log" 2>&1
+    rc=$?
+    summary+=("long row N=16777216: rc=$rc, $(( $(date +%s) - t0 )) s end to end, $(grep ImprovedDilated "$OUT/long.log"), host $(grep 'Maximum resident' "$OUT/long.log" | awk '{print $NF}') KB")
 fi
 if has baseline; then
     timeout 400 python3 bench/pytorch_baseline.py --device cuda --rda build-gpu/rda --reps 20 \
