@@ -298,6 +298,32 @@ RDA_API rda_status rda_reference_rows(rda_context *ctx, const rda_config *cfg, c
                                       const int64_t *rows, int64_t nrows, double *out,
                                       float *lse);
 
+/* ------------------------------------------------------------------ backward */
+
+/* The gradients of a forward (SPEC.md, "Backward pass"): given dout = dL/dO
+ * for a loss L, dq, dk and dv receive dL/dQ, dL/dK and dL/dV of the forward
+ * that cfg describes, exactly (in `longnet` mode each pattern block is an
+ * ordinary attention backward with the combined LSE and the final O;
+ * nothing is detached).
+ * - Inputs: q, k, v as the forward got them; o and lse as the forward wrote
+ *   them, which the caller saves for the backward (lse is required here,
+ *   [B, H, N] fp32: pass an lse tensor to the forward); dout [B, N, H, D].
+ * - Outputs: dq [B, N, H, D]; dk and dv [B, N, Hkv, D] (with fewer K/V heads
+ *   than Q heads, each sums over its query heads). Every element is written:
+ *   a query row with no allowed key gets dq = 0, a key no query reaches
+ *   dk = dv = 0.
+ * - One element type for q, k, v, o, dout, dq, dk, dv; strides as for the
+ *   forward. dq, dk and dv must not overlap any input or each other
+ *   (RDA_STATUS_ALIASING); the inputs may alias each other.
+ * - Accumulation is fp32 on the fast paths, fp64 on the reference backend;
+ *   the CPU backends compute it; a CUDA context answers
+ *   RDA_STATUS_UNSUPPORTED for now. */
+RDA_API rda_status rda_attention_backward(rda_context *ctx, const rda_config *cfg,
+                                          const rda_tensor *q, const rda_tensor *k,
+                                          const rda_tensor *v, const rda_tensor *o,
+                                          const rda_tensor *lse, const rda_tensor *dout,
+                                          rda_tensor *dq, rda_tensor *dk, rda_tensor *dv);
+
 /* ------------------------------------------------------------------ ring */
 
 /* A communicator: one rank of a ring. Opaque; the engines behind it only
@@ -348,6 +374,19 @@ RDA_API rda_status rda_ring_forward(rda_context *ctx, rda_comm *comm, const rda_
                                     const rda_tensor *v, rda_tensor *o, rda_tensor *lse,
                                     rda_ring_stats *stats);
 
+/* One rank's part of a ring backward: every tensor holds only this rank's
+ * rows (dk, dv too: each rank ends with the gradients of its own keys and
+ * values; key/value blocks travel with their gradient accumulators, which
+ * come back to their owner). Shapes as for rda_attention_backward with
+ * n_local rows; the same agreement rules, deadlines and failure handling as
+ * rda_ring_forward. stats may be NULL. */
+RDA_API rda_status rda_ring_backward(rda_context *ctx, rda_comm *comm, const rda_config *cfg,
+                                     int64_t N, const rda_tensor *q, const rda_tensor *k,
+                                     const rda_tensor *v, const rda_tensor *o,
+                                     const rda_tensor *lse, const rda_tensor *dout,
+                                     rda_tensor *dq, rda_tensor *dk, rda_tensor *dv,
+                                     rda_ring_stats *stats);
+
 /* Convenience: a ring of P virtual ranks in this process over full tensors.
  * Each rank runs in its own thread with its own context (the threads of ctx
  * shared out among them) and touches only its own rows of q/k/v/o/lse.
@@ -357,6 +396,15 @@ RDA_API rda_status rda_ring_forward_simulated(rda_context *ctx, const rda_config
                                               const rda_tensor *k, const rda_tensor *v,
                                               rda_tensor *o, rda_tensor *lse,
                                               rda_ring_stats *stats);
+
+/* The backward twin of rda_ring_forward_simulated: full tensors, P virtual
+ * ranks each touching only its own rows. stats: P entries or NULL. */
+RDA_API rda_status rda_ring_backward_simulated(rda_context *ctx, const rda_config *cfg, int32_t P,
+                                               const rda_tensor *q, const rda_tensor *k,
+                                               const rda_tensor *v, const rda_tensor *o,
+                                               const rda_tensor *lse, const rda_tensor *dout,
+                                               rda_tensor *dq, rda_tensor *dk, rda_tensor *dv,
+                                               rda_ring_stats *stats);
 
 /* A real ring over P GPUs of this process (CUDA backend, NCCL between
  * them): rank r runs on devices[r] in its own thread, with its own copy of

@@ -33,7 +33,42 @@ typedef struct rda_backend_ops {
     /* Memory for a rank's own copy of its rows (on ctx's device), and its release. */
     void *(*alloc)(rda_context *ctx, size_t bytes);
     void (*release)(void *p);
+    /* Sets bytes at dst to zero, ordered after the work issued on ctx. */
+    rda_status (*clear)(rda_context *ctx, void *dst, size_t bytes);
+
+    /* ---- backward (NULL: this backend has none; the call is refused) ----
+     * A travelling block of the backward holds K and V (the tensors' type)
+     * and then their gradient accumulators dK and dV (fp32, [B, n, Hkv, D]
+     * each); see rda_ring_block_layout. */
+    /* Prepares a backward of the rows qr of t: dQ state cleared, Delta =
+     * sum(dout * o) of the rows. block > 0: two travelling blocks of block
+     * bytes (kv[0], kv[1]); block == 0 (nothing travels): kv[0] gets dK, dV
+     * accumulators of the rank's own keys. nk_max: the most rows of any key
+     * block. Records in ctx->ws_used what the call holds. */
+    rda_status (*bwd_begin)(rda_context *ctx, const rda_problem *p, const rda_rows *qr, int64_t nk_max,
+                            size_t block, void *kv[2], const rda_bwd_tensors *t);
+    /* Adds every job between qr and the key block kr (tensors k, v) to the
+     * rank's dQ and to the block's accumulators dk, dv ([B, kr->total, Hkv, D]). */
+    rda_status (*bwd_step)(rda_context *ctx, const rda_problem *p, const rda_rows *qr, const rda_rows *kr,
+                           const rda_bwd_tensors *t, const rda_tensor *k, const rda_tensor *v, float *dk,
+                           float *dv, int64_t *pairs);
+    /* Writes dq of the rank's rows, and dk, dv from the rank's own
+     * accumulators (home again). */
+    rda_status (*bwd_finish)(rda_context *ctx, const rda_problem *p, const rda_bwd_tensors *t, const float *dk,
+                             const float *dv);
 } rda_backend_ops;
+
+/* Where the parts of a travelling block of n key rows lie: K at 0, V at
+ * *v_off, then (backward) dK at *dk_off and dV at *dv_off; *bytes in all
+ * (forward: K and V only). */
+static inline void rda_ring_block_layout(const rda_problem *p, int64_t n, bool backward, size_t *v_off,
+                                         size_t *dk_off, size_t *dv_off, size_t *bytes) {
+    const size_t e = (size_t)(p->B * n * p->Hkv * p->D), es = rda_dtype_size(p->dtype);
+    *v_off = es * e;
+    *dk_off = (2 * es * e + 15) & ~(size_t)15;
+    *dv_off = *dk_off + sizeof(float) * e;
+    *bytes = backward ? *dv_off + sizeof(float) * e : 2 * es * e;
+}
 
 /* The backend of ctx for problem p with the rank's tensors t = {q, k, v, o,
  * lse} (lse may be NULL), or RDA_STATUS_UNSUPPORTED / INVALID_ARGUMENT with

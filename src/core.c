@@ -471,3 +471,53 @@ rda_status rda_validate_inputs(const rda_tensor *q, const rda_tensor *k, const r
                                rda_problem *p, char *msg) {
     return validate(q, k, v, NULL, NULL, 0, false, true, p, msg);
 }
+
+static rda_status like(const rda_tensor *t, const char *name, const rda_tensor *ref, const char *refname,
+                       char *msg) {
+    rda_status st = check_view(t, name, 4, msg);
+    if (st) return st;
+    if (t->dtype != ref->dtype) {
+        rda_set_msg(msg, "%s must have the dtype of %s (%s, got %s)", name, refname, rda_dtype_name(ref->dtype),
+                    rda_dtype_name(t->dtype));
+        return RDA_STATUS_DTYPE_MISMATCH;
+    }
+    for (int i = 0; i < 4; i++)
+        if (t->shape[i] != ref->shape[i]) {
+            rda_set_msg(msg, "%s shape must equal %s shape (dimension %d: %lld vs %lld)", name, refname, i,
+                        (long long)t->shape[i], (long long)ref->shape[i]);
+            return RDA_STATUS_SHAPE_MISMATCH;
+        }
+    return RDA_STATUS_SUCCESS;
+}
+
+rda_status rda_validate_backward(const rda_bwd_tensors *t, int64_t n_local, bool n_local_known,
+                                 rda_problem *p, char *msg) {
+    rda_status st;
+    if (!t->o) {
+        rda_set_msg(msg, "tensor o is NULL (the backward needs the forward's output)");
+        return RDA_STATUS_NULL_POINTER;
+    }
+    if (!t->lse) {
+        rda_set_msg(msg, "tensor lse is NULL (the backward needs the forward's LSE: pass one to the forward and keep it)");
+        return RDA_STATUS_NULL_POINTER;
+    }
+    if ((st = validate(t->q, t->k, t->v, t->o, t->lse, n_local, n_local_known, false, p, msg))) return st;
+    if ((st = like(t->dout, "dout", t->q, "q", msg)) || (st = like(t->dq, "dq", t->q, "q", msg)) ||
+        (st = like(t->dk, "dk", t->k, "k", msg)) || (st = like(t->dv, "dv", t->k, "k", msg)))
+        return st;
+    const rda_tensor *ins[6] = {t->q, t->k, t->v, t->o, t->lse, t->dout}, *outs[3] = {t->dq, t->dk, t->dv};
+    static const char *in_names[6] = {"q", "k", "v", "o", "lse", "dout"}, *out_names[3] = {"dq", "dk", "dv"};
+    for (int j = 0; j < 3; j++) {
+        for (int i = 0; i < 6; i++)
+            if (rda_tensors_overlap(outs[j], ins[i])) {
+                rda_set_msg(msg, "%s overlaps %s", out_names[j], in_names[i]);
+                return RDA_STATUS_ALIASING;
+            }
+        for (int i = 0; i < j; i++)
+            if (rda_tensors_overlap(outs[j], outs[i])) {
+                rda_set_msg(msg, "%s overlaps %s", out_names[j], out_names[i]);
+                return RDA_STATUS_ALIASING;
+            }
+    }
+    return RDA_STATUS_SUCCESS;
+}

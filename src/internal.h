@@ -119,6 +119,18 @@ rda_status rda_validate_tensors(const rda_tensor *q, const rda_tensor *k, const 
 rda_status rda_validate_inputs(const rda_tensor *q, const rda_tensor *k, const rda_tensor *v,
                                rda_problem *p, char *msg);
 
+/* The tensors of a backward call on one rank (its rows). */
+typedef struct rda_bwd_tensors {
+    const rda_tensor *q, *k, *v, *o, *lse, *dout; /* inputs (lse required) */
+    rda_tensor *dq, *dk, *dv;                     /* outputs */
+} rda_bwd_tensors;
+
+/* Validates a backward's tensors as rda_validate_tensors does a forward's
+ * (o and lse as inputs; dout like q; dq like q, dk and dv like k; outputs
+ * overlapping nothing) and fills p likewise. */
+rda_status rda_validate_backward(const rda_bwd_tensors *t, int64_t n_local, bool n_local_known,
+                                 rda_problem *p, char *msg);
+
 /* Whether the memory two tensor views can reach overlaps (by address range). */
 bool rda_tensors_overlap(const rda_tensor *a, const rda_tensor *b);
 

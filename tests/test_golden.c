@@ -1,6 +1,7 @@
 /* Golden cases written by tests/golden/make_golden.py (numpy, following
  * SPEC.md, no code shared with the library): the fast path and the fp64
- * reference must both match them, outputs and log-sum-exp. */
+ * reference must both match them, outputs and log-sum-exp, and the
+ * gradients of their backward (from the golden O and LSE in fp32). */
 #include <math.h>
 
 #include "harness.h"
@@ -79,6 +80,37 @@ int main(void) {
             CHECK(guards_intact(&out) && guards_intact(&l), "%s: guard bytes", name);
             guarded_free(&out), guarded_free(&l);
         }
+        /* the backward from the golden O and LSE (rounded to fp32, as the script used them) */
+        rda_npy dout, gq, gk, gv;
+        load(dir, name, "do", &dout), load(dir, name, "dq", &gq), load(dir, name, "dk", &gk), load(dir, name, "dv", &gv);
+        float *o32 = malloc(sizeof(float) * (size_t)n), *l32 = malloc(sizeof(float) * (size_t)nl);
+        for (int64_t i = 0; i < n; i++) o32[i] = (float)((double *)o.data)[i];
+        for (int64_t i = 0; i < nl; i++) l32[i] = (float)((double *)lse.data)[i];
+        rda_tensor to = rda_tensor_contiguous(o32, RDA_DTYPE_F32, 4, q.shape),
+                   tl = rda_tensor_contiguous(l32, RDA_DTYPE_F32, 3, lse.shape),
+                   tg = rda_tensor_contiguous(dout.data, RDA_DTYPE_F32, 4, q.shape);
+        const rda_npy *want[3] = {&gq, &gk, &gv};
+        for (int which = 0; which < 2; which++) {
+            rda_context *c = which ? ref : fast;
+            guarded gr[3];
+            rda_tensor tgr[3];
+            for (int i = 0; i < 3; i++) {
+                gr[i] = guarded_alloc((size_t)n * 4, 0xFF);
+                tgr[i] = rda_tensor_contiguous(gr[i].data, RDA_DTYPE_F32, 4, q.shape);
+            }
+            rda_status st = rda_attention_backward(c, &cfg, &tq, &tk, &tv, &to, &tl, &tg, &tgr[0], &tgr[1], &tgr[2]);
+            CHECK(st == 0, "%s backward (%s): %s", name, which ? "reference" : "fast", rda_context_last_error(c));
+            static const char *gn[3] = {"dq", "dk", "dv"};
+            for (int i = 0; i < 3; i++) {
+                rda_error e = rda_compare(gr[i].data, RDA_DTYPE_F32, want[i]->data, n);
+                CHECK(e.nonfinite == 0 && e.rel_l2 <= 2e-5, "%s (%s): %s rel_l2 %.3g vs golden", name,
+                      which ? "reference" : "fast", gn[i], e.rel_l2);
+                CHECK(guards_intact(&gr[i]), "%s: %s guard bytes", name, gn[i]);
+                guarded_free(&gr[i]);
+            }
+        }
+        free(o32), free(l32);
+        rda_npy_free(&dout), rda_npy_free(&gq), rda_npy_free(&gk), rda_npy_free(&gv);
         rda_npy_free(&q), rda_npy_free(&k), rda_npy_free(&v), rda_npy_free(&o), rda_npy_free(&lse);
         cases++;
     }

@@ -52,6 +52,125 @@ static void expect(const char *what, call c, rda_status want) {
     }
 }
 
+/* ---- backward: every argument ---- */
+static guarded gq, gk, gv;
+static float *o_in, *lse_in, *dout_in;
+
+typedef struct {
+    rda_config cfg;
+    rda_tensor q, k, v, o, lse, dout, dq, dk, dv;
+    int no_lse, no_o;
+} bcall;
+
+static bcall bbase(void) {
+    bcall c;
+    memset(&c, 0, sizeof c);
+    rda_config cfg = RDA_CONFIG_INIT;
+    c.cfg = cfg;
+    int64_t s[4] = {B, N, H, D}, ls[3] = {B, H, N};
+    c.q = rda_tensor_contiguous(q, RDA_DTYPE_F32, 4, s);
+    c.k = rda_tensor_contiguous(k, RDA_DTYPE_F32, 4, s);
+    c.v = rda_tensor_contiguous(v, RDA_DTYPE_F32, 4, s);
+    c.o = rda_tensor_contiguous(o_in, RDA_DTYPE_F32, 4, s);
+    c.lse = rda_tensor_contiguous(lse_in, RDA_DTYPE_F32, 3, ls);
+    c.dout = rda_tensor_contiguous(dout_in, RDA_DTYPE_F32, 4, s);
+    c.dq = rda_tensor_contiguous(gq.data, RDA_DTYPE_F32, 4, s);
+    c.dk = rda_tensor_contiguous(gk.data, RDA_DTYPE_F32, 4, s);
+    c.dv = rda_tensor_contiguous(gv.data, RDA_DTYPE_F32, 4, s);
+    return c;
+}
+
+static void bexpect(const char *what, bcall c, rda_status want) {
+    for (int ring = 0; ring < 2; ring++) {
+        memset(gq.data, FILL, gq.bytes), memset(gk.data, FILL, gk.bytes), memset(gv.data, FILL, gv.bytes);
+        const rda_tensor *lp = c.no_lse ? NULL : &c.lse, *op = c.no_o ? NULL : &c.o;
+        rda_status got = ring ? rda_ring_backward_simulated(ctx, &c.cfg, 2, &c.q, &c.k, &c.v, op, lp, &c.dout, &c.dq,
+                                                            &c.dk, &c.dv, NULL)
+                              : rda_attention_backward(ctx, &c.cfg, &c.q, &c.k, &c.v, op, lp, &c.dout, &c.dq, &c.dk, &c.dv);
+        CHECK(got == want, "backward%s %s: got %s, want %s (%s)", ring ? " (ring of 2)" : "", what,
+              rda_status_to_string(got), rda_status_to_string(want), rda_context_last_error(ctx));
+        if (want != RDA_STATUS_SUCCESS) {
+            CHECK(strlen(rda_context_last_error(ctx)) > 0, "backward %s: has a message", what);
+            CHECK(untouched(&gq, FILL) && untouched(&gk, FILL) && untouched(&gv, FILL), "backward %s: outputs untouched",
+                  what);
+        }
+        CHECK(guards_intact(&gq) && guards_intact(&gk) && guards_intact(&gv), "backward %s: guard bytes", what);
+    }
+}
+
+static void backward_cases(void) {
+    const int64_t n = B * N * H * D;
+    gq = guarded_alloc((size_t)n * 4, FILL), gk = guarded_alloc((size_t)n * 4, FILL), gv = guarded_alloc((size_t)n * 4, FILL);
+    o_in = calloc((size_t)n, 4), lse_in = calloc((size_t)(B * H * N), 4), dout_in = calloc((size_t)n, 4);
+    bcall c = bbase();
+    bexpect("valid", c, RDA_STATUS_SUCCESS);
+    c = bbase(), c.no_lse = 1;
+    bexpect("lse missing", c, RDA_STATUS_NULL_POINTER);
+    c = bbase(), c.no_o = 1;
+    bexpect("o missing", c, RDA_STATUS_NULL_POINTER);
+    rda_tensor *ts[9];
+    bcall b0 = bbase();
+    static const char *names[9] = {"q", "k", "v", "o", "lse", "dout", "dq", "dk", "dv"};
+    for (int i = 0; i < 9; i++) {
+        char what[64];
+        c = bbase();
+        rda_tensor *all[9] = {&c.q, &c.k, &c.v, &c.o, &c.lse, &c.dout, &c.dq, &c.dk, &c.dv};
+        memcpy(ts, all, sizeof ts);
+        ts[i]->data = NULL;
+        snprintf(what, sizeof what, "%s data NULL", names[i]);
+        bexpect(what, c, RDA_STATUS_NULL_POINTER);
+        c = bbase();
+        rda_tensor *all2[9] = {&c.q, &c.k, &c.v, &c.o, &c.lse, &c.dout, &c.dq, &c.dk, &c.dv};
+        all2[i]->shape[1] = i == 4 ? H + 1 : N - 1; /* lse: heads dimension */
+        snprintf(what, sizeof what, "%s shape", names[i]);
+        bexpect(what, c, RDA_STATUS_SHAPE_MISMATCH);
+        c = bbase();
+        rda_tensor *all3[9] = {&c.q, &c.k, &c.v, &c.o, &c.lse, &c.dout, &c.dq, &c.dk, &c.dv};
+        all3[i]->dtype = RDA_DTYPE_F16;
+        snprintf(what, sizeof what, "%s dtype", names[i]);
+        bexpect(what, c, RDA_STATUS_DTYPE_MISMATCH);
+        c = bbase();
+        rda_tensor *all4[9] = {&c.q, &c.k, &c.v, &c.o, &c.lse, &c.dout, &c.dq, &c.dk, &c.dv};
+        all4[i]->strides[2] = -1;
+        snprintf(what, sizeof what, "%s negative stride", names[i]);
+        bexpect(what, c, RDA_STATUS_INVALID_ARGUMENT);
+    }
+    (void)b0;
+    /* outputs overlapping an input or each other */
+    const char *alias_names[6] = {"dq = q", "dk = v", "dv = dout", "dq = o", "dk = dq", "dv = dk"};
+    for (int a = 0; a < 6; a++) {
+        c = bbase();
+        if (a == 0) c.dq.data = c.q.data;
+        if (a == 1) c.dk.data = c.v.data;
+        if (a == 2) c.dv.data = c.dout.data;
+        if (a == 3) c.dq.data = c.o.data;
+        if (a == 4) c.dk.data = c.dq.data;
+        if (a == 5) c.dv.data = c.dk.data;
+        /* (the aliased output is the one not filled: only the others are checked) */
+        memset(gq.data, FILL, gq.bytes), memset(gk.data, FILL, gk.bytes), memset(gv.data, FILL, gv.bytes);
+        rda_status got = rda_attention_backward(ctx, &c.cfg, &c.q, &c.k, &c.v, &c.o, &c.lse, &c.dout, &c.dq, &c.dk, &c.dv);
+        CHECK(got == RDA_STATUS_ALIASING && strlen(rda_context_last_error(ctx)) > 0 && untouched(&gq, FILL) &&
+                  untouched(&gk, FILL) && untouched(&gv, FILL),
+              "backward %s: got %s (%s)", alias_names[a], rda_status_to_string(got), rda_context_last_error(ctx));
+    }
+    /* a bad config, NULL context and tensors */
+    c = bbase();
+    c.cfg.mode = (rda_mode)9;
+    bexpect("unknown mode", c, RDA_STATUS_INVALID_ARGUMENT);
+    c = bbase();
+    CHECK(rda_attention_backward(NULL, &c.cfg, &c.q, &c.k, &c.v, &c.o, &c.lse, &c.dout, &c.dq, &c.dk, &c.dv) ==
+              RDA_STATUS_NULL_POINTER,
+          "backward NULL context");
+    CHECK(rda_attention_backward(ctx, &c.cfg, &c.q, &c.k, &c.v, &c.o, &c.lse, NULL, &c.dq, &c.dk, &c.dv) ==
+              RDA_STATUS_NULL_POINTER && untouched(&gq, FILL),
+          "backward NULL dout");
+    CHECK(rda_ring_backward(ctx, NULL, &c.cfg, N, &c.q, &c.k, &c.v, &c.o, &c.lse, &c.dout, &c.dq, &c.dk, &c.dv, NULL) ==
+              RDA_STATUS_NULL_POINTER,
+          "ring backward NULL communicator");
+    guarded_free(&gq), guarded_free(&gk), guarded_free(&gv);
+    free(o_in), free(lse_in), free(dout_in);
+}
+
 int main(void) {
     rda_context_params cp = RDA_CONTEXT_PARAMS_INIT;
     CHECK(rda_context_create(&cp, &ctx) == 0, "context");
@@ -187,6 +306,7 @@ int main(void) {
         rda_context_destroy(x);
         rda_context_destroy(NULL); /* allowed, like free(NULL) */
     }
+    backward_cases();
     int64_t pairs;
     rda_config cfg = RDA_CONFIG_INIT;
     CHECK(rda_count_pairs(&cfg, 0, 4, 4, &pairs) == RDA_STATUS_INVALID_ARGUMENT, "count_pairs B = 0");

@@ -9,7 +9,8 @@
 # 4), EXTRA_P (further ring sizes, default 8; "" for none), FAULT_NP
 # (processes in the fault trials, default 3), SIZES (sequence lengths of the
 # correctness runs, default "600 601"), SHAPE (their head count and head dim,
-# default "--heads 3 --head-dim 16").
+# default "--heads 3 --head-dim 16"), BACKWARD (1, the default: also rings
+# running forward and backward, correctness and faults; 0: forwards only).
 set -u
 rda=${1:?path to the rda tool}
 trials=${2:-3}
@@ -29,7 +30,7 @@ bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
 run() { timeout 120 mpirun -np "$@" 2>&1; }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
-# correctness
+# correctness: forwards, then (BACKWARD=1, the default) forward+backward
 for P in $(seq 1 "$max_p") $extra_p; do
     for N in $sizes; do
         for args in "--mode dense" "--mode dense --causal --layout zigzag" \
@@ -42,6 +43,17 @@ for P in $(seq 1 "$max_p") $extra_p; do
         done
     done
 done
+if [ "${BACKWARD:-1}" = 1 ]; then
+    for P in $(seq 1 "$max_p") $extra_p; do
+        for N in $sizes; do
+            for args in "--mode dense --causal" "--mode groups --segments 64,128 --dilations 1,2 --layout zigzag --causal" \
+                        "--mode longnet --segments 100,300 --dilations 2,3"; do
+                out=$(run "$P" "$rda" ring --seq-len "$N" $shape $args $extra --check --backward --timeout 30)
+                if [ $? -eq 0 ] && grep -q ": ok" <<<"$out"; then ok; else bad "backward P=$P N=$N $args: $(tail -3 <<<"$out")"; fi
+            done
+        done
+    done
+fi
 
 # every rank must report a configuration mismatch, quickly
 t0=$(now_ms)
@@ -52,11 +64,11 @@ if [ $rc -ne 0 ] && [ "$n" -eq "$np" ] && [ "$t" -lt 15000 ]; then ok; else bad 
 
 # faults: a peer stopped or killed mid-ring
 deadline=4
-fault() { # $1: signal (STOP or KILL), $2: trial
+fault() { # $1: signal (STOP or KILL), $2: trial, $3: more `rda ring` options
     local dir; dir=$(mktemp -d)
     local log="$dir/log"
     timeout 120 mpirun -np "$np" "$rda" ring --seq-len 2048 --heads 4 --head-dim 32 --reps 100000 \
-        --timeout $deadline --pid-dir "$dir" $extra > "$log" 2>&1 &
+        --timeout $deadline --pid-dir "$dir" $extra ${3:-} > "$log" 2>&1 &
     local job=$!
     for _ in $(seq 1 300); do [ -f "$dir/ready" ] && break; sleep 0.1; done
     if [ ! -f "$dir/ready" ]; then bad "fault $1: the ring never started"; kill $job; return; fi
@@ -67,7 +79,7 @@ fault() { # $1: signal (STOP or KILL), $2: trial
     local rc=$? t; t=$(( $(now_ms) - t0 ))
     [ "$1" = STOP ] && kill -KILL "$victim" 2>/dev/null
     local survivors; survivors=$(grep "rda ring: rank [0-9]*: timeout" "$log" | grep -vc "rda ring: rank 1:")
-    echo "fault SIG$1 trial $2: mpirun exit $rc after $t ms; $survivors of $((np - 1)) survivors reported a timeout"
+    echo "fault SIG$1 trial $2${3:+ ($3)}: mpirun exit $rc after $t ms; $survivors of $((np - 1)) survivors reported a timeout"
     grep "rda ring: rank" "$log" | sed 's/^/    /'
     if [ "$1" = STOP ]; then
         # every other rank returns the timeout within the deadline + 5 s; the job fails
@@ -80,6 +92,10 @@ fault() { # $1: signal (STOP or KILL), $2: trial
 }
 for i in $(seq 1 "$trials"); do fault STOP "$i"; done
 for i in $(seq 1 "$trials"); do fault KILL "$i"; done
+if [ "${BACKWARD:-1}" = 1 ]; then # the same, in rings running forward and backward
+    fault STOP 1 --backward
+    fault KILL 1 --backward
+fi
 
 echo "mpi: $pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -23,7 +23,7 @@ static const char *js_tmp_path(const char *d) {
 
 int main(int argc, char **argv) {
     snprintf(dir, sizeof dir, "/tmp/rda_test_npy_%d", (int)getpid());
-    char cmd[4096], p[512], err[256];
+    char cmd[8192], p[512], err[256];
     snprintf(cmd, sizeof cmd, "mkdir -p %s", dir);
     CHECK(system(cmd) == 0, "temp dir");
 
@@ -124,6 +124,54 @@ int main(int argc, char **argv) {
             free(ref);
         }
         rda_npy_free(&ro), rda_npy_free(&rl);
+    }
+    /* the backward through the tool (GQA: K, V have 2 heads of Q's 4), one
+     * rank and a zig-zag ring of 3, against the library's */
+    {
+        float *g = malloc(4 * nq), *gd[3];
+        for (int i = 0; i < 3; i++) gd[i] = malloc(4 * (i ? nk : nq));
+        rda_fill_uniform(g, RDA_DTYPE_F32, nq, &r, -1, 1);
+        char pg[512], pdq[512], pdk[512], pdv[512];
+        path(pg, "do.npy"), path(pdq, "dq.npy"), path(pdk, "dk.npy"), path(pdv, "dv.npy");
+        rda_npy_write(pg, RDA_DTYPE_F32, 4, sq, g, err, sizeof err);
+        rda_tensor tg = rda_tensor_contiguous(g, RDA_DTYPE_F32, 4, sq), td[3];
+        for (int i = 0; i < 3; i++) td[i] = rda_tensor_contiguous(gd[i], RDA_DTYPE_F32, 4, i ? sk : sq);
+        CHECK(rda_attention_backward(ctx, &cfg, &tq, &tk, &tv, &to, &tl, &tg, &td[0], &td[1], &td[2]) == 0,
+              "library backward");
+        const char *pgs[3] = {pdq, pdk, pdv};
+        for (int ring = 0; ring < 2; ring++) {
+            for (int i = 0; i < 3; i++) remove(pgs[i]);
+            snprintf(cmd, sizeof cmd, "%s run --q %s --k %s --v %s --out %s --dout %s --dq %s --dk %s --dv %s "
+                     "--mode longnet --segments 8,16 --dilations 1,2 --causal %s > /dev/null", rda, pq, pk, pv, po,
+                     pg, pdq, pdk, pdv, ring ? "--ring 3 --layout zigzag" : "");
+            CHECK(system(cmd) == 0, "rda run (backward) exits 0: %s", cmd);
+            for (int i = 0; i < 3; i++) {
+                rda_npy x;
+                memset(&x, 0, sizeof x);
+                int rd = rda_npy_read(pgs[i], &x, err, sizeof err);
+                const int64_t n = i ? nk : nq;
+                CHECK(rd == 0 && rda_npy_count(&x) == n, "gradient %d written", i);
+                if (!rd && rda_npy_count(&x) == n) {
+                    double *ref = malloc(8 * n);
+                    rda_to_f64(gd[i], RDA_DTYPE_F32, n, ref);
+                    rda_error e = rda_compare(x.data, RDA_DTYPE_F32, ref, n);
+                    CHECK(e.nonfinite == 0 && e.rel_l2 <= 1e-5, "rda run%s gradient %d equals the library's (%.3g)",
+                          ring ? " --ring 3" : "", i, e.rel_l2);
+                    free(ref);
+                }
+                rda_npy_free(&x);
+            }
+        }
+        /* partial backward options, or a gradient that names an input: refused, nothing written */
+        for (int i = 0; i < 3; i++) remove(pgs[i]);
+        snprintf(cmd, sizeof cmd, "%s run --q %s --k %s --v %s --out %s --dout %s --dq %s 2> /dev/null", rda, pq, pk, pv,
+                 po, pg, pdq);
+        CHECK(system(cmd) != 0 && access(pdq, F_OK) != 0, "partial backward options refused");
+        snprintf(cmd, sizeof cmd, "%s run --q %s --k %s --v %s --out %s --dout %s --dq %s --dk %s --dv %s 2> /dev/null",
+                 rda, pq, pk, pv, po, pg, pdq, pg, pdv);
+        CHECK(system(cmd) != 0 && access(pdq, F_OK) != 0 && access(pdv, F_OK) != 0, "--dk naming --dout refused");
+        free(g);
+        for (int i = 0; i < 3; i++) free(gd[i]);
     }
     /* bad input: non-zero exit, no output file */
     remove(po);

@@ -1,5 +1,5 @@
-/* `rda run`: one attention call on .npy inputs, .npy outputs; for checking
- * results against any other implementation. */
+/* `rda run`: one attention call (and its backward) on .npy inputs, .npy
+ * outputs; for checking results against any other implementation. */
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -16,6 +16,9 @@ static void usage(FILE *f) {
             "usage: rda run --q Q.npy --k K.npy --v V.npy --out O.npy [options]\n"
             "Q: [B, N, H, D]; K, V: [B, N, Hkv, D] with H a multiple of Hkv; f2, f4 or f8.\n\n"
             "  --lse PATH                 also write the log-sum-exp, [B, H, N] fp32\n"
+            "  --dout dO.npy --dq PATH --dk PATH --dv PATH\n"
+            "                             then the backward: dO like the output; writes the\n"
+            "                             gradients of Q, K and V (all four options together)\n"
             "  --mode dense|groups|longnet  (default dense)\n"
             "  --segments w1,... --dilations r1,...  patterns (groups / longnet)\n"
             "  --causal                   causal masking\n"
@@ -78,7 +81,8 @@ static int convert(rda_npy *a, rda_dtype to) {
 }
 
 int run_main(int argc, char **argv) {
-    const char *pq = NULL, *pk = NULL, *pv = NULL, *po = NULL, *pl = NULL;
+    const char *pq = NULL, *pk = NULL, *pv = NULL, *po = NULL, *pl = NULL, *pg = NULL, *pdq = NULL, *pdk = NULL,
+               *pdv = NULL;
     rda_config cfg = RDA_CONFIG_INIT;
     rda_context_params cp = RDA_CONTEXT_PARAMS_INIT;
     int64_t segs[RDA_MAX_PATTERNS], dils[RDA_MAX_PATTERNS];
@@ -105,6 +109,10 @@ int run_main(int argc, char **argv) {
         else if (!strcmp(a, "--v")) pv = v;
         else if (!strcmp(a, "--out")) po = v;
         else if (!strcmp(a, "--lse")) pl = v;
+        else if (!strcmp(a, "--dout")) pg = v;
+        else if (!strcmp(a, "--dq")) pdq = v;
+        else if (!strcmp(a, "--dk")) pdk = v;
+        else if (!strcmp(a, "--dv")) pdv = v;
         else if (!strcmp(a, "--mode")) {
             if (!strcmp(v, "dense")) cfg.mode = RDA_MODE_DENSE;
             else if (!strcmp(v, "groups")) cfg.mode = RDA_MODE_GROUPS;
@@ -162,55 +170,65 @@ int run_main(int argc, char **argv) {
     }
     cfg.num_patterns = nseg;
     for (int32_t i = 0; i < nseg; i++) cfg.patterns[i] = (rda_pattern){segs[i], dils[i]};
-    /* an output must be a file of its own: never an input, never the other output */
-    const char *ins[3] = {pq, pk, pv}, *names[3] = {"--q", "--k", "--v"};
-    for (int i = 0; i < 3; i++) {
-        if (rda_same_file(po, ins[i])) {
-            fprintf(stderr, "rda run: --out %s is the input %s; write the output elsewhere\n", po, names[i]);
-            return 2;
-        }
-        if (pl && rda_same_file(pl, ins[i])) {
-            fprintf(stderr, "rda run: --lse %s is the input %s; write it elsewhere\n", pl, names[i]);
-            return 2;
-        }
-    }
-    if (pl && rda_same_file(pl, po)) {
-        fprintf(stderr, "rda run: --lse and --out name the same file (%s)\n", po);
+    const bool bwd = pg || pdq || pdk || pdv;
+    if (bwd && !(pg && pdq && pdk && pdv)) {
+        fprintf(stderr, "rda run: the backward needs --dout, --dq, --dk and --dv together\n");
         return 2;
     }
+    /* an output must be a file of its own: never an input, never another output */
+    const char *ins[4] = {pq, pk, pv, pg}, *in_names[4] = {"--q", "--k", "--v", "--dout"};
+    const char *outs[5] = {po, pl, pdq, pdk, pdv}, *out_names[5] = {"--out", "--lse", "--dq", "--dk", "--dv"};
+    for (int j = 0; j < 5; j++) {
+        if (!outs[j]) continue;
+        for (int i = 0; i < 4; i++)
+            if (ins[i] && rda_same_file(outs[j], ins[i])) {
+                fprintf(stderr, "rda run: %s %s is the input %s; write it elsewhere\n", out_names[j], outs[j], in_names[i]);
+                return 2;
+            }
+        for (int i = 0; i < j; i++)
+            if (outs[i] && rda_same_file(outs[j], outs[i])) {
+                fprintf(stderr, "rda run: %s and %s name the same file (%s)\n", out_names[i], out_names[j], outs[j]);
+                return 2;
+            }
+    }
 
-    char err[512], tmp_o[4096] = "", tmp_l[4096] = "";
-    rda_npy q, k, v;
-    memset(&q, 0, sizeof q), memset(&k, 0, sizeof k), memset(&v, 0, sizeof v);
+    char err[512], tmp[5][4096] = {"", "", "", "", ""};
+    rda_npy q, k, v, g;
+    memset(&q, 0, sizeof q), memset(&k, 0, sizeof k), memset(&v, 0, sizeof v), memset(&g, 0, sizeof g);
     int rc = 1;
-    void *o = NULL;
+    void *o = NULL, *grads[3] = {NULL, NULL, NULL};
     float *lse = NULL;
     rda_context *ctx = NULL;
     if (rda_npy_read(pq, &q, err, sizeof err) || rda_npy_read(pk, &k, err, sizeof err) ||
-        rda_npy_read(pv, &v, err, sizeof err)) {
+        rda_npy_read(pv, &v, err, sizeof err) || (bwd && rda_npy_read(pg, &g, err, sizeof err))) {
         fprintf(stderr, "rda run: %s\n", err);
         goto done;
     }
-    if (q.ndim != 4 || k.ndim != 4 || v.ndim != 4) {
-        fprintf(stderr, "rda run: q, k and v must be 4-dimensional [B, N, H, D]\n");
+    if (q.ndim != 4 || k.ndim != 4 || v.ndim != 4 || (bwd && g.ndim != 4)) {
+        fprintf(stderr, "rda run: q, k, v (and dout) must be 4-dimensional [B, N, H, D]\n");
         goto done;
     }
-    if (have_dtype && (convert(&q, want) || convert(&k, want) || convert(&v, want))) {
+    if (have_dtype && (convert(&q, want) || convert(&k, want) || convert(&v, want) || (bwd && convert(&g, want)))) {
         fprintf(stderr, "rda run: out of memory\n");
         goto done;
     }
     rda_tensor tq = rda_tensor_contiguous(q.data, q.dtype, 4, q.shape),
                tk = rda_tensor_contiguous(k.data, k.dtype, 4, k.shape),
-               tv = rda_tensor_contiguous(v.data, v.dtype, 4, v.shape);
-    int64_t n = rda_npy_count(&q), lshape[3] = {q.shape[0], q.shape[2], q.shape[1]};
+               tv = rda_tensor_contiguous(v.data, v.dtype, 4, v.shape),
+               tg = rda_tensor_contiguous(g.data, g.dtype, 4, g.shape);
+    int64_t n = rda_npy_count(&q), nk = rda_npy_count(&k), lshape[3] = {q.shape[0], q.shape[2], q.shape[1]};
     o = calloc((size_t)n + 1, rda_dtype_size(q.dtype));
     lse = calloc((size_t)(lshape[0] * lshape[1] * lshape[2]) + 1, sizeof(float));
-    if (!o || !lse) {
+    for (int i = 0; i < 3 && bwd; i++) grads[i] = calloc((size_t)(i ? nk : n) + 1, rda_dtype_size(q.dtype));
+    if (!o || !lse || (bwd && (!grads[0] || !grads[1] || !grads[2]))) {
         fprintf(stderr, "rda run: out of memory\n");
         goto done;
     }
     rda_tensor to = rda_tensor_contiguous(o, q.dtype, 4, q.shape),
-               tl = rda_tensor_contiguous(lse, RDA_DTYPE_F32, 3, lshape);
+               tl = rda_tensor_contiguous(lse, RDA_DTYPE_F32, 3, lshape),
+               tdq = rda_tensor_contiguous(grads[0], q.dtype, 4, q.shape),
+               tdk = rda_tensor_contiguous(grads[1], q.dtype, 4, k.shape),
+               tdv = rda_tensor_contiguous(grads[2], q.dtype, 4, k.shape);
     rda_status st = rda_context_create(&cp, &ctx);
     if (st == RDA_STATUS_SUCCESS) {
         if (P > 0)
@@ -218,40 +236,59 @@ int run_main(int argc, char **argv) {
         else
             st = rda_attention_forward(ctx, &cfg, &tq, &tk, &tv, &to, &tl);
     }
+    if (st == RDA_STATUS_SUCCESS && bwd) {
+        if (P > 0)
+            st = rda_ring_backward_simulated(ctx, &cfg, P, &tq, &tk, &tv, &to, &tl, &tg, &tdq, &tdk, &tdv, NULL);
+        else
+            st = rda_attention_backward(ctx, &cfg, &tq, &tk, &tv, &to, &tl, &tg, &tdq, &tdk, &tdv);
+    }
     if (st) {
         fprintf(stderr, "rda run: %s: %s\n", rda_status_to_string(st),
                 ctx ? rda_context_last_error(ctx) : "cannot create the context");
         goto done;
     }
-    rda_npy out = {q.dtype, 4, {q.shape[0], q.shape[1], q.shape[2], q.shape[3]}, o};
-    if (out.dtype == RDA_DTYPE_BF16 && convert(&out, RDA_DTYPE_F32)) goto done;
-    o = out.data;
-    /* both outputs go to temporary files beside them first, renamed into
-     * place only when both were written: a failure leaves neither */
-    if (rda_npy_write_temp(po, out.dtype, 4, out.shape, out.data, tmp_o, sizeof tmp_o, err, sizeof err) ||
-        (pl && rda_npy_write_temp(pl, RDA_DTYPE_F32, 3, lshape, lse, tmp_l, sizeof tmp_l, err, sizeof err))) {
-        fprintf(stderr, "rda run: %s\n", err);
-        goto done;
+    /* every output goes to a temporary file beside it first; all are renamed
+     * into place only when all were written: a failure leaves none */
+    rda_npy files[5] = {{q.dtype, 4, {q.shape[0], q.shape[1], q.shape[2], q.shape[3]}, o},
+                        {RDA_DTYPE_F32, 3, {lshape[0], lshape[1], lshape[2], 0}, lse},
+                        {q.dtype, 4, {q.shape[0], q.shape[1], q.shape[2], q.shape[3]}, grads[0]},
+                        {q.dtype, 4, {k.shape[0], k.shape[1], k.shape[2], k.shape[3]}, grads[1]},
+                        {q.dtype, 4, {k.shape[0], k.shape[1], k.shape[2], k.shape[3]}, grads[2]}};
+    void **owners[5] = {&o, NULL, &grads[0], &grads[1], &grads[2]};
+    for (int j = 0; j < 5; j++) {
+        if (!outs[j]) continue;
+        if (files[j].dtype == RDA_DTYPE_BF16) { /* written as fp32, which holds bf16 exactly */
+            if (convert(&files[j], RDA_DTYPE_F32)) goto done;
+            *owners[j] = files[j].data;
+        }
+        if (rda_npy_write_temp(outs[j], files[j].dtype, files[j].ndim, files[j].shape, files[j].data, tmp[j],
+                               sizeof tmp[j], err, sizeof err)) {
+            fprintf(stderr, "rda run: %s\n", err);
+            goto done;
+        }
     }
-    if (rename(tmp_o, po) != 0) {
-        fprintf(stderr, "rda run: %s: cannot move the output into place\n", po);
-        goto done;
+    for (int j = 0; j < 5; j++) {
+        if (!outs[j]) continue;
+        if (rename(tmp[j], outs[j]) != 0) {
+            fprintf(stderr, "rda run: %s: cannot move the output into place\n", outs[j]);
+            for (int i = 0; i < j; i++)
+                if (outs[i]) remove(outs[i]);
+            goto done;
+        }
+        tmp[j][0] = '\0';
     }
-    tmp_o[0] = '\0';
-    if (pl && rename(tmp_l, pl) != 0) {
-        fprintf(stderr, "rda run: %s: cannot move the output into place\n", pl);
-        remove(po);
-        goto done;
-    }
-    tmp_l[0] = '\0';
-    printf("wrote %s%s%s\n", po, pl ? " and " : "", pl ? pl : "");
+    printf("wrote");
+    for (int j = 0; j < 5; j++)
+        if (outs[j]) printf(" %s", outs[j]);
+    printf("\n");
     rc = 0;
 done:
-    if (tmp_o[0]) remove(tmp_o);
-    if (tmp_l[0]) remove(tmp_l);
+    for (int j = 0; j < 5; j++)
+        if (tmp[j][0]) remove(tmp[j]);
     rda_context_destroy(ctx);
-    rda_npy_free(&q), rda_npy_free(&k), rda_npy_free(&v);
+    rda_npy_free(&q), rda_npy_free(&k), rda_npy_free(&v), rda_npy_free(&g);
     free(o);
     free(lse);
+    for (int i = 0; i < 3; i++) free(grads[i]);
     return rc;
 }

@@ -113,6 +113,13 @@ bool rda_passes(rda_dtype dt, rda_error e, double naive_max_abs) {
     return true;
 }
 
+bool rda_grad_passes(rda_dtype dt, rda_error e, double naive_max_abs, double ref_max_abs) {
+    const double c = dt == RDA_DTYPE_F16 ? 1e-3 : dt == RDA_DTYPE_BF16 ? 8e-3 : 1e-5;
+    const double rel = dt == RDA_DTYPE_F16 ? 2e-3 : dt == RDA_DTYPE_BF16 ? 1.6e-2 : 2e-5;
+    if (e.nonfinite || !(e.rel_l2 <= rel)) return false;
+    return e.max_abs <= 2.0 * naive_max_abs + c * ref_max_abs;
+}
+
 double rda_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

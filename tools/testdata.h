@@ -40,6 +40,11 @@ rda_error rda_compare_rows(const void *x, rda_dtype dt, const double *ref, const
 double rda_tolerance(rda_dtype dt);
 bool rda_passes(rda_dtype dt, rda_error e, double naive_max_abs);
 
+/* SPEC.md's rule for gradients: rel_l2 within 2e-5 / 2e-3 / 1.6e-2 (fp32 /
+ * fp16 / bf16) and max_abs within 2 x the naive same-type implementation's
+ * plus 1e-5 / 1e-3 / 8e-3 times max|ref|. NaN fails. */
+bool rda_grad_passes(rda_dtype dt, rda_error e, double naive_max_abs, double ref_max_abs);
+
 double rda_now(void);
 
 #endif

@@ -14,6 +14,11 @@ rda_status rda_cpu_reference(rda_context *ctx, const rda_problem *p, bool same_t
                              const rda_tensor *q, const rda_tensor *k, const rda_tensor *v,
                              const int64_t *rows, int64_t nrows, rda_tensor *o, rda_tensor *lse);
 
+/* The naive backward of SPEC.md on full tensors of one rank (fp64, or the
+ * tensors' own type as above): dq, dk, dv of t written whole. */
+rda_status rda_cpu_reference_backward(rda_context *ctx, const rda_problem *p, bool same_type,
+                                      const rda_bwd_tensors *t);
+
 /* Running state of a rank's output rows: unnormalised accumulator
  * acc[B, n, H, D] (fp32), running max m (log2 domain, scaled scores) and
  * running sum l, both [B, n, H]. Start: m = -inf, l = 0; acc is only read

@@ -403,6 +403,152 @@ static void RDA_SYM(attend_tile)(void *arg, int64_t item, int32_t thread) {
     }
 }
 
+/* The backward's block products and its row step, each its own function
+ * so that the item's bookkeeping does not crowd their registers. */
+static __attribute__((noinline)) void RDA_SYM(bwd_kq)(int64_t m, int64_t n, int64_t D, const float *K, int64_t ldk,
+                                                     const float *Qt, int64_t ldq, float *St, int64_t lds, float *W) {
+    RDA_SYM(rda_cpu_gemm_kq)(m, n, D, K, ldk, Qt, ldq, St, lds, NULL, 0, W);
+}
+
+static __attribute__((noinline)) void RDA_SYM(bwd_pv)(int64_t m, int64_t k, int64_t Dp, const float *Pt, int64_t ldp,
+                                                     const float *V, int64_t ldv, float *A, float *W) {
+    RDA_SYM(rda_cpu_gemm_pv)(m, k, Dp, Pt, ldp, V, ldv, A, W);
+}
+
+/* One key row j of a tile: P = 2^(S - L) in place of S, dS = scale P (dP -
+ * Delta) in place of dP, along n query columns (n % VL == 0). */
+static __attribute__((noinline)) void RDA_SYM(bwd_row)(float *sj, float *dj, const float *L2, const float *Dl,
+                                                      int64_t n, float scale) {
+    const vf sc = vbroadcast(scale);
+    for (int64_t a = 0; a < n; a += VL) {
+        vf pr = vexp2(vload(sj + a) - vload(L2 + a));
+        vstore(sj + a, pr);
+        vstore(dj + a, sc * pr * (vload(dj + a) - vload(Dl + a)));
+    }
+}
+
+/* One backward work item: batch b, head h, one whole job (SPEC.md,
+ * "Backward pass"). Key tiles outermost: each key tile's dK and dV
+ * accumulate in scratch over every query tile that reaches it (then are
+ * added to the block's accumulators), while each query tile's dQ is read,
+ * added to and written back in the rank's fp32 state. Per tile pair:
+ * S^T = K Q^T and dP^T = V dO^T (gemm_kq), P = 2^(S - L) and
+ * dS = scale P (dP - Delta) along vectors of queries, then dV += P^T dO,
+ * dK += dS^T Q (on transposed copies) and dQ += dS K (gemm_pv). */
+static void RDA_SYM(backward_item)(void *arg, int64_t item, int32_t thread) {
+    rda_cpu_bwd_args *c = arg;
+    const rda_problem *p = c->p;
+    const rda_phase *ph = c->ph;
+    const int64_t D = p->D, H = p->H, Dp = rda_round_up(D, VL), Dmax = rda_round_up(D, RDA_CPU_VL_MAX);
+    int64_t pad = KQ_RK; /* key rows: a multiple of both register tiles */
+    while (pad % PV_RP) pad += KQ_RK;
+    int64_t bh, tile;
+    const rda_class *cl = &ph->classes[rda_item_place(ph->classes, ph->nclasses, item, &tile, &bh)];
+    const int64_t b = bh / cl->nheads, h = ph->heads[cl->first_head + bh % cl->nheads];
+    const int64_t kh = h / (H / p->Hkv), dh = c->hk == H ? h : kh;
+    const rda_job *job = &ph->jobs[ph->tiles[tile].job];
+    const int64_t r = job->stride, nq = job->q_count;
+
+    float *K = c->scratch + thread * c->per_thread; /* [BKBP x Dp] key rows */
+    float *V = K + BKBP * Dmax, *dKa = V + BKBP * Dmax, *dVa = dKa + BKBP * Dmax;
+    float *Qr = dVa + BKBP * Dmax;   /* [BQB x Dp] query rows, unscaled */
+    float *dOr = Qr + BQB * Dmax;    /* [BQB x Dp] dout rows (times factor) */
+    float *Aq = dOr + BQB * Dmax;    /* [BQB x Dp] dQ rows */
+    float *Qt = Aq + BQB * Dmax;     /* [D x BQB] queries times qscale, transposed */
+    float *dOt = Qt + Dmax * BQB;    /* [D x BQB] */
+    float *St = dOt + Dmax * BQB;    /* [BKBP x BQB]: S^T, then P^T */
+    float *dPt = St + BKBP * BQB;    /* [BKBP x BQB]: dP^T, then dS^T */
+    float *Pq = dPt + BKBP * BQB;    /* [BQB x BKBP]: P */
+    float *dSq = Pq + BQB * BKBP;    /* [BQB x BKBP]: dS */
+    float *L2 = dSq + BQB * BKBP, *Dl = L2 + BQB;
+    float *W = Dl + BQB;
+
+    for (int32_t kc = 0; kc < job->nk; kc++) {
+        const int64_t d = (job->q_first - job->k_first[kc]) / r; /* key j allowed for query i iff j <= i + d */
+        int64_t kcount = job->k_count[kc];
+        if (p->causal && nq + d < kcount) kcount = nq + d > 0 ? nq + d : 0;
+        for (int64_t k0 = 0; k0 < kcount; k0 += BKB) {
+            const int64_t bk = kcount - k0 < BKB ? kcount - k0 : BKB, bkp = rda_round_up(bk, pad);
+            const int64_t row0 = job->k_local[kc] + k0 * r;
+            pack_rows(K, Dp, c->k, b, row0, r, bk, kh, D, 1.0f);
+            pack_rows(V, Dp, c->v, b, row0, r, bk, kh, D, 1.0f);
+            memset(K + bk * Dp, 0, sizeof(float) * (size_t)((bkp - bk) * Dp));
+            memset(V + bk * Dp, 0, sizeof(float) * (size_t)((bkp - bk) * Dp));
+            memset(dKa, 0, sizeof(float) * (size_t)(bkp * Dp));
+            memset(dVa, 0, sizeof(float) * (size_t)(bkp * Dp));
+            /* the first query that sees key k0 */
+            int64_t qs = p->causal && k0 - d > 0 ? k0 - d : 0;
+            for (int64_t i0 = qs; i0 < nq; i0 += BQB) {
+                const int64_t bq = nq - i0 < BQB ? nq - i0 : BQB, bqp = rda_round_up(bq, 2 * VL);
+                const int64_t qrow0 = job->q_local + i0 * r;
+                pack_rows(Qr, Dp, c->q, b, qrow0, r, bq, h, D, 1.0f);
+                pack_rows(dOr, Dp, c->dout, b, qrow0, r, bq, h, D, c->factor);
+                memset(Qr + bq * Dp, 0, sizeof(float) * (size_t)((bqp - bq) * Dp));
+                memset(dOr + bq * Dp, 0, sizeof(float) * (size_t)((bqp - bq) * Dp));
+                for (int64_t x = 0; x < D; x++)
+                    for (int64_t a = 0; a < bqp; a++) {
+                        Qt[x * BQB + a] = Qr[a * Dp + x] * c->qscale;
+                        dOt[x * BQB + a] = dOr[a * Dp + x];
+                    }
+                for (int64_t a = 0; a < bqp; a++) {
+                    if (a < bq) {
+                        const int64_t row = qrow0 + a * r;
+                        L2[a] = ((const float *)c->lse->data)[b * c->lse->strides[0] + h * c->lse->strides[1] +
+                                                              row * c->lse->strides[2]] *
+                                1.4426950408889634f;
+                        Dl[a] = c->delta[(b * c->n + row) * H + h];
+                    } else {
+                        L2[a] = INFINITY; /* padding: P = 0 */
+                        Dl[a] = 0.0f;
+                    }
+                }
+                RDA_SYM(bwd_kq)(bkp, bqp, D, K, Dp, Qt, BQB, St, BQB, W);
+                RDA_SYM(bwd_kq)(bkp, bqp, D, V, Dp, dOt, BQB, dPt, BQB, W);
+                for (int64_t j = 0; j < bkp; j++) {
+                    float *sj = St + j * BQB, *dj = dPt + j * BQB;
+                    if (j >= bk) {
+                        memset(sj, 0, sizeof(float) * (size_t)bqp);
+                        memset(dj, 0, sizeof(float) * (size_t)bqp);
+                        continue;
+                    }
+                    RDA_SYM(bwd_row)(sj, dj, L2, Dl, bqp, c->scale);
+                    /* masked and padding columns give nothing (not even a NaN of dP) */
+                    int64_t amin = p->causal ? k0 + j - i0 - d : 0;
+                    if (amin > bqp) amin = bqp;
+                    for (int64_t a = 0; a < amin; a++) sj[a] = dj[a] = 0.0f;
+                    for (int64_t a = bq > amin ? bq : amin; a < bqp; a++) sj[a] = dj[a] = 0.0f;
+                }
+                for (int64_t j = 0; j < bkp; j++)
+                    for (int64_t a = 0; a < bqp; a++) {
+                        Pq[a * BKBP + j] = St[j * BQB + a];
+                        dSq[a * BKBP + j] = dPt[j * BQB + a];
+                    }
+                RDA_SYM(bwd_pv)(bkp, bqp, Dp, Pq, BKBP, dOr, Dp, dVa, W);
+                RDA_SYM(bwd_pv)(bkp, bqp, Dp, dSq, BKBP, Qr, Dp, dKa, W);
+                /* dQ of these rows: from the state, added to, back */
+                for (int64_t a = 0; a < bqp; a++) {
+                    if (a < bq)
+                        memcpy(Aq + a * Dp, c->dq + ((b * c->n + qrow0 + a * r) * H + h) * D, sizeof(float) * (size_t)D);
+                    else
+                        memset(Aq + a * Dp, 0, sizeof(float) * (size_t)D);
+                    memset(Aq + a * Dp + D, 0, sizeof(float) * (size_t)(Dp - D));
+                }
+                RDA_SYM(bwd_pv)(bqp, bkp, Dp, dPt, BQB, K, Dp, Aq, W);
+                for (int64_t a = 0; a < bq; a++)
+                    memcpy(c->dq + ((b * c->n + qrow0 + a * r) * H + h) * D, Aq + a * Dp, sizeof(float) * (size_t)D);
+            }
+            for (int64_t j = 0; j < bk; j++) {
+                float *gk = c->dk + ((b * c->nk + row0 + j * r) * c->hk + dh) * D;
+                float *gv = c->dv + ((b * c->nk + row0 + j * r) * c->hk + dh) * D;
+                for (int64_t x = 0; x < D; x++) {
+                    gk[x] += dKa[j * Dp + x];
+                    gv[x] += dVa[j * Dp + x];
+                }
+            }
+        }
+    }
+}
+
 const rda_cpu_kernels RDA_SYM(rda_cpu_kernels) = {
     RDA_ISA_NAME,
     VL,
@@ -413,4 +559,5 @@ const rda_cpu_kernels RDA_SYM(rda_cpu_kernels) = {
     RDA_SYM(rda_cpu_gemm_kq),
     RDA_SYM(rda_cpu_gemm_pv),
     RDA_SYM(exp2_shift),
+    RDA_SYM(backward_item),
 };

@@ -161,3 +161,107 @@ rda_status rda_cpu_reference(rda_context *ctx, const rda_problem *p, bool same_t
     rda_pool_run(ctx->pool, p->B * p->H * a.nrows, ref_row, &a);
     return RDA_STATUS_SUCCESS;
 }
+
+/* ------------------------------------------------------------------ backward */
+
+/* SPEC.md's "Backward pass" as plainly as possible: one work item per
+ * (batch, K/V head) walks every query row of its query heads and every
+ * pattern block holding it, so that dK and dV of the head (summed over its
+ * query heads) are one item's own. */
+typedef struct {
+    const rda_problem *p;
+    bool same_type;
+    const rda_bwd_tensors *t;
+    double *scratch; /* per thread: dK, dV of one K/V head [N x D], the scores of a block, a dQ row */
+    int64_t per_thread, keys;
+} ref_bwd_args;
+
+static void ref_bwd_head(void *arg, int64_t idx, int32_t thread) {
+    ref_bwd_args *a = arg;
+    const rda_problem *p = a->p;
+    const rda_bwd_tensors *t = a->t;
+    const int64_t N = p->N, D = p->D, H = p->H, Hkv = p->Hkv, g = H / Hkv;
+    const int64_t b = idx / Hkv, kh = idx % Hkv;
+    const rda_dtype dt = p->dtype;
+    const bool st = a->same_type;
+    double *dk = a->scratch + thread * a->per_thread, *dv = dk + N * D, *s = dv + N * D, *dqr = s + a->keys;
+    memset(dk, 0, sizeof(double) * (size_t)(2 * N * D));
+    const double scale = p->scale != 0.0 ? p->scale : 1.0 / sqrt((double)D);
+    const double fac = p->mode == RDA_MODE_GROUPS ? 1.0 / (double)p->G : 1.0;
+#define ACC(x, y) ((x) = st ? (double)((float)(x) + (float)(y)) : (x) + (y))
+    for (int64_t h = kh * g; h < (kh + 1) * g; h++)
+        for (int64_t qpos = 0; qpos < N; qpos++) {
+            const double L = ((const float *)t->lse->data)[b * t->lse->strides[0] + h * t->lse->strides[1] +
+                                                           qpos * t->lse->strides[2]];
+            double delta = 0.0;
+            for (int64_t d = 0; d < D; d++)
+                ACC(delta, rda_load_f64(t->dout->data, dt, off4(t->dout, b, qpos, h, d)) *
+                               rda_load_f64(t->o->data, dt, off4(t->o, b, qpos, h, d)));
+            memset(dqr, 0, sizeof(double) * (size_t)D);
+            for (int32_t i = 0; i < p->G; i++) {
+                int64_t o = ref_offset(p, h, i);
+                if (o < 0) continue;
+                int64_t w = p->given[i].segment, r = p->given[i].dilation;
+                int64_t a0 = (qpos / w) * w, e = w < N - a0 ? a0 + w : N;
+                if (qpos - a0 < o || (qpos - a0 - o) % r != 0) continue; /* query not selected */
+                int64_t nk = 0;
+                for (int64_t kp = a0 + o; kp < e; kp = r < e - kp ? kp + r : e) {
+                    if (p->causal && kp > qpos) break;
+                    double dot = 0.0;
+                    for (int64_t d = 0; d < D; d++)
+                        dot += rda_load_f64(t->q->data, dt, off4(t->q, b, qpos, h, d)) *
+                               rda_load_f64(t->k->data, dt, off4(t->k, b, kp, kh, d));
+                    dot *= scale;
+                    if (st) dot = round_to(dt, (float)dot);
+                    s[nk++] = dot;
+                }
+                int64_t j = 0;
+                for (int64_t kp = a0 + o; j < nk; kp = r < e - kp ? kp + r : e, j++) {
+                    double pr = exp(s[j] - L);
+                    if (st) pr = round_to(dt, pr);
+                    double dp = 0.0;
+                    for (int64_t d = 0; d < D; d++)
+                        ACC(dp, fac * rda_load_f64(t->dout->data, dt, off4(t->dout, b, qpos, h, d)) *
+                                    rda_load_f64(t->v->data, dt, off4(t->v, b, kp, kh, d)));
+                    double ds = pr * (dp - delta);
+                    if (st) ds = round_to(dt, ds);
+                    for (int64_t d = 0; d < D; d++) {
+                        ACC(dv[kp * D + d], pr * fac * rda_load_f64(t->dout->data, dt, off4(t->dout, b, qpos, h, d)));
+                        ACC(dk[kp * D + d], scale * ds * rda_load_f64(t->q->data, dt, off4(t->q, b, qpos, h, d)));
+                        ACC(dqr[d], scale * ds * rda_load_f64(t->k->data, dt, off4(t->k, b, kp, kh, d)));
+                    }
+                }
+            }
+            for (int64_t d = 0; d < D; d++) rda_store_f64(t->dq->data, dt, off4(t->dq, b, qpos, h, d), dqr[d]);
+        }
+#undef ACC
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t d = 0; d < D; d++) {
+            rda_store_f64(t->dk->data, dt, off4(t->dk, b, n, kh, d), dk[n * D + d]);
+            rda_store_f64(t->dv->data, dt, off4(t->dv, b, n, kh, d), dv[n * D + d]);
+        }
+}
+
+rda_status rda_cpu_reference_backward(rda_context *ctx, const rda_problem *p, bool same_type,
+                                      const rda_bwd_tensors *t) {
+    int64_t keys = p->N;
+    if (p->mode != RDA_MODE_DENSE) {
+        keys = 1;
+        for (int32_t i = 0; i < p->G; i++) {
+            int64_t w = p->patterns[i].segment, r = p->patterns[i].dilation;
+            if ((w + r - 1) / r > keys) keys = (w + r - 1) / r;
+        }
+    }
+    ref_bwd_args a = {p, same_type, t, NULL, 2 * p->N * p->D + keys + p->D, keys};
+    size_t bytes;
+    if (__builtin_mul_overflow(sizeof(double) * (size_t)a.per_thread, (size_t)rda_pool_threads(ctx->pool), &bytes)) {
+        rda_set_msg(ctx->msg, "reference backward scratch overflows");
+        return RDA_STATUS_OVERFLOW;
+    }
+    rda_carver c;
+    rda_status st = rda_context_reserve(ctx, bytes, &c);
+    if (st) return st;
+    a.scratch = rda_carve(&c, bytes);
+    rda_pool_run(ctx->pool, p->B * p->Hkv, ref_bwd_head, &a);
+    return RDA_STATUS_SUCCESS;
+}

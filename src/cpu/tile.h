@@ -45,6 +45,33 @@ typedef struct rda_cpu_phase_args {
     float factor;
 } rda_cpu_phase_args;
 
+/* The backward's tiles: BQB queries against BKB keys (key tiles padded to
+ * a multiple of every level's register tiles: 24 = lcm(8, 6, 4)). */
+#define BQB 64
+#define BKB 64
+#define RDA_CPU_BK_PAD 24
+#define BKBP (BKB + RDA_CPU_BK_PAD)
+
+/* One phase of one backward ring step. Work items are (batch, head, job):
+ * the phase is planned with whole jobs as tiles, so an item owns its rows
+ * of dq and, within its head, its keys' rows of dk and dv. */
+typedef struct rda_cpu_bwd_args {
+    const rda_problem *p;
+    const rda_phase *ph;
+    const rda_tensor *q, *dout, *lse; /* the rank's rows */
+    const rda_tensor *k, *v;          /* the key block */
+    const float *delta;               /* [B, n, H]: sum over d of dout * o */
+    float *dq;                        /* [B, n, H, D] fp32, accumulated */
+    float *dk, *dv;                   /* [B, nk, hk, D] fp32, accumulated: hk = H (per query head) or Hkv */
+    int64_t n, nk, hk;
+    float qscale, scale, factor;      /* scale * log2(e), scale, 1/G in groups mode */
+    float *scratch;
+    int64_t per_thread;
+} rda_cpu_bwd_args;
+
+/* Floats of per-thread scratch of a backward item (the widest level's). */
+int64_t rda_cpu_bwd_scratch_floats(int64_t D);
+
 /* O[b, row, h, :] = a / l * factor (0 where l == 0) and, if lse is given,
  * LSE[b, h, row] = natural log of the denominator (-inf where l == 0); m is
  * the running max in the log2 domain. NaN in a or m reaches O and LSE. */
@@ -72,6 +99,8 @@ typedef struct rda_cpu_kernels {
                     int64_t ldv, float *A, float *work);
     /* St[i] = 2^(St[i] - 1) for i < n (n % vl == 0), for the playground */
     void (*exp2_shift)(float *St, int64_t n);
+    /* One work item of a backward phase; arg is a rda_cpu_bwd_args. */
+    void (*backward_item)(void *arg, int64_t item, int32_t thread);
 } rda_cpu_kernels;
 
 /* Every level this build has, best first (the last one runs on any CPU of

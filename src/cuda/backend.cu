@@ -767,7 +767,14 @@ static void *cuda_alloc(rda_context *ctx, size_t bytes) {
 
 static void cuda_release(void *p) { cudaFree(p); }
 
-static const rda_backend_ops cuda_ops = {"cuda",    cuda_begin, cuda_pack_kv, cuda_step, cuda_finish,
-                                         cuda_sync, cuda_copy,  cuda_alloc,   cuda_release};
+static rda_status cuda_clear(rda_context *ctx, void *dst, size_t bytes) {
+    CUDA_TRY(cudaMemsetAsync(dst, 0, bytes, cctx(ctx)->stream));
+    return RDA_STATUS_SUCCESS;
+}
+
+/* (no backward kernels yet: the backward entries stay NULL) */
+static const rda_backend_ops cuda_ops = {"cuda",    cuda_begin, cuda_pack_kv, cuda_step,    cuda_finish,
+                                         cuda_sync, cuda_copy,  cuda_alloc,   cuda_release, cuda_clear,
+                                         NULL,      NULL,       NULL};
 
 extern "C" const rda_backend_ops *rda_backend_cuda(void) { return &cuda_ops; }
