@@ -298,6 +298,19 @@ RDA_API rda_status rda_reference_rows(rda_context *ctx, const rda_config *cfg, c
                                       const int64_t *rows, int64_t nrows, double *out,
                                       float *lse);
 
+/* The fp64 reference backward at chosen rows only (sequences too long for
+ * the full one): for each position rows[j] (in [0, N), for every batch and
+ * head), dq[b, j] = dL/dQ at that query row and dk[b, j], dv[b, j] = dL/dK,
+ * dL/dV at that key row. Tensors as for rda_attention_backward; dq
+ * [B, nrows, H, D], dk and dv [B, nrows, Hkv, D], fp64, contiguous. Any
+ * backend's context may run it. */
+RDA_API rda_status rda_reference_backward_rows(rda_context *ctx, const rda_config *cfg,
+                                               const rda_tensor *q, const rda_tensor *k,
+                                               const rda_tensor *v, const rda_tensor *o,
+                                               const rda_tensor *lse, const rda_tensor *dout,
+                                               const int64_t *rows, int64_t nrows, double *dq,
+                                               double *dk, double *dv);
+
 /* ------------------------------------------------------------------ backward */
 
 /* The gradients of a forward (SPEC.md, "Backward pass"): given dout = dL/dO

@@ -34,10 +34,12 @@ echo "   CPU: $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- |
 best=1
 for level in $levels; do
     # the MPI rings (process start-up, faults; their arithmetic is the other
-    # tests' at every level) once, at the best level
-    skip=(); [ $best = 1 ] || skip=(-E '^mpi$')
-    echo "== release suite, RDA_CPU_ISA=$level ${skip[*]}"
-    (cd build && RDA_CPU_ISA=$level ctest --output-on-failure "${skip[@]}")
+    # tests' at every level) once, at the best level; the lower levels run
+    # the per-rank memory checks and the backward's sweep at their light
+    # sizes (the same code paths)
+    skip=(); light=""; [ $best = 1 ] || { skip=(-E '^mpi$'); light=1; }
+    echo "== release suite, RDA_CPU_ISA=$level ${skip[*]}${light:+ (light sizes)}"
+    (cd build && env RDA_CPU_ISA=$level ${light:+RDA_TEST_LIGHT=1} ctest --output-on-failure "${skip[@]}")
     best=0
     stamp
 done
@@ -47,8 +49,10 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRDA_SANITIZE=ON -DR
 cmake --build build-asan -j "$jobs" >/dev/null
 best=1
 for level in $levels; do
-    # the MPI rings (process start-up, faults) once, at the best level
-    skip=(); [ $best = 1 ] || skip=(-E '^mpi$')
+    # the MPI rings (process start-up, faults) and the ring test (its
+    # kernels are fast_vs_ref's and backward's, which run at every level)
+    # once, at the best level
+    skip=(); [ $best = 1 ] || skip=(-E '^(mpi|ring)$')
     echo "== sanitizer suite, RDA_CPU_ISA=$level ${skip[*]}"
     (cd build-asan && RDA_CPU_ISA=$level ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
         UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure "${skip[@]}")

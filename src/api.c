@@ -123,3 +123,60 @@ rda_status rda_ring_backward(rda_context *ctx, rda_comm *comm, const rda_config 
     return rda_ring_run(ctx, comm, cfg, N, &w, stats);
 }
 
+
+rda_status rda_reference_backward_rows(rda_context *ctx, const rda_config *cfg, const rda_tensor *q,
+                                       const rda_tensor *k, const rda_tensor *v, const rda_tensor *o,
+                                       const rda_tensor *lse, const rda_tensor *dout, const int64_t *rows,
+                                       int64_t nrows, double *dq, double *dk, double *dv) {
+    if (!ctx) return RDA_STATUS_NULL_POINTER;
+    rda_problem p;
+    rda_status st;
+    if (!q || !rows || !dq || !dk || !dv) {
+        rda_set_msg(ctx->msg, "q, rows, dq, dk and dv must not be NULL");
+        return RDA_STATUS_NULL_POINTER;
+    }
+    if ((st = rda_problem_from_config(cfg, q->shape[1], &p, ctx->msg))) return st;
+    if (nrows < 1) {
+        rda_set_msg(ctx->msg, "nrows must be >= 1");
+        return RDA_STATUS_INVALID_ARGUMENT;
+    }
+    for (int64_t i = 0; i < nrows; i++)
+        if (rows[i] < 0 || rows[i] >= p.N) {
+            rda_set_msg(ctx->msg, "rows[%lld] = %lld is outside [0, N)", (long long)i, (long long)rows[i]);
+            return RDA_STATUS_INVALID_ARGUMENT;
+        }
+    /* the inputs as for a backward (its outputs: views of the fp64 results) */
+    int64_t sq[4] = {q->shape[0], nrows, q->shape[2], q->shape[3]}, sk[4] = {q->shape[0], nrows, k ? k->shape[2] : 1, q->shape[3]};
+    rda_tensor tq = rda_tensor_contiguous(dq, RDA_DTYPE_F64, 4, sq), tk = rda_tensor_contiguous(dk, RDA_DTYPE_F64, 4, sk),
+               tv = rda_tensor_contiguous(dv, RDA_DTYPE_F64, 4, sk);
+    rda_bwd_tensors t = {q, k, v, o, lse, dout, &tq, &tk, &tv};
+    if (!o || !lse || !dout) {
+        rda_set_msg(ctx->msg, "o, lse and dout must not be NULL");
+        return RDA_STATUS_NULL_POINTER;
+    }
+    if ((st = rda_validate_inputs(q, k, v, &p, ctx->msg))) return st;
+    if (o->ndim != 4 || dout->ndim != 4 || lse->ndim != 3 || lse->dtype != RDA_DTYPE_F32 || o->dtype != q->dtype ||
+        dout->dtype != q->dtype) {
+        rda_set_msg(ctx->msg, "o and dout must be [B, N, H, D] of q's dtype and lse [B, H, N] fp32");
+        return RDA_STATUS_SHAPE_MISMATCH;
+    }
+    for (int i = 0; i < 4; i++)
+        if (o->shape[i] != q->shape[i] || dout->shape[i] != q->shape[i]) {
+            rda_set_msg(ctx->msg, "o and dout must have q's shape");
+            return RDA_STATUS_SHAPE_MISMATCH;
+        }
+    if (lse->shape[0] != q->shape[0] || lse->shape[1] != q->shape[2] || lse->shape[2] != q->shape[1]) {
+        rda_set_msg(ctx->msg, "lse must have shape [B, H, N]");
+        return RDA_STATUS_SHAPE_MISMATCH;
+    }
+    const rda_tensor *ins[6] = {q, k, v, o, lse, dout}, *outs[3] = {&tq, &tk, &tv};
+    for (int j = 0; j < 3; j++)
+        for (int i = 0; i < 6; i++)
+            if (rda_tensors_overlap(outs[j], ins[i])) {
+                rda_set_msg(ctx->msg, "an output overlaps an input");
+                return RDA_STATUS_ALIASING;
+            }
+    st = rda_cpu_reference_backward_rows(ctx, &p, &t, rows, nrows, dq, dk, dv);
+    if (st == RDA_STATUS_SUCCESS) ctx->msg[0] = '\0';
+    return st;
+}

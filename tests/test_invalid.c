@@ -167,6 +167,31 @@ static void backward_cases(void) {
     CHECK(rda_ring_backward(ctx, NULL, &c.cfg, N, &c.q, &c.k, &c.v, &c.o, &c.lse, &c.dout, &c.dq, &c.dk, &c.dv, NULL) ==
               RDA_STATUS_NULL_POINTER,
           "ring backward NULL communicator");
+    /* the sampled reference backward */
+    {
+        double rq[H * D], rk[H * D], rv[H * D];
+        int64_t rows[2] = {0, N - 1}, bad_rows[1] = {N};
+        c = bbase();
+        CHECK(rda_reference_backward_rows(ctx, &c.cfg, &c.q, &c.k, &c.v, &c.o, &c.lse, &c.dout, rows, 1, rq, rk, rv) ==
+                  RDA_STATUS_SUCCESS,
+              "reference_backward_rows valid: %s", rda_context_last_error(ctx));
+        CHECK(rda_reference_backward_rows(ctx, &c.cfg, &c.q, &c.k, &c.v, &c.o, &c.lse, &c.dout, NULL, 1, rq, rk, rv) ==
+                  RDA_STATUS_NULL_POINTER,
+              "reference_backward_rows NULL rows");
+        CHECK(rda_reference_backward_rows(ctx, &c.cfg, &c.q, &c.k, &c.v, &c.o, &c.lse, &c.dout, rows, 0, rq, rk, rv) ==
+                  RDA_STATUS_INVALID_ARGUMENT,
+              "reference_backward_rows nrows 0");
+        CHECK(rda_reference_backward_rows(ctx, &c.cfg, &c.q, &c.k, &c.v, &c.o, &c.lse, &c.dout, bad_rows, 1, rq, rk, rv) ==
+                  RDA_STATUS_INVALID_ARGUMENT && strstr(rda_context_last_error(ctx), "outside"),
+              "reference_backward_rows row out of range");
+        CHECK(rda_reference_backward_rows(ctx, &c.cfg, &c.q, &c.k, &c.v, NULL, &c.lse, &c.dout, rows, 1, rq, rk, rv) ==
+                  RDA_STATUS_NULL_POINTER,
+              "reference_backward_rows NULL o");
+        c.lse.shape[1] = H + 1;
+        CHECK(rda_reference_backward_rows(ctx, &c.cfg, &c.q, &c.k, &c.v, &c.o, &c.lse, &c.dout, rows, 2, rq, rk, rv) ==
+                  RDA_STATUS_SHAPE_MISMATCH,
+              "reference_backward_rows lse shape");
+    }
     guarded_free(&gq), guarded_free(&gk), guarded_free(&gv);
     free(o_in), free(lse_in), free(dout_in);
 }

@@ -177,6 +177,40 @@ int main(void) {
         free(buf);
     }
 
+    /* the backward's per-rank memory: peak(P) <= 2/P * peak(1) + 4 MiB, dense
+     * causal (RDA_TEST_BWD_N sets N: 32768 for the figure in
+     * docs/PERFORMANCE.md; the suite uses 4096, or 2048 when light) */
+    {
+        int light = getenv("RDA_TEST_LIGHT") != NULL;
+        int64_t N = getenv("RDA_TEST_BWD_N") ? atoll(getenv("RDA_TEST_BWD_N")) : light ? 2048 : 4096;
+        const int64_t H = 8, D = 64, n = N * H * D;
+        float *buf = malloc(sizeof(float) * (size_t)(9 * n)), *lse = malloc(sizeof(float) * (size_t)(H * N));
+        fill(buf, RDA_DTYPE_F32, 3 * n, 5);
+        fill(buf + 4 * n, RDA_DTYPE_F32, n, 6); /* dO */
+        int64_t shape[4] = {1, N, H, D}, lshape[3] = {1, H, N};
+        rda_tensor t[9];
+        for (int i = 0; i < 9; i++) t[i] = rda_tensor_contiguous(buf + i * n, RDA_DTYPE_F32, 4, shape);
+        rda_tensor tl = rda_tensor_contiguous(lse, RDA_DTYPE_F32, 3, lshape);
+        rda_config c = RDA_CONFIG_INIT;
+        c.causal = 1;
+        rda_status st = rda_attention_forward(ctx, &c, &t[0], &t[1], &t[2], &t[3], &tl);
+        double peak1 = 0;
+        for (int32_t P = 1; P <= 8 && !st; P *= 2) {
+            rda_ring_stats stats[8];
+            st = rda_ring_backward_simulated(ctx, &c, P, &t[0], &t[1], &t[2], &t[3], &tl, &t[4], &t[5], &t[6], &t[7], stats);
+            CHECK(st == 0, "backward memory run P=%d: %s", P, rda_context_last_error(ctx));
+            double peak = 0;
+            for (int32_t r = 0; r < P && !st; r++)
+                if ((double)stats[r].peak_bytes > peak) peak = (double)stats[r].peak_bytes;
+            if (P == 1) peak1 = peak;
+            double bound = 2.0 / P * peak1 + 4.0 * 1048576;
+            printf("backward, dense causal N=%lld H=%lld D=%lld P=%d: peak per rank %.1f MiB (bound %.1f MiB)\n",
+                   (long long)N, (long long)H, (long long)D, P, peak / 1048576, bound / 1048576);
+            if (P > 1) CHECK(peak <= bound, "backward P=%d: per-rank peak %.0f > bound %.0f", P, peak, bound);
+        }
+        free(buf), free(lse);
+    }
+
     /* configuration agreement: ranks called differently all fail quickly */
     {
         rank_arg a[2];

@@ -62,6 +62,9 @@ static void usage(FILE *f) {
             "                             reference is too long (default 1024)\n"
             "  --full-ref-limit X         full reference up to X pair*D products (default 2e11)\n"
             "  --time-reference           also time the full fp64 reference (speed-up column)\n"
+            "  --backward                 also time the backward (from the one-rank forward's O and\n"
+            "                             LSE and a random dO) and forward+backward; check dQ, dK,\n"
+            "                             dV against the fp64 reference (needs the full one)\n"
             "  --real-gpus                rings of P > 1 on P GPUs of this machine through NCCL\n"
             "                             when it has P GPUs (the default; else simulated ranks)\n"
             "  --simulated-rings          rings of P > 1 as P simulated ranks on one GPU\n"
@@ -185,6 +188,8 @@ static int parse_args(int argc, char **argv, bench_options *o) {
             o->real_gpus = 1;
         } else if (!strcmp(a, "--simulated-rings")) {
             o->real_gpus = 0;
+        } else if (!strcmp(a, "--backward")) {
+            o->backward = 1;
         } else if (!strcmp(a, "--time-reference")) {
             o->time_reference = 1;
         } else if (!strcmp(a, "--quiet")) {
@@ -274,6 +279,15 @@ typedef struct {
     int64_t *flat_rows;   /* b * N + rows[j], b-major: rows of O to compare */
     double naive_max_abs; /* same-type naive implementation (fp16/bf16, full only) */
     double seconds;       /* time of the full reference when timed */
+    /* the backward's inputs (one-rank forward's O and LSE, a random dO, on
+     * the host and, for GPU rows, the device) and its fp64 reference */
+    bool bwd_ready;
+    void *o1, *dout, *d_o1, *d_dout;
+    float *lse1, *d_lse1;
+    double *grad[3];      /* dq, dk, dv: full, or [B, m, H or Hkv, D] at the sampled rows */
+    bool bwd_sampled;
+    double naive_grad[3]; /* max_abs of the naive same-type backward */
+    double grad_max[3];   /* max |reference| */
 } reference;
 
 typedef struct {
@@ -288,12 +302,15 @@ typedef struct {
     int32_t ngpus;             /* GPUs of this machine */
     int32_t devices[BENCH_MAX_LIST * 8];
     double *q64, *k64, *v64; /* for the fp64 reference */
+    char error[256];          /* why a reference could not be made */
     /* inputs made on the GPU (every row's reference sampled): the host holds
      * K and V (read back whole: the sampled rows reach keys anywhere) and
      * only the sampled rows of Q and O, in zero-filled buffers of full size
      * whose other pages are never touched */
     bool dev_inputs;
 } bench_state;
+
+static void rda_set_error(bench_state *s, const char *msg) { snprintf(s->error, sizeof s->error, "%s", msg); }
 
 static rda_status compute_reference(bench_state *s, const rda_config *cfg, reference *ref) {
     const bench_options *o = s->o;
@@ -376,7 +393,214 @@ static void free_reference(reference *r) {
     free(r->out);
     free(r->rows);
     free(r->flat_rows);
+    free(r->o1), free(r->dout), free(r->lse1);
+    dev_free(r->d_o1), dev_free(r->d_dout), dev_free(r->d_lse1);
+    for (int i = 0; i < 3; i++) free(r->grad[i]);
     memset(r, 0, sizeof(*r));
+}
+
+/* The backward's inputs and its fp64 reference for one configuration: the
+ * one-rank forward's O and LSE, a random dO, then the reference backward
+ * (and the naive same-type one) on them; every row's backward reads the
+ * same O, LSE and dO. */
+static rda_status compute_bwd_reference(bench_state *s, const rda_config *cfg, reference *ref) {
+    const bench_options *o = s->o;
+    const int64_t n = o->B * s->N * o->H * o->D, nl = o->B * o->H * s->N;
+    const size_t es = rda_dtype_size(o->dtype);
+    int64_t pairs;
+    rda_status st = rda_count_pairs(cfg, o->B, s->N, o->H, &pairs);
+    if (st) return st;
+    if (s->dev_inputs) {
+        rda_set_error(s, "the backward's check needs Q, O and dO on the host, which inputs made on the GPU do not keep");
+        return RDA_STATUS_UNSUPPORTED;
+    }
+    /* long sequences: the forward's sampled rows, as query rows (dq) and as key rows (dk, dv) */
+    ref->bwd_sampled = (double)pairs * (double)o->D > (double)o->full_ref_limit && ref->sampled;
+    ref->o1 = malloc((size_t)n * es), ref->dout = malloc((size_t)n * es);
+    ref->lse1 = malloc(sizeof(float) * (size_t)nl);
+    for (int i = 0; i < 3; i++) ref->grad[i] = malloc(sizeof(double) * (size_t)n);
+    double *o64 = malloc(sizeof(double) * (size_t)n), *g64 = malloc(sizeof(double) * (size_t)n);
+    void *naive[3] = {malloc((size_t)n * es), malloc((size_t)n * es), malloc((size_t)n * es)};
+    if (!ref->o1 || !ref->dout || !ref->lse1 || !ref->grad[0] || !ref->grad[1] || !ref->grad[2] || !o64 || !g64 ||
+        !naive[0] || !naive[1] || !naive[2]) {
+        st = RDA_STATUS_OUT_OF_MEMORY;
+        goto done;
+    }
+    int64_t shape[4] = {o->B, s->N, o->H, o->D}, lshape[3] = {o->B, o->H, s->N};
+    rda_rng rng;
+    rda_rng_seed(&rng, o->seed * 7 + (uint64_t)s->N);
+    rda_fill_uniform(ref->dout, o->dtype, n, &rng, -1, 1);
+    rda_tensor to = rda_tensor_contiguous(ref->o1, o->dtype, 4, shape), tl = rda_tensor_contiguous(ref->lse1, RDA_DTYPE_F32, 3, lshape),
+               tg = rda_tensor_contiguous(ref->dout, o->dtype, 4, shape);
+    if (s->dev) { /* the one-rank forward on the GPU, read back */
+        size_t bytes = (size_t)n * es;
+        ref->d_o1 = dev_alloc(bytes), ref->d_dout = dev_alloc(bytes), ref->d_lse1 = dev_alloc(sizeof(float) * (size_t)nl);
+        if (!ref->d_o1 || !ref->d_dout || !ref->d_lse1 || dev_upload(ref->d_dout, ref->dout, bytes)) {
+            st = RDA_STATUS_DEVICE_ERROR;
+            goto done;
+        }
+        rda_tensor dto = rda_tensor_contiguous(ref->d_o1, o->dtype, 4, shape),
+                   dtl = rda_tensor_contiguous(ref->d_lse1, RDA_DTYPE_F32, 3, lshape);
+        if ((st = rda_attention_forward(s->ctx, cfg, &s->rq, &s->rk, &s->rv, &dto, &dtl)) ||
+            (st = rda_context_synchronize(s->ctx)))
+            goto done;
+        if (dev_download(ref->o1, ref->d_o1, bytes) || dev_download(ref->lse1, ref->d_lse1, sizeof(float) * (size_t)nl)) {
+            st = RDA_STATUS_DEVICE_ERROR;
+            goto done;
+        }
+    } else if ((st = rda_attention_forward(s->ctx, cfg, &s->tq, &s->tk, &s->tv, &to, &tl))) {
+        goto done;
+    }
+    rda_to_f64(ref->o1, o->dtype, n, o64);
+    rda_to_f64(ref->dout, o->dtype, n, g64);
+    rda_tensor q64 = rda_tensor_contiguous(s->q64, RDA_DTYPE_F64, 4, shape), k64 = rda_tensor_contiguous(s->k64, RDA_DTYPE_F64, 4, shape),
+               v64 = rda_tensor_contiguous(s->v64, RDA_DTYPE_F64, 4, shape), to64 = rda_tensor_contiguous(o64, RDA_DTYPE_F64, 4, shape),
+               tg64 = rda_tensor_contiguous(g64, RDA_DTYPE_F64, 4, shape), r[3], nt[3];
+    for (int i = 0; i < 3; i++) {
+        r[i] = rda_tensor_contiguous(ref->grad[i], RDA_DTYPE_F64, 4, shape);
+        nt[i] = rda_tensor_contiguous(naive[i], o->dtype, 4, shape);
+    }
+    if (ref->bwd_sampled) {
+        st = rda_reference_backward_rows(s->ref_ctx, cfg, &s->tq, &s->tk, &s->tv, &to, &tl, &tg, ref->rows, ref->m,
+                                         ref->grad[0], ref->grad[1], ref->grad[2]);
+        if (st) goto done;
+        const int64_t e = o->B * ref->m * o->H * o->D;
+        for (int i = 0; i < 3; i++) {
+            ref->naive_grad[i] = 0; /* no naive backward at sampled rows: the bound is the absolute term alone */
+            ref->grad_max[i] = 0;
+            for (int64_t j = 0; j < e; j++)
+                if (fabs(ref->grad[i][j]) > ref->grad_max[i]) ref->grad_max[i] = fabs(ref->grad[i][j]);
+        }
+        ref->bwd_ready = true;
+        goto done;
+    }
+    if ((st = rda_attention_backward(s->ref_ctx, cfg, &q64, &k64, &v64, &to64, &tl, &tg64, &r[0], &r[1], &r[2])))
+        goto done;
+    rda_context_params cp = RDA_CONTEXT_PARAMS_INIT;
+    cp.backend = RDA_BACKEND_REFERENCE_SAME_TYPE;
+    cp.num_threads = o->threads;
+    rda_context *c;
+    if ((st = rda_context_create(&cp, &c))) goto done;
+    st = rda_attention_backward(c, cfg, &s->tq, &s->tk, &s->tv, &to, &tl, &tg, &nt[0], &nt[1], &nt[2]);
+    rda_context_destroy(c);
+    if (st) goto done;
+    for (int i = 0; i < 3; i++) {
+        ref->naive_grad[i] = rda_compare(naive[i], o->dtype, ref->grad[i], n).max_abs;
+        ref->grad_max[i] = 0;
+        for (int64_t j = 0; j < n; j++)
+            if (fabs(ref->grad[i][j]) > ref->grad_max[i]) ref->grad_max[i] = fabs(ref->grad[i][j]);
+    }
+    ref->bwd_ready = true;
+done:
+    free(o64), free(g64);
+    for (int i = 0; i < 3; i++) free(naive[i]);
+    return st;
+}
+
+/* The backward of one row, timed, then a forward (with LSE) and the
+ * backward after it, timed; the gradients checked. */
+static void run_backward(bench_state *s, bench_row *row, const rda_config *cfg, reference *ref) {
+    const bench_options *o = s->o;
+    const int32_t P = row->ring;
+    const int64_t n = o->B * s->N * o->H * o->D, nl = o->B * o->H * s->N;
+    const size_t es = rda_dtype_size(o->dtype), bytes = (size_t)n * es;
+    int64_t shape[4] = {o->B, s->N, o->H, o->D}, lshape[3] = {o->B, o->H, s->N};
+    void *g[3] = {NULL, NULL, NULL}, *o2 = NULL;
+    float *l2 = NULL;
+    double *times = calloc((size_t)o->reps, sizeof(double)), *times2 = calloc((size_t)o->reps, sizeof(double));
+    rda_ring_stats *stats = calloc((size_t)P, sizeof(*stats));
+    rda_status st = RDA_STATUS_SUCCESS;
+    if (!ref->bwd_ready && (st = compute_bwd_reference(s, cfg, ref))) {
+        row->status = st;
+        if (!row->error[0])
+            snprintf(row->error, sizeof row->error, "backward reference: %s: %.200s", rda_status_to_string(st),
+                     st == RDA_STATUS_UNSUPPORTED ? s->error : rda_context_last_error(s->ref_ctx));
+        goto done;
+    }
+    for (int i = 0; i < 3; i++) g[i] = s->dev ? dev_alloc(bytes) : malloc(bytes);
+    o2 = s->dev ? dev_alloc(bytes) : malloc(bytes);
+    l2 = s->dev ? dev_alloc(sizeof(float) * (size_t)nl) : malloc(sizeof(float) * (size_t)nl);
+    if (!g[0] || !g[1] || !g[2] || !o2 || !l2 || !times || !times2 || !stats) {
+        row->status = RDA_STATUS_OUT_OF_MEMORY;
+        snprintf(row->error, sizeof row->error, "out of memory for the backward");
+        goto done;
+    }
+    rda_tensor to = rda_tensor_contiguous(s->dev ? ref->d_o1 : ref->o1, o->dtype, 4, shape),
+               tl = rda_tensor_contiguous(s->dev ? ref->d_lse1 : ref->lse1, RDA_DTYPE_F32, 3, lshape),
+               tg = rda_tensor_contiguous(s->dev ? ref->d_dout : ref->dout, o->dtype, 4, shape),
+               to2 = rda_tensor_contiguous(o2, o->dtype, 4, shape), tl2 = rda_tensor_contiguous(l2, RDA_DTYPE_F32, 3, lshape),
+               tdg[3];
+    for (int i = 0; i < 3; i++) tdg[i] = rda_tensor_contiguous(g[i], o->dtype, 4, shape);
+    for (int pass = 0; pass < 2 && !st; pass++) { /* 0: the backward alone; 1: forward, then backward */
+        const rda_tensor *bo = pass ? &to2 : &to, *bl = pass ? &tl2 : &tl;
+        for (int32_t it = 0; it < o->warmup + o->reps && !st; it++) {
+            double t0 = rda_now();
+            if (pass) {
+                if (row->ring_path)
+                    st = rda_ring_forward_simulated(s->ctx, cfg, P, &s->rq, &s->rk, &s->rv, &to2, &tl2, NULL);
+                else
+                    st = rda_attention_forward(s->ctx, cfg, &s->rq, &s->rk, &s->rv, &to2, &tl2);
+            }
+            if (!st) {
+                if (row->ring_path)
+                    st = rda_ring_backward_simulated(s->ctx, cfg, P, &s->rq, &s->rk, &s->rv, bo, bl, &tg, &tdg[0], &tdg[1],
+                                                     &tdg[2], stats);
+                else
+                    st = rda_attention_backward(s->ctx, cfg, &s->rq, &s->rk, &s->rv, bo, bl, &tg, &tdg[0], &tdg[1], &tdg[2]);
+            }
+            if (!st) st = rda_context_synchronize(s->ctx);
+            double t = rda_now() - t0;
+            if (it >= o->warmup) (pass ? times2 : times)[it - o->warmup] = t;
+            if (!st && !pass && it == 0) { /* memory of the backward alone */
+                double mem = 0;
+                if (row->ring_path)
+                    for (int32_t r = 0; r < P; r++) mem = fmax(mem, (double)stats[r].peak_bytes);
+                else
+                    mem = (double)rda_context_workspace_bytes(s->ctx) + 9.0 * (double)bytes;
+                row->bwd_mem_mb = mem / 1048576.0;
+            }
+        }
+        if (!st && !pass) { /* the gradients of the backward alone (from the reference's inputs) */
+            void *host = s->dev ? malloc(bytes) : NULL;
+            row->grad_pass = true;
+            row->grad_rel_l2 = row->grad_max_abs = 0;
+            for (int i = 0; i < 3; i++) {
+                const void *x = g[i];
+                if (s->dev) {
+                    if (!host || dev_download(host, g[i], bytes)) {
+                        st = RDA_STATUS_DEVICE_ERROR;
+                        break;
+                    }
+                    x = host;
+                }
+                rda_error e = ref->bwd_sampled
+                                  ? rda_compare_rows(x, o->dtype, ref->grad[i], ref->flat_rows, o->B * ref->m, o->H * o->D)
+                                  : rda_compare(x, o->dtype, ref->grad[i], n);
+                row->grad_pass &= rda_grad_passes(o->dtype, e, ref->naive_grad[i], ref->grad_max[i]);
+                row->grad_rel_l2 = fmax(row->grad_rel_l2, e.rel_l2);
+                row->grad_max_abs = fmax(row->grad_max_abs, e.max_abs);
+            }
+            free(host);
+        }
+    }
+    if (st) {
+        row->status = st;
+        snprintf(row->error, sizeof row->error, "backward: %s: %.200s", rda_status_to_string(st), rda_context_last_error(s->ctx));
+        goto done;
+    }
+    qsort(times, (size_t)o->reps, sizeof(double), cmp_double);
+    qsort(times2, (size_t)o->reps, sizeof(double), cmp_double);
+    row->ms_bwd = 1e3 * (o->reps % 2 ? times[o->reps / 2] : 0.5 * (times[o->reps / 2 - 1] + times[o->reps / 2]));
+    row->ms_fwdbwd = 1e3 * (o->reps % 2 ? times2[o->reps / 2] : 0.5 * (times2[o->reps / 2 - 1] + times2[o->reps / 2]));
+    row->tflops_bwd = 2.5 * 4.0 * (double)o->D * (double)row->pairs / (row->ms_bwd * 1e-3) / 1e12;
+    row->tflops_fwdbwd = 3.5 * 4.0 * (double)o->D * (double)row->pairs / (row->ms_fwdbwd * 1e-3) / 1e12;
+    row->has_bwd = true;
+    row->pass = row->pass && row->grad_pass;
+done:
+    for (int i = 0; i < 3; i++) s->dev ? dev_free(g[i]) : free(g[i]);
+    s->dev ? dev_free(o2) : free(o2);
+    s->dev ? dev_free(l2) : free(l2);
+    free(times), free(times2), free(stats);
 }
 
 static int64_t tensor_bytes4(const bench_options *o, int64_t N) {
@@ -492,6 +716,7 @@ static void run_row(bench_state *s, bench_row *row, const rda_config *cfg, refer
     row->pass = rda_passes(o->dtype, e, ref->naive_max_abs);
     row->ref_seconds = o->time_reference && !ref->sampled ? ref->seconds : 0;
     row->status = RDA_STATUS_SUCCESS;
+    if (o->backward) run_backward(s, row, cfg, ref);
 done:
     free(stats);
     free(times);

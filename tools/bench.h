@@ -34,6 +34,7 @@ typedef struct {
     int quiet;
     int time_reference; /* also time the full fp64 reference (for the speed-up figure) */
     int real_gpus;      /* rings on real GPUs (NCCL) when there are enough */
+    int backward;       /* also time and check the backward, and forward+backward */
 } bench_options;
 
 void bench_defaults(bench_options *o);
@@ -61,6 +62,14 @@ typedef struct {
     int64_t checked_rows;
     bool pass;
     double ref_seconds;  /* full fp64 reference time, when timed (0 otherwise) */
+    /* --backward: the backward alone (from the one-rank forward's O and LSE)
+     * and a forward (with LSE) followed by the backward; TFLOP/s by SPEC.md's
+     * convention (2.5x and 3.5x the forward's FLOPs); the gradients' worst
+     * figures against the fp64 reference; memory per rank of the backward */
+    bool has_bwd;
+    double ms_bwd, ms_fwdbwd, tflops_bwd, tflops_fwdbwd, bwd_mem_mb;
+    double grad_rel_l2, grad_max_abs; /* worst of dq, dk, dv (rel_l2, and max_abs over its bound) */
+    bool grad_pass;
 } bench_row;
 
 typedef struct {

@@ -81,6 +81,29 @@ int report_write_markdown(const bench_report *r, const char *path) {
                 x->mem_mb, x->sent_mb, x->rel_l2, x->max_abs, x->pass ? 1.0 : 0.0,
                 x->sampled ? " (sampled)" : "");
     }
+    int bwd = 0;
+    for (int32_t i = 0; i < r->n_rows; i++) bwd |= r->rows[i].has_bwd;
+    if (bwd) {
+        fprintf(f, "\n## Backward\n\n"
+                   "The backward reads the one-rank forward's O and LSE and a random dO; forward+backward is a "
+                   "forward (with LSE) followed by the backward. TFLOP/s: 2.5x and 3.5x the forward's FLOPs "
+                   "(SPEC.md). Gradients against the fp64 reference backward on the same inputs (worst of dQ, dK, "
+                   "dV).\n\n");
+        fprintf(f, "| Variant | N | Ring | Backward (ms) | TFLOP/s | Forward+backward (ms) | TFLOP/s | "
+                   "Memory/rank (MB) | grad rel_l2 | grad max_abs | Correctness |\n");
+        fprintf(f, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for (int32_t i = 0; i < r->n_rows; i++) {
+            const bench_row *x = &r->rows[i];
+            if (!x->has_bwd) {
+                fprintf(f, "| %s | %lld | %d | failed | | | | | | | 0.000 |\n", x->variant, (long long)x->N, x->ring);
+                continue;
+            }
+            fprintf(f, "| %s | %lld | %d | %.3f | %.4f | %.3f | %.4f | %.1f | %.2e | %.2e | %.3f%s |\n", x->variant,
+                    (long long)x->N, x->ring, x->ms_bwd, x->tflops_bwd, x->ms_fwdbwd, x->tflops_fwdbwd, x->bwd_mem_mb,
+                    x->grad_rel_l2, x->grad_max_abs, x->grad_pass ? 1.0 : 0.0,
+                    x->sampled ? " (sampled: dQ at the query rows, dK and dV at the same key rows)" : "");
+        }
+    }
     fprintf(f, "\n## Results\n\n");
     for (int32_t i = 0; i < r->n_rows; i++) {
         const bench_row *x = &r->rows[i];
@@ -101,6 +124,11 @@ int report_write_markdown(const bench_report *r, const char *path) {
         if (x->ref_seconds > 0)
             fprintf(f, "- fp64 reference: %.1f ms (%.1fx slower)\n", 1e3 * x->ref_seconds,
                     1e3 * x->ref_seconds / x->ms_median);
+        if (x->has_bwd)
+            fprintf(f, "- Backward: %.3fms (%.4f TFLOP/s); forward+backward %.3fms (%.4f TFLOP/s); %.1fMB per rank; "
+                       "gradients %.3f (rel_l2 %.3e, max_abs %.3e)\n",
+                    x->ms_bwd, x->tflops_bwd, x->ms_fwdbwd, x->tflops_fwdbwd, x->bwd_mem_mb, x->grad_pass ? 1.0 : 0.0,
+                    x->grad_rel_l2, x->grad_max_abs);
         fprintf(f, "- Ring size: %d%s\n", x->ring,
                 !x->ring_path ? " (single-rank entry point)"
                               : x->real_gpus ? " (real GPUs, NCCL)" : x->ring > 1 ? " (simulated ranks)" : "");
@@ -192,6 +220,16 @@ int report_write_json(const bench_report *r, const char *path) {
         fprintf(f, "\"sampled\": %s, ", x->sampled ? "true" : "false");
         json_num(f, "checked_rows_per_slice", (double)x->checked_rows, 0);
         if (x->ref_seconds > 0) json_num(f, "reference_ms", 1e3 * x->ref_seconds, 0);
+        if (x->has_bwd) {
+            json_num(f, "backward_ms", x->ms_bwd, 0);
+            json_num(f, "backward_tflops", x->tflops_bwd, 0);
+            json_num(f, "fwd_bwd_ms", x->ms_fwdbwd, 0);
+            json_num(f, "fwd_bwd_tflops", x->tflops_fwdbwd, 0);
+            json_num(f, "backward_memory_mb_per_rank", x->bwd_mem_mb, 0);
+            json_num(f, "grad_rel_l2", x->grad_rel_l2, 0);
+            json_num(f, "grad_max_abs", x->grad_max_abs, 0);
+            json_num(f, "grad_correctness", x->grad_pass ? 1.0 : 0.0, 0);
+        }
         json_num(f, "correctness", x->pass ? 1.0 : 0.0, 1);
         fprintf(f, "}%s\n", i + 1 < r->n_rows ? "," : "");
     }

@@ -27,8 +27,8 @@ static int64_t per_thread_floats(const rda_problem *p) {
 
 int64_t rda_cpu_bwd_scratch_floats(int64_t D) {
     const int64_t Dp = rda_round_up(D, RDA_CPU_VL_MAX);
-    /* K, V, dK, dV; Q, dout, dQ rows; Q^T, dout^T; S^T, dP^T; P, dS; L, Delta; spread operands */
-    return 4 * BKBP * Dp + 3 * BQB * Dp + 2 * Dp * BQB + 2 * BKBP * BQB + 2 * BQB * BKBP + 2 * BQB +
+    /* K, V, dK, dV; Q, dout, dQ rows; Q^T, dout^T; S^T, dP^T; L, Delta; spread operands */
+    return 4 * BKBP * Dp + 3 * BQB * Dp + 2 * Dp * BQB + 2 * BKBP * BQB + 2 * BQB +
            RDA_CPU_SPREAD_FLOATS(Dp) + 64;
 }
 

@@ -19,6 +19,11 @@ rda_status rda_cpu_reference(rda_context *ctx, const rda_problem *p, bool same_t
 rda_status rda_cpu_reference_backward(rda_context *ctx, const rda_problem *p, bool same_type,
                                       const rda_bwd_tensors *t);
 
+/* The same at positions rows[0..nrows): dq of those query rows, dk and dv
+ * of those key rows, fp64 [B, nrows, H or Hkv, D]. */
+rda_status rda_cpu_reference_backward_rows(rda_context *ctx, const rda_problem *p, const rda_bwd_tensors *t,
+                                           const int64_t *rows, int64_t nrows, double *dq, double *dk, double *dv);
+
 /* Running state of a rank's output rows: unnormalised accumulator
  * acc[B, n, H, D] (fp32), running max m (log2 domain, scaled scores) and
  * running sum l, both [B, n, H]. Start: m = -inf, l = 0; acc is only read

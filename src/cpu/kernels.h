@@ -183,9 +183,9 @@ void RDA_SYM(rda_cpu_gemm_kq)(int64_t m, int64_t n, int64_t D, const float *K, i
 /* One register tile of gemm_pv: PV_RP rows x NV vectors of A (NV constant
  * after inlining, so the accumulators stay in registers). */
 static inline __attribute__((always_inline)) void pv_tile(const int NV, int64_t k, int64_t Dp,
-                                                          const float *Pt, int64_t ldp,
+                                                          const float *Pt, int64_t ldp, int64_t sr,
                                                           const float *V, int64_t ldv, float *A) {
-    (void)ldp; /* unused where the operands are spread */
+    (void)ldp, (void)sr; /* unused where the operands are spread */
     vf c[PV_RP][PV_NV];
     for (int r = 0; r < PV_RP; r++)
         for (int u = 0; u < NV; u++)
@@ -198,7 +198,7 @@ static inline __attribute__((always_inline)) void pv_tile(const int NV, int64_t 
 #ifdef RDA_SPREAD
             vf p = vload(Pt + (j * PV_RP + r) * VL); /* spread by gemm_pv */
 #else
-            vf p = vbroadcast(Pt[j * ldp + r]);
+            vf p = vbroadcast(Pt[j * ldp + r * sr]);
 #endif
             for (int u = 0; u < NV; u++)
                 c[r][u] += p * v[u];
@@ -209,32 +209,41 @@ static inline __attribute__((always_inline)) void pv_tile(const int NV, int64_t 
             vstore(A + r * Dp + u * VL, c[r][u]);
 }
 
-/* A[a, :] += sum_j Pt[j, a] * V[j, :]: A [m x Dp], Pt [k x m] (ld ldp),
- * V [k x Dp] (ld ldv); m % PV_RP == 0, Dp % VL == 0. */
-void RDA_SYM(rda_cpu_gemm_pv)(int64_t m, int64_t k, int64_t Dp, const float *Pt, int64_t ldp,
-                              const float *V, int64_t ldv, float *A, float *work) {
+/* A[a, :] += sum_j Pt[j * ldp + a * sr] * V[j, :]: A [m x Dp], V [k x Dp]
+ * (ld ldv); m % PV_RP == 0, Dp % VL == 0. sr = 1: Pt [k x m] as stored
+ * (O += P V); ldp = 1: Pt given as its transpose [m x k] (ld sr). */
+static inline __attribute__((always_inline)) void gemm_pv_strided(int64_t m, int64_t k, int64_t Dp, const float *Pt,
+                                                                  int64_t ldp, int64_t sr, const float *V,
+                                                                  int64_t ldv, float *A, float *work) {
     (void)work;
     /* blocks of KB value rows stay in L1 while every query row uses them */
     for (int64_t j0 = 0; j0 < k; j0 += KB) {
         int64_t kk = k - j0 < KB ? k - j0 : KB;
         const float *Pj = Pt + j0 * ldp, *Vj = V + j0 * ldv;
         for (int64_t i = 0; i < m; i += PV_RP) {
-            const float *Pi = Pj + i;
+            const float *Pi = Pj + i * sr;
 #ifdef RDA_SPREAD
             /* the tile's probabilities spread into whole vectors once, for
              * every head-dim block (work: KB * PV_RP vectors) */
             for (int64_t j = 0; j < kk; j++)
                 for (int r = 0; r < PV_RP; r++)
-                    vstore(work + (j * PV_RP + r) * VL, vbroadcast(Pi[j * ldp + r]));
+                    vstore(work + (j * PV_RP + r) * VL, vbroadcast(Pi[j * ldp + r * sr]));
             Pi = work;
 #endif
             int64_t x = 0;
             for (; x + PV_NV * VL <= Dp; x += PV_NV * VL)
-                pv_tile(PV_NV, kk, Dp, Pi, ldp, Vj + x, ldv, A + i * Dp + x);
+                pv_tile(PV_NV, kk, Dp, Pi, ldp, sr, Vj + x, ldv, A + i * Dp + x);
             for (; x < Dp; x += VL)
-                pv_tile(1, kk, Dp, Pi, ldp, Vj + x, ldv, A + i * Dp + x);
+                pv_tile(1, kk, Dp, Pi, ldp, sr, Vj + x, ldv, A + i * Dp + x);
         }
     }
+}
+
+/* A[a, :] += sum_j Pt[j, a] * V[j, :]: A [m x Dp], Pt [k x m] (ld ldp),
+ * V [k x Dp] (ld ldv); m % PV_RP == 0, Dp % VL == 0. */
+void RDA_SYM(rda_cpu_gemm_pv)(int64_t m, int64_t k, int64_t Dp, const float *Pt, int64_t ldp,
+                              const float *V, int64_t ldv, float *A, float *work) {
+    gemm_pv_strided(m, k, Dp, Pt, ldp, 1, V, ldv, A, work);
 }
 
 static void RDA_SYM(exp2_shift)(float *St, int64_t n) {
@@ -415,6 +424,13 @@ static __attribute__((noinline)) void RDA_SYM(bwd_pv)(int64_t m, int64_t k, int6
     RDA_SYM(rda_cpu_gemm_pv)(m, k, Dp, Pt, ldp, V, ldv, A, W);
 }
 
+/* A[i, :] += sum_a X[i, a] * Y[a, :] for X [m x k] (ld ldx): the product
+ * of gemm_pv with its first operand transposed in place (no copy). */
+static __attribute__((noinline)) void RDA_SYM(bwd_pv_t)(int64_t m, int64_t k, int64_t Dp, const float *X, int64_t ldx,
+                                                       const float *Y, int64_t ldy, float *A, float *W) {
+    gemm_pv_strided(m, k, Dp, X, 1, ldx, Y, ldy, A, W);
+}
+
 /* One key row j of a tile: P = 2^(S - L) in place of S, dS = scale P (dP -
  * Delta) in place of dP, along n query columns (n % VL == 0). */
 static __attribute__((noinline)) void RDA_SYM(bwd_row)(float *sj, float *dj, const float *L2, const float *Dl,
@@ -434,7 +450,8 @@ static __attribute__((noinline)) void RDA_SYM(bwd_row)(float *sj, float *dj, con
  * added to and written back in the rank's fp32 state. Per tile pair:
  * S^T = K Q^T and dP^T = V dO^T (gemm_kq), P = 2^(S - L) and
  * dS = scale P (dP - Delta) along vectors of queries, then dV += P^T dO,
- * dK += dS^T Q (on transposed copies) and dQ += dS K (gemm_pv). */
+ * dK += dS^T Q (gemm_pv reading P^T and dS^T across their rows) and
+ * dQ += dS K (gemm_pv). */
 static void RDA_SYM(backward_item)(void *arg, int64_t item, int32_t thread) {
     rda_cpu_bwd_args *c = arg;
     const rda_problem *p = c->p;
@@ -458,9 +475,7 @@ static void RDA_SYM(backward_item)(void *arg, int64_t item, int32_t thread) {
     float *dOt = Qt + Dmax * BQB;    /* [D x BQB] */
     float *St = dOt + Dmax * BQB;    /* [BKBP x BQB]: S^T, then P^T */
     float *dPt = St + BKBP * BQB;    /* [BKBP x BQB]: dP^T, then dS^T */
-    float *Pq = dPt + BKBP * BQB;    /* [BQB x BKBP]: P */
-    float *dSq = Pq + BQB * BKBP;    /* [BQB x BKBP]: dS */
-    float *L2 = dSq + BQB * BKBP, *Dl = L2 + BQB;
+    float *L2 = dPt + BKBP * BQB, *Dl = L2 + BQB;
     float *W = Dl + BQB;
 
     for (int32_t kc = 0; kc < job->nk; kc++) {
@@ -518,13 +533,8 @@ static void RDA_SYM(backward_item)(void *arg, int64_t item, int32_t thread) {
                     for (int64_t a = 0; a < amin; a++) sj[a] = dj[a] = 0.0f;
                     for (int64_t a = bq > amin ? bq : amin; a < bqp; a++) sj[a] = dj[a] = 0.0f;
                 }
-                for (int64_t j = 0; j < bkp; j++)
-                    for (int64_t a = 0; a < bqp; a++) {
-                        Pq[a * BKBP + j] = St[j * BQB + a];
-                        dSq[a * BKBP + j] = dPt[j * BQB + a];
-                    }
-                RDA_SYM(bwd_pv)(bkp, bqp, Dp, Pq, BKBP, dOr, Dp, dVa, W);
-                RDA_SYM(bwd_pv)(bkp, bqp, Dp, dSq, BKBP, Qr, Dp, dKa, W);
+                RDA_SYM(bwd_pv_t)(bkp, bqp, Dp, St, BQB, dOr, Dp, dVa, W);
+                RDA_SYM(bwd_pv_t)(bkp, bqp, Dp, dPt, BQB, Qr, Dp, dKa, W);
                 /* dQ of these rows: from the state, added to, back */
                 for (int64_t a = 0; a < bqp; a++) {
                     if (a < bq)

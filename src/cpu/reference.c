@@ -165,75 +165,90 @@ rda_status rda_cpu_reference(rda_context *ctx, const rda_problem *p, bool same_t
 /* ------------------------------------------------------------------ backward */
 
 /* SPEC.md's "Backward pass" as plainly as possible: one work item per
- * (batch, K/V head) walks every query row of its query heads and every
- * pattern block holding it, so that dK and dV of the head (summed over its
- * query heads) are one item's own. */
+ * (batch, K/V head) walks, for each of its query heads and patterns, every
+ * pattern block (a segment's selected rows), and in it every (query,
+ * allowed key) pair, so that dK and dV of the head (summed over its query
+ * heads) are one item's own. A block's rows are read once into fp64
+ * buffers; the arithmetic per pair is the formula itself. */
 typedef struct {
     const rda_problem *p;
     bool same_type;
     const rda_bwd_tensors *t;
-    double *scratch; /* per thread: dK, dV of one K/V head [N x D], the scores of a block, a dQ row */
+    double *scratch; /* per thread: dQ of one head, dK, dV of one K/V head [N x D]; a block's rows */
     int64_t per_thread, keys;
 } ref_bwd_args;
+
+/* rows pos[0..n) of head h of x into dst[j * D + d], as fp64 */
+static void ref_rows(const rda_tensor *x, rda_dtype dt, int64_t b, int64_t h, const int64_t *pos, int64_t n,
+                     int64_t D, double *dst) {
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t d = 0; d < D; d++) dst[j * D + d] = rda_load_f64(x->data, dt, off4(x, b, pos[j], h, d));
+}
 
 static void ref_bwd_head(void *arg, int64_t idx, int32_t thread) {
     ref_bwd_args *a = arg;
     const rda_problem *p = a->p;
     const rda_bwd_tensors *t = a->t;
-    const int64_t N = p->N, D = p->D, H = p->H, Hkv = p->Hkv, g = H / Hkv;
+    const int64_t N = p->N, D = p->D, H = p->H, Hkv = p->Hkv, g = H / Hkv, W = a->keys;
     const int64_t b = idx / Hkv, kh = idx % Hkv;
     const rda_dtype dt = p->dtype;
     const bool st = a->same_type;
-    double *dk = a->scratch + thread * a->per_thread, *dv = dk + N * D, *s = dv + N * D, *dqr = s + a->keys;
+    double *dq = a->scratch + thread * a->per_thread, *dk = dq + N * D, *dv = dk + N * D;
+    double *Qb = dv + N * D, *Kb = Qb + W * D, *Vb = Kb + W * D, *Gb = Vb + W * D, *Ob = Gb + W * D;
+    double *Lb = Ob + W * D, *delta = Lb + W, *posd = delta + W;
+    int64_t *pos = (int64_t *)posd; /* (as many int64 as doubles) */
     memset(dk, 0, sizeof(double) * (size_t)(2 * N * D));
     const double scale = p->scale != 0.0 ? p->scale : 1.0 / sqrt((double)D);
     const double fac = p->mode == RDA_MODE_GROUPS ? 1.0 / (double)p->G : 1.0;
 #define ACC(x, y) ((x) = st ? (double)((float)(x) + (float)(y)) : (x) + (y))
-    for (int64_t h = kh * g; h < (kh + 1) * g; h++)
-        for (int64_t qpos = 0; qpos < N; qpos++) {
-            const double L = ((const float *)t->lse->data)[b * t->lse->strides[0] + h * t->lse->strides[1] +
-                                                           qpos * t->lse->strides[2]];
-            double delta = 0.0;
-            for (int64_t d = 0; d < D; d++)
-                ACC(delta, rda_load_f64(t->dout->data, dt, off4(t->dout, b, qpos, h, d)) *
-                               rda_load_f64(t->o->data, dt, off4(t->o, b, qpos, h, d)));
-            memset(dqr, 0, sizeof(double) * (size_t)D);
-            for (int32_t i = 0; i < p->G; i++) {
-                int64_t o = ref_offset(p, h, i);
-                if (o < 0) continue;
-                int64_t w = p->given[i].segment, r = p->given[i].dilation;
-                int64_t a0 = (qpos / w) * w, e = w < N - a0 ? a0 + w : N;
-                if (qpos - a0 < o || (qpos - a0 - o) % r != 0) continue; /* query not selected */
-                int64_t nk = 0;
-                for (int64_t kp = a0 + o; kp < e; kp = r < e - kp ? kp + r : e) {
-                    if (p->causal && kp > qpos) break;
-                    double dot = 0.0;
-                    for (int64_t d = 0; d < D; d++)
-                        dot += rda_load_f64(t->q->data, dt, off4(t->q, b, qpos, h, d)) *
-                               rda_load_f64(t->k->data, dt, off4(t->k, b, kp, kh, d));
-                    dot *= scale;
-                    if (st) dot = round_to(dt, (float)dot);
-                    s[nk++] = dot;
+    for (int64_t h = kh * g; h < (kh + 1) * g; h++) {
+        memset(dq, 0, sizeof(double) * (size_t)(N * D));
+        for (int32_t i = 0; i < p->G; i++) {
+            int64_t o = ref_offset(p, h, i);
+            if (o < 0) continue;
+            int64_t w = p->given[i].segment, r = p->given[i].dilation;
+            for (int64_t a0 = 0; a0 < N; a0 = w < N - a0 ? a0 + w : N) {
+                int64_t e = w < N - a0 ? a0 + w : N, n = 0;
+                if (o >= e - a0) continue;
+                for (int64_t x = a0 + o; x < e; x = r < e - x ? x + r : e) pos[n++] = x;
+                ref_rows(t->q, dt, b, h, pos, n, D, Qb);
+                ref_rows(t->k, dt, b, kh, pos, n, D, Kb);
+                ref_rows(t->v, dt, b, kh, pos, n, D, Vb);
+                ref_rows(t->dout, dt, b, h, pos, n, D, Gb);
+                ref_rows(t->o, dt, b, h, pos, n, D, Ob);
+                for (int64_t j = 0; j < n; j++) {
+                    Lb[j] = ((const float *)t->lse->data)[b * t->lse->strides[0] + h * t->lse->strides[1] +
+                                                         pos[j] * t->lse->strides[2]];
+                    delta[j] = 0.0;
+                    for (int64_t d = 0; d < D; d++) ACC(delta[j], Gb[j * D + d] * Ob[j * D + d]);
                 }
-                int64_t j = 0;
-                for (int64_t kp = a0 + o; j < nk; kp = r < e - kp ? kp + r : e, j++) {
-                    double pr = exp(s[j] - L);
-                    if (st) pr = round_to(dt, pr);
-                    double dp = 0.0;
-                    for (int64_t d = 0; d < D; d++)
-                        ACC(dp, fac * rda_load_f64(t->dout->data, dt, off4(t->dout, b, qpos, h, d)) *
-                                    rda_load_f64(t->v->data, dt, off4(t->v, b, kp, kh, d)));
-                    double ds = pr * (dp - delta);
-                    if (st) ds = round_to(dt, ds);
-                    for (int64_t d = 0; d < D; d++) {
-                        ACC(dv[kp * D + d], pr * fac * rda_load_f64(t->dout->data, dt, off4(t->dout, b, qpos, h, d)));
-                        ACC(dk[kp * D + d], scale * ds * rda_load_f64(t->q->data, dt, off4(t->q, b, qpos, h, d)));
-                        ACC(dqr[d], scale * ds * rda_load_f64(t->k->data, dt, off4(t->k, b, kp, kh, d)));
+                for (int64_t qi = 0; qi < n; qi++) {
+                    const double *qv = Qb + qi * D, *gv = Gb + qi * D;
+                    double *dqr = dq + pos[qi] * D;
+                    for (int64_t j = 0; j < n && !(p->causal && pos[j] > pos[qi]); j++) {
+                        double dot = 0.0;
+                        for (int64_t d = 0; d < D; d++) dot += qv[d] * Kb[j * D + d];
+                        dot *= scale;
+                        if (st) dot = round_to(dt, (float)dot);
+                        double pr = exp(dot - Lb[qi]);
+                        if (st) pr = round_to(dt, pr);
+                        double dp = 0.0;
+                        for (int64_t d = 0; d < D; d++) ACC(dp, fac * gv[d] * Vb[j * D + d]);
+                        double ds = pr * (dp - delta[qi]);
+                        if (st) ds = round_to(dt, ds);
+                        double *dvr = dv + pos[j] * D, *dkr = dk + pos[j] * D;
+                        for (int64_t d = 0; d < D; d++) {
+                            ACC(dvr[d], pr * fac * gv[d]);
+                            ACC(dkr[d], scale * ds * qv[d]);
+                            ACC(dqr[d], scale * ds * Kb[j * D + d]);
+                        }
                     }
                 }
             }
-            for (int64_t d = 0; d < D; d++) rda_store_f64(t->dq->data, dt, off4(t->dq, b, qpos, h, d), dqr[d]);
         }
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t d = 0; d < D; d++) rda_store_f64(t->dq->data, dt, off4(t->dq, b, n, h, d), dq[n * D + d]);
+    }
 #undef ACC
     for (int64_t n = 0; n < N; n++)
         for (int64_t d = 0; d < D; d++) {
@@ -244,6 +259,7 @@ static void ref_bwd_head(void *arg, int64_t idx, int32_t thread) {
 
 rda_status rda_cpu_reference_backward(rda_context *ctx, const rda_problem *p, bool same_type,
                                       const rda_bwd_tensors *t) {
+    /* rows of a block: the most keys of one pattern block (a segment's selected rows) */
     int64_t keys = p->N;
     if (p->mode != RDA_MODE_DENSE) {
         keys = 1;
@@ -252,7 +268,7 @@ rda_status rda_cpu_reference_backward(rda_context *ctx, const rda_problem *p, bo
             if ((w + r - 1) / r > keys) keys = (w + r - 1) / r;
         }
     }
-    ref_bwd_args a = {p, same_type, t, NULL, 2 * p->N * p->D + keys + p->D, keys};
+    ref_bwd_args a = {p, same_type, t, NULL, 3 * p->N * p->D + 5 * keys * p->D + 3 * keys, keys};
     size_t bytes;
     if (__builtin_mul_overflow(sizeof(double) * (size_t)a.per_thread, (size_t)rda_pool_threads(ctx->pool), &bytes)) {
         rda_set_msg(ctx->msg, "reference backward scratch overflows");
@@ -263,5 +279,95 @@ rda_status rda_cpu_reference_backward(rda_context *ctx, const rda_problem *p, bo
     if (st) return st;
     a.scratch = rda_carve(&c, bytes);
     rda_pool_run(ctx->pool, p->B * p->Hkv, ref_bwd_head, &a);
+    return RDA_STATUS_SUCCESS;
+}
+
+/* ---- the backward at sampled rows ---- */
+
+typedef struct {
+    const rda_problem *p;
+    const rda_bwd_tensors *t;
+    const int64_t *rows;
+    int64_t nrows;
+    double *dq, *dk, *dv; /* [B, nrows, H or Hkv, D] */
+    double *scratch;      /* per thread: D doubles */
+    int64_t D;
+} ref_rows_args;
+
+static double ref_delta(const ref_rows_args *a, int64_t b, int64_t pos, int64_t h) {
+    const rda_bwd_tensors *t = a->t;
+    double s = 0.0;
+    for (int64_t d = 0; d < a->D; d++)
+        s += rda_load_f64(t->dout->data, a->p->dtype, off4(t->dout, b, pos, h, d)) *
+             rda_load_f64(t->o->data, a->p->dtype, off4(t->o, b, pos, h, d));
+    return s;
+}
+
+static double ref_lse(const rda_bwd_tensors *t, int64_t b, int64_t h, int64_t pos) {
+    return ((const float *)t->lse->data)[b * t->lse->strides[0] + h * t->lse->strides[1] + pos * t->lse->strides[2]];
+}
+
+static double ref_dot(const rda_problem *p, const rda_tensor *x, int64_t b, int64_t px, int64_t hx,
+                      const rda_tensor *y, int64_t py, int64_t hy) {
+    double s = 0.0;
+    for (int64_t d = 0; d < p->D; d++)
+        s += rda_load_f64(x->data, p->dtype, off4(x, b, px, hx, d)) * rda_load_f64(y->data, p->dtype, off4(y, b, py, hy, d));
+    return s;
+}
+
+/* item: (b, j): dq of query rows[j] for every head, dk and dv of key rows[j]
+ * for every K/V head, each walking the pattern blocks that hold the row */
+static void ref_bwd_row(void *arg, int64_t idx, int32_t thread) {
+    (void)thread;
+    ref_rows_args *a = arg;
+    const rda_problem *p = a->p;
+    const rda_bwd_tensors *t = a->t;
+    const int64_t N = p->N, D = p->D, H = p->H, Hkv = p->Hkv, g = H / Hkv;
+    const int64_t b = idx / a->nrows, j = idx % a->nrows, pos = a->rows[j];
+    const double scale = p->scale != 0.0 ? p->scale : 1.0 / sqrt((double)D);
+    const double fac = p->mode == RDA_MODE_GROUPS ? 1.0 / (double)p->G : 1.0;
+    const rda_dtype dt = p->dtype;
+    double *dq = a->dq + (b * a->nrows + j) * H * D, *dk = a->dk + (b * a->nrows + j) * Hkv * D,
+           *dv = a->dv + (b * a->nrows + j) * Hkv * D;
+    memset(dq, 0, sizeof(double) * (size_t)(H * D));
+    memset(dk, 0, sizeof(double) * (size_t)(Hkv * D));
+    memset(dv, 0, sizeof(double) * (size_t)(Hkv * D));
+    for (int64_t h = 0; h < H; h++) {
+        const int64_t kh = h / g;
+        for (int32_t i = 0; i < p->G; i++) {
+            int64_t o = ref_offset(p, h, i);
+            if (o < 0) continue;
+            int64_t w = p->given[i].segment, r = p->given[i].dilation;
+            int64_t a0 = (pos / w) * w, e = w < N - a0 ? a0 + w : N;
+            if (pos - a0 < o || (pos - a0 - o) % r != 0) continue; /* not selected: in no block of pattern i */
+            /* as a query: its keys */
+            const double L = ref_lse(t, b, h, pos), delta = ref_delta(a, b, pos, h);
+            for (int64_t kp = a0 + o; kp < e; kp = r < e - kp ? kp + r : e) {
+                if (p->causal && kp > pos) break;
+                double pr = exp(scale * ref_dot(p, t->q, b, pos, h, t->k, kp, kh) - L);
+                double dp = fac * ref_dot(p, t->dout, b, pos, h, t->v, kp, kh);
+                double ds = pr * (dp - delta);
+                for (int64_t d = 0; d < D; d++) dq[h * D + d] += scale * ds * rda_load_f64(t->k->data, dt, off4(t->k, b, kp, kh, d));
+            }
+            /* as a key: the queries of the block that reach it */
+            for (int64_t qp = a0 + o; qp < e; qp = r < e - qp ? qp + r : e) {
+                if (p->causal && qp < pos) continue;
+                const double Lq = ref_lse(t, b, h, qp), dq_delta = ref_delta(a, b, qp, h);
+                double pr = exp(scale * ref_dot(p, t->q, b, qp, h, t->k, pos, kh) - Lq);
+                double dp = fac * ref_dot(p, t->dout, b, qp, h, t->v, pos, kh);
+                double ds = pr * (dp - dq_delta);
+                for (int64_t d = 0; d < D; d++) {
+                    dv[kh * D + d] += pr * fac * rda_load_f64(t->dout->data, dt, off4(t->dout, b, qp, h, d));
+                    dk[kh * D + d] += scale * ds * rda_load_f64(t->q->data, dt, off4(t->q, b, qp, h, d));
+                }
+            }
+        }
+    }
+}
+
+rda_status rda_cpu_reference_backward_rows(rda_context *ctx, const rda_problem *p, const rda_bwd_tensors *t,
+                                           const int64_t *rows, int64_t nrows, double *dq, double *dk, double *dv) {
+    ref_rows_args a = {p, t, rows, nrows, dq, dk, dv, NULL, p->D};
+    rda_pool_run(ctx->pool, p->B * nrows, ref_bwd_row, &a);
     return RDA_STATUS_SUCCESS;
 }
