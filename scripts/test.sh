@@ -3,7 +3,8 @@
 #   1. release build (-Werror), ctest once per CPU instruction-set level this
 #      CPU runs (RDA_CPU_ISA forces each; the MPI test at the best level only);
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build, ctest likewise
-#      (the MPI test at the best level only);
+#      (the MPI test at the best level only); a ThreadSanitizer build of the
+#      backward's rings;
 #   3. portability: -Werror builds for -march=x86-64, x86-64-v3, x86-64-v4;
 #      no spills in the kernels' inner loops (scripts/check_spills.py); the
 #      release build on emulated CPUs without AVX-512 (AMD Zen 3) and without
@@ -59,6 +60,13 @@ for level in $levels; do
     best=0
     stamp
 done
+
+echo "== ThreadSanitizer: the backward's rings, 3 threads per rank (items of one phase side by side)"
+cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRDA_TSAN=ON -DRDA_WERROR=ON -DRDA_WITH_CUDA=OFF \
+    -DRDA_WITH_MPI=OFF >/dev/null
+cmake --build build-tsan -j "$jobs" --target test_backward >/dev/null
+RDA_TEST_LIGHT=1 RDA_TEST_PART=rings TSAN_OPTIONS=halt_on_error=1:exitcode=66 ./build-tsan/tests/test_backward | tail -1
+stamp
 
 echo "== portability: kernels free of spills in their inner loops"
 python3 scripts/check_spills.py build/CMakeFiles/rda.dir/src/cpu/kern_*.o

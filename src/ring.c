@@ -144,15 +144,26 @@ rda_status rda_ring_run(rda_context *ctx, rda_comm *comm, const rda_config *cfg,
      * the next rank starts before the step (K and V are ready) and is waited
      * for after it. Backward: the block, with the accumulators this step
      * adds to, goes once the step is done. Then, backward only, the
-     * accumulators alone travel on until they reach their owner. */
-    const int32_t returns = bwd && steps > 1 ? (P - (steps - 1)) % P : 0;
+     * accumulators alone travel on until they reach their owner, the
+     * shorter way round: back against the ring (steps - 1 transfers) or on
+     * along it (P - steps + 1). */
+    const int32_t back = steps - 1, rdir = back <= P - back ? -1 : 1;
+    const int32_t returns = bwd && steps > 1 ? (rdir < 0 ? back : P - back) : 0;
     kr = qr;
     int cur = 0;
     for (int32_t s = 0; s < steps + returns; s++) {
         const bool compute = s < steps, more = s + 1 < steps + returns;
         rda_rows next;
+        int dir = 1;
         if (more) {
-            int32_t src = (int32_t)(((int64_t)rank - s - 1) % P + P) % P;
+            /* whose block arrives: the rank's predecessor's, or on a return
+             * the accumulators of the owner one place further in dir */
+            int64_t owner = rank - s - 1;
+            if (s + 1 >= steps) {
+                dir = rdir;
+                owner = (int64_t)rank - back - (int64_t)(s + 1 - back) * rdir;
+            }
+            int32_t src = (int32_t)((owner % P + P) % P);
             if ((st = rda_plan_rows(N, P, p.layout, src, &next, msg))) goto fail;
         }
         /* what travels after this step: the whole block while later steps
@@ -166,7 +177,7 @@ rda_status rda_ring_run(rda_context *ctx, rda_comm *comm, const rda_config *cfg,
         if (early) {
             /* buf[cur] complete, and the last step's reads of buf[cur ^ 1] done */
             if ((st = be->sync(ctx))) goto fail;
-            if ((st = comm->ops->shift_start(comm, buf[cur], send, buf[cur ^ 1], recv, msg))) goto fail;
+            if ((st = comm->ops->shift_start(comm, buf[cur], send, buf[cur ^ 1], recv, 1, msg))) goto fail;
             bytes_sent += (int64_t)send;
         }
         if (compute) {
@@ -179,7 +190,7 @@ rda_status rda_ring_run(rda_context *ctx, rda_comm *comm, const rda_config *cfg,
         if (more && !early) { /* the accumulators are complete once the step is */
             if ((st = be->sync(ctx))) goto fail;
             if ((st = comm->ops->shift_start(comm, (char *)buf[cur] + soff, send, (char *)buf[cur ^ 1] + roff, recv,
-                                             msg)))
+                                             dir, msg)))
                 goto fail;
             bytes_sent += (int64_t)send;
         }

@@ -10,7 +10,8 @@
  * - rings of P = 1..8 virtual ranks equal one rank, contiguous and zig-zag,
  *   N divisible by P and not.
  * RDA_CPU_ISA picks the level (the test command runs every level).
- * RDA_TEST_LIGHT=1 (sanitizer builds): the same code paths at smaller sizes. */
+ * RDA_TEST_LIGHT=1 (sanitizer builds): the same code paths at smaller sizes.
+ * RDA_TEST_PART=rings: the rings alone (the test command's ThreadSanitizer run). */
 #include <math.h>
 
 #include "harness.h"
@@ -272,7 +273,10 @@ static void sampled_rows(rda_mode mode, const pattern_set *ps, int causal, uint6
     free(lse), free(rq), free(rk), free(rv);
 }
 
-/* Rings of P virtual ranks equal one rank (fast path, fp32). */
+/* Rings of P virtual ranks equal one rank (fast path, fp32). Each rank gets
+ * 3 threads of its own (the ring's context has 3P, more than this machine's
+ * cores if need be), so that the items of a rank's phases run side by side
+ * (a rank with one thread would hide races between them). */
 static void ring_case(int64_t N, int P, rda_mode mode, int layout, int causal, rda_dtype dt, uint64_t seed) {
     const pattern_set ps = {"[64,256]/[1,4]", 2, {{64, 1}, {256, 4}}};
     rda_config cfg = make_cfg(mode, &ps, causal);
@@ -303,7 +307,11 @@ static void ring_case(int64_t N, int P, rda_mode mode, int layout, int causal, r
     }
     if (!st) st = rda_attention_backward(ctx_fast, &cfg, &tq, &tk, &tv, &to, &tl, &tg, &t1[0], &t1[1], &t1[2]);
     rda_ring_stats stats[8];
-    rda_status sp = rda_ring_backward_simulated(ctx_fast, &cfg, P, &tq, &tk, &tv, &to, &tl, &tg, &tP[0], &tP[1], &tP[2], stats);
+    rda_context_params cp = RDA_CONTEXT_PARAMS_INIT;
+    cp.num_threads = 3 * P;
+    rda_context *rctx = NULL;
+    rda_status sp = rda_context_create(&cp, &rctx);
+    if (!sp) sp = rda_ring_backward_simulated(rctx, &cfg, P, &tq, &tk, &tv, &to, &tl, &tg, &tP[0], &tP[1], &tP[2], stats);
     int ok = !st && !sp, guards = 1;
     double worst = 0;
     for (int i = 0; i < 3 && ok; i++) {
@@ -323,7 +331,8 @@ static void ring_case(int64_t N, int P, rda_mode mode, int layout, int causal, r
           "ring backward N=%lld P=%d %s %s causal=%d %s: %s/%s, rel_l2 against one rank %.3g, pairs %lld of %lld, guards %d (%s)",
           (long long)N, P, mode_name(mode), layout ? "zig-zag" : "contiguous", causal, rda_dtype_name(dt),
           rda_status_to_string(st), rda_status_to_string(sp), worst, (long long)pairs, (long long)want, guards,
-          rda_context_last_error(ctx_fast));
+          rctx ? rda_context_last_error(rctx) : "");
+    rda_context_destroy(rctx);
     for (int i = 0; i < 5; i++) free(x[i]);
     free(lse);
     for (int i = 0; i < 3; i++) guarded_free(&one[i]), guarded_free(&ring[i]);
@@ -350,8 +359,9 @@ int main(void) {
     };
     const rda_dtype dts[] = {RDA_DTYPE_F32, RDA_DTYPE_F16, RDA_DTYPE_BF16};
     const int light = getenv("RDA_TEST_LIGHT") != NULL;
+    const int rings_only = getenv("RDA_TEST_PART") && !strcmp(getenv("RDA_TEST_PART"), "rings");
     uint64_t seed = 1;
-    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++)
+    for (size_t si = 0; si < sizeof sizes / sizeof *sizes && !rings_only; si++)
         for (int causal = 0; causal < 2; causal++)
             for (size_t di = 0; di < 3; di++) {
                 run_case(sizes[si], RDA_MODE_DENSE, &sets[0], causal, dts[di], seed++);
@@ -362,18 +372,20 @@ int main(void) {
                 }
             }
     /* several key and query tiles of one job, causal tiles cut by the mask */
-    run_case((size5){1, light ? 400 : 1000, 2, 1, 64}, RDA_MODE_DENSE, &sets[0], 1, RDA_DTYPE_F32, seed++);
-    run_case((size5){1, light ? 400 : 1000, 2, 2, 64}, RDA_MODE_LONGNET, &sets[1], 0, RDA_DTYPE_BF16, seed++);
+    if (!rings_only) {
+        run_case((size5){1, light ? 400 : 1000, 2, 1, 64}, RDA_MODE_DENSE, &sets[0], 1, RDA_DTYPE_F32, seed++);
+        run_case((size5){1, light ? 400 : 1000, 2, 2, 64}, RDA_MODE_LONGNET, &sets[1], 0, RDA_DTYPE_BF16, seed++);
+    }
 
     const size5 small = {1, 12, 2, 1, 4};
-    for (int causal = 0; causal < 2; causal++) {
+    for (int causal = 0; causal < 2 && !rings_only; causal++) {
         finite_differences(RDA_MODE_DENSE, &sets[0], causal, small, seed++);
         finite_differences(RDA_MODE_GROUPS, &sets[0], causal, small, seed++);
         finite_differences(RDA_MODE_LONGNET, &sets[0], causal, small, seed++);
         finite_differences(RDA_MODE_LONGNET, &sets[4], causal, (size5){1, 10, 2, 2, 3}, seed++);
     }
-    unreached_rows();
-    for (int mode = 0; mode < 3; mode++)
+    if (!rings_only) unreached_rows();
+    for (int mode = 0; mode < 3 && !rings_only; mode++)
         for (int causal = 0; causal < 2; causal++) {
             sampled_rows((rda_mode)mode, &sets[1], causal, seed++);
             sampled_rows((rda_mode)mode, &sets[4], causal, seed++);

@@ -10,11 +10,12 @@
 
 typedef struct rda_comm_ops {
     const char *name;
-    /* Starts sending send_bytes from send to rank+1 and receiving recv_bytes
-     * from rank-1 into recv. Both buffers stay untouched by the caller until
-     * shift_wait returns; send is only read. */
+    /* Starts sending send_bytes from send to rank+dir and receiving
+     * recv_bytes from rank-dir into recv (dir: +1 along the ring, -1 against
+     * it; every rank of a shift passes the same dir). Both buffers stay
+     * untouched by the caller until shift_wait returns; send is only read. */
     rda_status (*shift_start)(rda_comm *c, const void *send, size_t send_bytes, void *recv,
-                              size_t recv_bytes, char *msg);
+                              size_t recv_bytes, int dir, char *msg);
     /* Waits for the started shift; RDA_STATUS_TIMEOUT after timeout_s. */
     rda_status (*shift_wait)(rda_comm *c, double timeout_s, char *msg);
     /* Succeeds on every rank iff all ranks passed identical bytes;

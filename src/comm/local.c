@@ -21,7 +21,7 @@ typedef struct {
     int32_t refs;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    mailbox *box;            /* box[p]: message for rank p */
+    mailbox *box;            /* box[2p], box[2p + 1]: message for rank p along the ring, against it */
     const void **blobs;      /* agree: each rank's blob */
     int32_t arrived;         /* agree: barrier count */
     uint64_t *seen_gen;      /* agree: barrier generation each rank last reached */
@@ -34,6 +34,7 @@ typedef struct {
     void *recv;
     size_t recv_bytes;
     int pending;
+    int dir; /* of the shift in progress */
 } local_rank;
 
 static void deadline_after(double s, struct timespec *ts) {
@@ -53,25 +54,29 @@ static rda_status peer_failed(local_group *g, rda_comm *c, char *msg) {
     return RDA_STATUS_COMM_ERROR;
 }
 
+/* The mailbox of messages for rank p travelling in direction dir. */
+static mailbox *box_of(local_group *g, int32_t p, int dir) { return &g->box[2 * p + (dir < 0)]; }
+
 static rda_status local_shift_start(rda_comm *c, const void *send, size_t send_bytes, void *recv,
-                                    size_t recv_bytes, char *msg) {
+                                    size_t recv_bytes, int dir, char *msg) {
     local_rank *lr = c->impl;
     local_group *g = lr->g;
-    int32_t dst = (c->rank + 1) % c->size;
+    int32_t dst = (c->rank + dir + c->size) % c->size;
     rda_status st = RDA_STATUS_SUCCESS;
     pthread_mutex_lock(&g->mu);
     if (g->failed_rank >= 0) {
         st = peer_failed(g, c, msg);
-    } else if (g->box[dst].full || lr->pending) {
+    } else if (box_of(g, dst, dir)->full || lr->pending) {
         rda_set_msg(msg, "rank %d: shift started twice", c->rank);
         st = RDA_STATUS_INTERNAL;
     } else {
-        g->box[dst].ptr = send;
-        g->box[dst].bytes = send_bytes;
-        g->box[dst].full = 1;
+        box_of(g, dst, dir)->ptr = send;
+        box_of(g, dst, dir)->bytes = send_bytes;
+        box_of(g, dst, dir)->full = 1;
         lr->recv = recv;
         lr->recv_bytes = recv_bytes;
         lr->pending = 1;
+        lr->dir = dir;
         pthread_cond_broadcast(&g->cv);
     }
     pthread_mutex_unlock(&g->mu);
@@ -81,32 +86,33 @@ static rda_status local_shift_start(rda_comm *c, const void *send, size_t send_b
 static rda_status local_shift_wait(rda_comm *c, double timeout_s, char *msg) {
     local_rank *lr = c->impl;
     local_group *g = lr->g;
-    int32_t me = c->rank, dst = (me + 1) % c->size, src = (me - 1 + c->size) % c->size;
+    int32_t me = c->rank, dst = (me + lr->dir + c->size) % c->size, src = (me - lr->dir + c->size) % c->size;
     struct timespec ts;
     deadline_after(timeout_s, &ts);
     rda_status st = RDA_STATUS_SUCCESS;
     if (!lr->pending) return RDA_STATUS_SUCCESS;
+    mailbox *in = box_of(g, me, lr->dir), *out = box_of(g, dst, lr->dir);
     pthread_mutex_lock(&g->mu);
     /* receive */
-    while (!g->box[me].full && g->failed_rank < 0) {
-        if (pthread_cond_timedwait(&g->cv, &g->mu, &ts) == ETIMEDOUT && !g->box[me].full) {
+    while (!in->full && g->failed_rank < 0) {
+        if (pthread_cond_timedwait(&g->cv, &g->mu, &ts) == ETIMEDOUT && !in->full) {
             rda_set_msg(msg, "rank %d: no data from rank %d within %.3g s", me, src, timeout_s);
             st = RDA_STATUS_TIMEOUT;
             goto done;
         }
     }
-    if (!g->box[me].full) {
+    if (!in->full) {
         st = peer_failed(g, c, msg);
         goto done;
     }
-    if (g->box[me].bytes != lr->recv_bytes) {
-        rda_set_msg(msg, "rank %d: rank %d sent %zu bytes, %zu expected", me, src, g->box[me].bytes,
+    if (in->bytes != lr->recv_bytes) {
+        rda_set_msg(msg, "rank %d: rank %d sent %zu bytes, %zu expected", me, src, in->bytes,
                     lr->recv_bytes);
         st = RDA_STATUS_COMM_ERROR;
         goto done;
     }
     {
-        const void *from = g->box[me].ptr;
+        const void *from = in->ptr;
         pthread_mutex_unlock(&g->mu); /* the sender leaves its buffer alone until we release it */
         int failed = 0;
         if (c->copy)
@@ -120,18 +126,18 @@ static rda_status local_shift_wait(rda_comm *c, double timeout_s, char *msg) {
             goto done;
         }
     }
-    g->box[me].full = 0;
+    in->full = 0;
     pthread_cond_broadcast(&g->cv);
     /* wait until our own message was taken */
-    while (g->box[dst].full && g->failed_rank < 0) {
-        if (pthread_cond_timedwait(&g->cv, &g->mu, &ts) == ETIMEDOUT && g->box[dst].full) {
+    while (out->full && g->failed_rank < 0) {
+        if (pthread_cond_timedwait(&g->cv, &g->mu, &ts) == ETIMEDOUT && out->full) {
             rda_set_msg(msg, "rank %d: rank %d did not take its data within %.3g s", me, dst,
                         timeout_s);
             st = RDA_STATUS_TIMEOUT;
             goto done;
         }
     }
-    if (g->box[dst].full) st = peer_failed(g, c, msg);
+    if (out->full) st = peer_failed(g, c, msg);
 done:
     lr->pending = 0;
     pthread_mutex_unlock(&g->mu);
@@ -227,7 +233,7 @@ rda_status rda_comm_create_local(int32_t P, rda_comm **comms) {
     g->failed_rank = -1;
     pthread_mutex_init(&g->mu, NULL);
     pthread_cond_init(&g->cv, NULL);
-    g->box = calloc((size_t)P, sizeof(mailbox));
+    g->box = calloc(2 * (size_t)P, sizeof(mailbox));
     g->blobs = calloc((size_t)P, sizeof(void *));
     g->seen_gen = calloc((size_t)P, sizeof(uint64_t));
     if (!g->box || !g->blobs || !g->seen_gen) {

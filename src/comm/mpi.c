@@ -19,6 +19,7 @@ typedef struct {
     MPI_Comm comm;
     MPI_Request req[2]; /* receive, send */
     int pending;
+    int dir; /* of the shift in progress */
     void *gather; /* agree: everybody's blob */
 } mpi_rank;
 
@@ -31,14 +32,15 @@ static rda_status mpi_fail(rda_comm *c, int err, const char *what, char *msg) {
 }
 
 static rda_status mpi_shift_start(rda_comm *c, const void *send, size_t send_bytes, void *recv,
-                                  size_t recv_bytes, char *msg) {
+                                  size_t recv_bytes, int dir, char *msg) {
     mpi_rank *m = c->impl;
     if (send_bytes > INT_MAX || recv_bytes > INT_MAX) {
         rda_set_msg(msg, "rank %d: a key/value block of more than %d bytes (use more ranks)", c->rank,
                     INT_MAX);
         return RDA_STATUS_UNSUPPORTED;
     }
-    int dst = (c->rank + 1) % c->size, src = (c->rank - 1 + c->size) % c->size, err;
+    int dst = (c->rank + dir + c->size) % c->size, src = (c->rank - dir + c->size) % c->size, err;
+    m->dir = dir;
     if ((err = MPI_Irecv(recv, (int)recv_bytes, MPI_BYTE, src, RDA_MPI_TAG, m->comm, &m->req[0])))
         return mpi_fail(c, err, "MPI_Irecv", msg);
     if ((err = MPI_Isend(send, (int)send_bytes, MPI_BYTE, dst, RDA_MPI_TAG, m->comm, &m->req[1])))
@@ -60,7 +62,7 @@ static rda_status mpi_shift_wait(rda_comm *c, double timeout_s, char *msg) {
             }
         if (done[0] && done[1]) break;
         if (rda_comm_now() > end) {
-            int src = (c->rank - 1 + c->size) % c->size, dst = (c->rank + 1) % c->size;
+            int src = (c->rank - m->dir + c->size) % c->size, dst = (c->rank + m->dir + c->size) % c->size;
             if (!done[0])
                 rda_set_msg(msg, "rank %d: no data from rank %d within %.3g s", c->rank, src, timeout_s);
             else

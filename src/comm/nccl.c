@@ -16,6 +16,7 @@ typedef struct {
     cudaStream_t stream; /* the stream the transfers are ordered on */
     cudaEvent_t done;
     int pending, aborted, owned, own_stream;
+    int dir; /* of the shift in progress */
     void *dblob; /* agree: device staging */
     size_t dblob_cap;
 } nccl_rank;
@@ -54,7 +55,7 @@ static rda_status poll_done(rda_comm *c, double timeout_s, const char *what, cha
             return RDA_STATUS_COMM_ERROR;
         }
         if (rda_comm_now() > end) {
-            int prev = (c->rank - 1 + c->size) % c->size;
+            int prev = (c->rank - n->dir + c->size) % c->size;
             rda_set_msg(msg, "rank %d: %s with rank %d did not complete within %.3g s", c->rank, what,
                         prev, timeout_s);
             teardown(c);
@@ -65,14 +66,15 @@ static rda_status poll_done(rda_comm *c, double timeout_s, const char *what, cha
 }
 
 static rda_status nccl_shift_start(rda_comm *c, const void *send, size_t send_bytes, void *recv,
-                                   size_t recv_bytes, char *msg) {
+                                   size_t recv_bytes, int dir, char *msg) {
     nccl_rank *n = c->impl;
     if (n->aborted) {
         rda_set_msg(msg, "rank %d: the ring was torn down by an earlier failure", c->rank);
         return RDA_STATUS_COMM_ERROR;
     }
     cudaSetDevice(n->device);
-    int next = (c->rank + 1) % c->size, prev = (c->rank - 1 + c->size) % c->size;
+    int next = (c->rank + dir + c->size) % c->size, prev = (c->rank - dir + c->size) % c->size;
+    n->dir = dir;
     ncclResult_t r = ncclGroupStart();
     if (r == ncclSuccess) r = ncclSend(send, send_bytes, ncclChar, next, n->comm, n->stream);
     if (r == ncclSuccess) r = ncclRecv(recv, recv_bytes, ncclChar, prev, n->comm, n->stream);
