@@ -32,14 +32,13 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pytorch_baseline import gathered_attention, head_groups  # noqa: E402
+from pytorch_baseline import gathered_attention, head_groups, time_torch  # noqa: E402
 
 CONFIGS = [
     dict(name="seed dense, N=4096", mode="dense", N=4096, patterns=[]),
@@ -145,17 +144,6 @@ def torch_step(cfg, q, k, v, do, form):
     return o.detach(), q.grad, k.grad, v.grad
 
 
-def median_ms(fn, reps, warmup=1):
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(ts))
-
-
 def pattern_args(cfg):
     if cfg["mode"] == "dense":
         return []
@@ -181,7 +169,7 @@ def main():
             gen = torch.Generator().manual_seed(N)
             q, k, v, do = (torch.rand(B, N, H, D, generator=gen) * 2 - 1 for _ in range(4))
             forms = ["scores", "sdpa"] if cfg["mode"] == "longnet" else ["sdpa"]
-            times = {f: median_ms(lambda f=f: torch_step(cfg, q, k, v, do, f), args.reps) for f in forms}
+            times = {f: time_torch(lambda f=f: torch_step(cfg, q, k, v, do, f), args.reps) for f in forms}
             best = min(times, key=times.get)
             _, gq, gk, gv = torch_step(cfg, q, k, v, do, best)
             # the library: timings and its own fp64 check from rda bench

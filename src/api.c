@@ -33,6 +33,20 @@ rda_status rda_attention_forward(rda_context *ctx, const rda_config *cfg, const 
     return st;
 }
 
+/* The sampled positions of the reference entry points: nrows >= 1, each in [0, N). */
+static rda_status check_rows(rda_context *ctx, const rda_problem *p, const int64_t *rows, int64_t nrows) {
+    if (nrows < 1) {
+        rda_set_msg(ctx->msg, "nrows must be >= 1");
+        return RDA_STATUS_INVALID_ARGUMENT;
+    }
+    for (int64_t i = 0; i < nrows; i++)
+        if (rows[i] < 0 || rows[i] >= p->N) {
+            rda_set_msg(ctx->msg, "rows[%lld] = %lld is outside [0, N)", (long long)i, (long long)rows[i]);
+            return RDA_STATUS_INVALID_ARGUMENT;
+        }
+    return RDA_STATUS_SUCCESS;
+}
+
 rda_status rda_reference_rows(rda_context *ctx, const rda_config *cfg, const rda_tensor *q,
                               const rda_tensor *k, const rda_tensor *v, const int64_t *rows,
                               int64_t nrows, double *out, float *lse) {
@@ -43,16 +57,8 @@ rda_status rda_reference_rows(rda_context *ctx, const rda_config *cfg, const rda
         rda_set_msg(ctx->msg, "q, rows and out must not be NULL");
         return RDA_STATUS_NULL_POINTER;
     }
-    if ((st = rda_problem_from_config(cfg, q->shape[1], &p, ctx->msg))) return st;
-    if (nrows < 1) {
-        rda_set_msg(ctx->msg, "nrows must be >= 1");
-        return RDA_STATUS_INVALID_ARGUMENT;
-    }
-    for (int64_t i = 0; i < nrows; i++)
-        if (rows[i] < 0 || rows[i] >= p.N) {
-            rda_set_msg(ctx->msg, "rows[%lld] = %lld is outside [0, N)", (long long)i, (long long)rows[i]);
-            return RDA_STATUS_INVALID_ARGUMENT;
-        }
+    if ((st = rda_problem_from_config(cfg, q->shape[1], &p, ctx->msg)) || (st = check_rows(ctx, &p, rows, nrows)))
+        return st;
     /* q/k/v are checked as for a forward, then the real outputs (nrows rows
      * each) against them */
     int64_t shape[4] = {q->shape[0], nrows, q->shape[2], q->shape[3]};
@@ -135,16 +141,8 @@ rda_status rda_reference_backward_rows(rda_context *ctx, const rda_config *cfg, 
         rda_set_msg(ctx->msg, "q, rows, dq, dk and dv must not be NULL");
         return RDA_STATUS_NULL_POINTER;
     }
-    if ((st = rda_problem_from_config(cfg, q->shape[1], &p, ctx->msg))) return st;
-    if (nrows < 1) {
-        rda_set_msg(ctx->msg, "nrows must be >= 1");
-        return RDA_STATUS_INVALID_ARGUMENT;
-    }
-    for (int64_t i = 0; i < nrows; i++)
-        if (rows[i] < 0 || rows[i] >= p.N) {
-            rda_set_msg(ctx->msg, "rows[%lld] = %lld is outside [0, N)", (long long)i, (long long)rows[i]);
-            return RDA_STATUS_INVALID_ARGUMENT;
-        }
+    if ((st = rda_problem_from_config(cfg, q->shape[1], &p, ctx->msg)) || (st = check_rows(ctx, &p, rows, nrows)))
+        return st;
     /* the inputs as for a backward (its outputs: views of the fp64 results) */
     int64_t sq[4] = {q->shape[0], nrows, q->shape[2], q->shape[3]}, sk[4] = {q->shape[0], nrows, k ? k->shape[2] : 1, q->shape[3]};
     rda_tensor tq = rda_tensor_contiguous(dq, RDA_DTYPE_F64, 4, sq), tk = rda_tensor_contiguous(dk, RDA_DTYPE_F64, 4, sk),
