@@ -418,11 +418,15 @@ static rda_status compute_bwd_reference(bench_state *s, const rda_config *cfg, r
     ref->bwd_sampled = (double)pairs * (double)o->D > (double)o->full_ref_limit && ref->sampled;
     ref->o1 = malloc((size_t)n * es), ref->dout = malloc((size_t)n * es);
     ref->lse1 = malloc(sizeof(float) * (size_t)nl);
-    for (int i = 0; i < 3; i++) ref->grad[i] = malloc(sizeof(double) * (size_t)n);
-    double *o64 = malloc(sizeof(double) * (size_t)n), *g64 = malloc(sizeof(double) * (size_t)n);
-    void *naive[3] = {malloc((size_t)n * es), malloc((size_t)n * es), malloc((size_t)n * es)};
-    if (!ref->o1 || !ref->dout || !ref->lse1 || !ref->grad[0] || !ref->grad[1] || !ref->grad[2] || !o64 || !g64 ||
-        !naive[0] || !naive[1] || !naive[2]) {
+    /* fp64 copies and the naive backward only for the full reference */
+    const bool full = !ref->bwd_sampled;
+    const int64_t gn = full ? n : o->B * ref->m * o->H * o->D;
+    for (int i = 0; i < 3; i++) ref->grad[i] = malloc(sizeof(double) * (size_t)gn);
+    double *o64 = full ? malloc(sizeof(double) * (size_t)n) : NULL, *g64 = full ? malloc(sizeof(double) * (size_t)n) : NULL;
+    void *naive[3] = {NULL, NULL, NULL};
+    for (int i = 0; i < 3 && full; i++) naive[i] = malloc((size_t)n * es);
+    if (!ref->o1 || !ref->dout || !ref->lse1 || !ref->grad[0] || !ref->grad[1] || !ref->grad[2] ||
+        (full && (!o64 || !g64 || !naive[0] || !naive[1] || !naive[2]))) {
         st = RDA_STATUS_OUT_OF_MEMORY;
         goto done;
     }
@@ -451,8 +455,6 @@ static rda_status compute_bwd_reference(bench_state *s, const rda_config *cfg, r
     } else if ((st = rda_attention_forward(s->ctx, cfg, &s->tq, &s->tk, &s->tv, &to, &tl))) {
         goto done;
     }
-    rda_to_f64(ref->o1, o->dtype, n, o64);
-    rda_to_f64(ref->dout, o->dtype, n, g64);
     rda_tensor q64 = rda_tensor_contiguous(s->q64, RDA_DTYPE_F64, 4, shape), k64 = rda_tensor_contiguous(s->k64, RDA_DTYPE_F64, 4, shape),
                v64 = rda_tensor_contiguous(s->v64, RDA_DTYPE_F64, 4, shape), to64 = rda_tensor_contiguous(o64, RDA_DTYPE_F64, 4, shape),
                tg64 = rda_tensor_contiguous(g64, RDA_DTYPE_F64, 4, shape), r[3], nt[3];
@@ -474,6 +476,8 @@ static rda_status compute_bwd_reference(bench_state *s, const rda_config *cfg, r
         ref->bwd_ready = true;
         goto done;
     }
+    rda_to_f64(ref->o1, o->dtype, n, o64);
+    rda_to_f64(ref->dout, o->dtype, n, g64);
     if ((st = rda_attention_backward(s->ref_ctx, cfg, &q64, &k64, &v64, &to64, &tl, &tg64, &r[0], &r[1], &r[2])))
         goto done;
     rda_context_params cp = RDA_CONTEXT_PARAMS_INIT;
