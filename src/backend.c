@@ -118,8 +118,14 @@ static rda_status cpu_sync(rda_context *ctx) {
     return RDA_STATUS_SUCCESS;
 }
 
-static int cpu_copy(rda_context *ctx, void *dst, const void *src, size_t bytes) {
+static rda_status cpu_mark(rda_context *ctx, const void **ready) {
     (void)ctx;
+    *ready = NULL;
+    return RDA_STATUS_SUCCESS;
+}
+
+static int cpu_copy(rda_context *ctx, void *dst, const void *src, size_t bytes, const void *ready) {
+    (void)ctx, (void)ready;
     memcpy(dst, src, bytes);
     return 0;
 }
@@ -280,8 +286,8 @@ static rda_status cpu_bwd_finish(rda_context *ctx, const rda_problem *p, const r
 }
 
 static const rda_backend_ops cpu_ops = {"cpu",         cpu_begin,      cpu_pack_kv,  cpu_step,
-                                        cpu_finish,    cpu_sync,       cpu_copy,     cpu_alloc,
-                                        free,          cpu_clear,      cpu_bwd_begin, cpu_bwd_step,
-                                        cpu_bwd_finish};
+                                        cpu_finish,    cpu_sync,       cpu_mark,     cpu_copy,
+                                        cpu_alloc,     free,           cpu_clear,    cpu_bwd_begin,
+                                        cpu_bwd_step,  cpu_bwd_finish};
 
 const rda_backend_ops *rda_backend_cpu(void) { return &cpu_ops; }

@@ -24,12 +24,19 @@ typedef struct rda_backend_ops {
                        const rda_tensor *v, rda_tensor *o, rda_tensor *lse, int64_t *pairs);
     /* Writes every row not yet written. */
     rda_status (*finish)(rda_context *ctx, const rda_problem *p, rda_tensor *o, rda_tensor *lse);
-    /* Returns once the work issued so far is done (a buffer may then be sent). */
+    /* Returns once the work issued so far is done (a rank's time, engines
+     * that read device buffers from the host). */
     rda_status (*sync)(rda_context *ctx);
+    /* A marker of the work issued on ctx so far, for a transfer to be
+     * ordered after without a host wait. CUDA: an event recorded on the
+     * context's stream (*ready is its cudaEvent_t, valid until the next mark
+     * on ctx). CPU: NULL, as its work is done when its calls return. */
+    rda_status (*mark)(rda_context *ctx, const void **ready);
     /* Copies bytes between buffers of this backend (the in-process engine's
      * receive, a rank's rows to and from its own buffers), ordered after the
-     * work issued on ctx and complete when it returns; 0 on success. */
-    int (*copy)(rda_context *ctx, void *dst, const void *src, size_t bytes);
+     * work issued on ctx and after ready (a mark of any context of this
+     * backend, or NULL), and complete when it returns; 0 on success. */
+    int (*copy)(rda_context *ctx, void *dst, const void *src, size_t bytes, const void *ready);
     /* Memory for a rank's own copy of its rows (on ctx's device), and its release. */
     void *(*alloc)(rda_context *ctx, size_t bytes);
     void (*release)(void *p);

@@ -99,7 +99,7 @@ static int copy_rows(rda_context *ctx, const rda_backend_ops *be, const rda_tens
                               es * (size_t)(b * local->strides[0] + (rows->local[i] + r) * local->strides[1] +
                                             h * local->strides[2] + d * local->strides[3]);
                     size_t n = ranges ? (size_t)(rows->count[i] * H * D) : (size_t)run;
-                    if (be->copy(ctx, to_local ? l : f, to_local ? f : l, es * n)) return -1;
+                    if (be->copy(ctx, to_local ? l : f, to_local ? f : l, es * n, NULL)) return -1;
                 }
     return 0;
 }
@@ -116,7 +116,7 @@ static int copy_lse_rows(rda_context *ctx, const rda_backend_ops *be, const rda_
                                (rows->start[i] + r) * full->strides[2];
                     float *l = (float *)local->data + b * local->strides[0] + h * local->strides[1] +
                                (rows->local[i] + r) * local->strides[2];
-                    if (be->copy(ctx, to_local ? l : f, to_local ? f : l, sizeof(float) * (size_t)n)) return -1;
+                    if (be->copy(ctx, to_local ? l : f, to_local ? f : l, sizeof(float) * (size_t)n, NULL)) return -1;
                 }
     return 0;
 }

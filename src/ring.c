@@ -109,6 +109,7 @@ rda_status rda_ring_run(rda_context *ctx, rda_comm *comm, const rda_config *cfg,
         memcpy(blob.patterns, p.given, sizeof(blob.patterns));
         if ((st = comm->ops->agree(comm, &blob, sizeof(blob), p.timeout_seconds, msg))) goto fail;
         comm->copy = be->copy;
+        comm->sync = be->sync;
         comm->copy_ctx = ctx;
     }
 
@@ -174,10 +175,14 @@ rda_status rda_ring_run(rda_context *ctx, rda_comm *comm, const rda_config *cfg,
             send = travelling(&p, kr.total, bwd, !whole, &soff);
             recv = travelling(&p, next.total, bwd, !whole, &roff);
         }
+        /* Transfers are ordered after the rank's work by a marker of it (a
+         * device event), not by a host wait: the block sent is complete, and
+         * the last step's reads of the buffer received into are done, once
+         * the work issued so far is. */
+        const void *ready = NULL;
         if (early) {
-            /* buf[cur] complete, and the last step's reads of buf[cur ^ 1] done */
-            if ((st = be->sync(ctx))) goto fail;
-            if ((st = comm->ops->shift_start(comm, buf[cur], send, buf[cur ^ 1], recv, 1, msg))) goto fail;
+            if ((st = be->mark(ctx, &ready))) goto fail;
+            if ((st = comm->ops->shift_start(comm, buf[cur], send, buf[cur ^ 1], recv, 1, ready, msg))) goto fail;
             bytes_sent += (int64_t)send;
         }
         if (compute) {
@@ -188,9 +193,9 @@ rda_status rda_ring_run(rda_context *ctx, rda_comm *comm, const rda_config *cfg,
             if (st) goto fail;
         }
         if (more && !early) { /* the accumulators are complete once the step is */
-            if ((st = be->sync(ctx))) goto fail;
+            if ((st = be->mark(ctx, &ready))) goto fail;
             if ((st = comm->ops->shift_start(comm, (char *)buf[cur] + soff, send, (char *)buf[cur ^ 1] + roff, recv,
-                                             dir, msg)))
+                                             dir, ready, msg)))
                 goto fail;
             bytes_sent += (int64_t)send;
         }

@@ -13,9 +13,13 @@ typedef struct rda_comm_ops {
     /* Starts sending send_bytes from send to rank+dir and receiving
      * recv_bytes from rank-dir into recv (dir: +1 along the ring, -1 against
      * it; every rank of a shift passes the same dir). Both buffers stay
-     * untouched by the caller until shift_wait returns; send is only read. */
+     * untouched by the caller until shift_wait returns; send is only read.
+     * ready: the backend's marker (see rda_backend_ops.mark) after which send
+     * holds its data and recv is free; the engine orders the transfer after
+     * it on the device (an event wait) where it can, and on the host
+     * (c->sync) where it cannot. NULL: both are ready now. */
     rda_status (*shift_start)(rda_comm *c, const void *send, size_t send_bytes, void *recv,
-                              size_t recv_bytes, int dir, char *msg);
+                              size_t recv_bytes, int dir, const void *ready, char *msg);
     /* Waits for the started shift; RDA_STATUS_TIMEOUT after timeout_s. */
     rda_status (*shift_wait)(rda_comm *c, double timeout_s, char *msg);
     /* Succeeds on every rank iff all ranks passed identical bytes;
@@ -45,7 +49,10 @@ struct rda_comm {
     /* how the in-process engine copies into this rank's buffers (host memcpy,
      * or a device copy for GPU buffers, complete on return); set by the ring
      * from its backend and the rank's context */
-    int (*copy)(rda_context *ctx, void *dst, const void *src, size_t bytes); /* 0 on success */
+    int (*copy)(rda_context *ctx, void *dst, const void *src, size_t bytes, const void *ready); /* 0 on success */
+    /* a host wait for the work issued on copy_ctx (engines that read the
+     * buffers from the host), set with copy */
+    rda_status (*sync)(rda_context *ctx);
     rda_context *copy_ctx;
 };
 

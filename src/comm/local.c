@@ -13,6 +13,7 @@
 typedef struct {
     const void *ptr;
     size_t bytes;
+    const void *ready; /* the sender's marker: the copy is ordered after it */
     int full;
 } mailbox;
 
@@ -58,7 +59,7 @@ static rda_status peer_failed(local_group *g, rda_comm *c, char *msg) {
 static mailbox *box_of(local_group *g, int32_t p, int dir) { return &g->box[2 * p + (dir < 0)]; }
 
 static rda_status local_shift_start(rda_comm *c, const void *send, size_t send_bytes, void *recv,
-                                    size_t recv_bytes, int dir, char *msg) {
+                                    size_t recv_bytes, int dir, const void *ready, char *msg) {
     local_rank *lr = c->impl;
     local_group *g = lr->g;
     int32_t dst = (c->rank + dir + c->size) % c->size;
@@ -72,6 +73,7 @@ static rda_status local_shift_start(rda_comm *c, const void *send, size_t send_b
     } else {
         box_of(g, dst, dir)->ptr = send;
         box_of(g, dst, dir)->bytes = send_bytes;
+        box_of(g, dst, dir)->ready = ready; /* valid until our wait ends, which is after the copy */
         box_of(g, dst, dir)->full = 1;
         lr->recv = recv;
         lr->recv_bytes = recv_bytes;
@@ -112,11 +114,11 @@ static rda_status local_shift_wait(rda_comm *c, double timeout_s, char *msg) {
         goto done;
     }
     {
-        const void *from = in->ptr;
+        const void *from = in->ptr, *ready = in->ready;
         pthread_mutex_unlock(&g->mu); /* the sender leaves its buffer alone until we release it */
         int failed = 0;
         if (c->copy)
-            failed = c->copy(c->copy_ctx, lr->recv, from, lr->recv_bytes);
+            failed = c->copy(c->copy_ctx, lr->recv, from, lr->recv_bytes, ready);
         else
             memcpy(lr->recv, from, lr->recv_bytes);
         pthread_mutex_lock(&g->mu);

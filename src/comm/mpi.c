@@ -32,8 +32,12 @@ static rda_status mpi_fail(rda_comm *c, int err, const char *what, char *msg) {
 }
 
 static rda_status mpi_shift_start(rda_comm *c, const void *send, size_t send_bytes, void *recv,
-                                  size_t recv_bytes, int dir, char *msg) {
+                                  size_t recv_bytes, int dir, const void *ready, char *msg) {
     mpi_rank *m = c->impl;
+    rda_status st;
+    /* MPI reads and writes the buffers from the host: the rank's device
+     * work (a CUDA context with a CUDA-aware MPI) must be done first */
+    if (ready && c->sync && (st = c->sync(c->copy_ctx))) return st;
     if (send_bytes > INT_MAX || recv_bytes > INT_MAX) {
         rda_set_msg(msg, "rank %d: a key/value block of more than %d bytes (use more ranks)", c->rank,
                     INT_MAX);

@@ -66,7 +66,7 @@ static rda_status poll_done(rda_comm *c, double timeout_s, const char *what, cha
 }
 
 static rda_status nccl_shift_start(rda_comm *c, const void *send, size_t send_bytes, void *recv,
-                                   size_t recv_bytes, int dir, char *msg) {
+                                   size_t recv_bytes, int dir, const void *ready, char *msg) {
     nccl_rank *n = c->impl;
     if (n->aborted) {
         rda_set_msg(msg, "rank %d: the ring was torn down by an earlier failure", c->rank);
@@ -75,6 +75,12 @@ static rda_status nccl_shift_start(rda_comm *c, const void *send, size_t send_by
     cudaSetDevice(n->device);
     int next = (c->rank + dir + c->size) % c->size, prev = (c->rank - dir + c->size) % c->size;
     n->dir = dir;
+    /* after the rank's work on its own stream, with no host wait */
+    if (ready && cudaStreamWaitEvent(n->stream, (cudaEvent_t)(void *)ready, 0) != cudaSuccess) {
+        rda_set_msg(msg, "rank %d: ordering the transfer after the rank's work failed", c->rank);
+        teardown(c);
+        return RDA_STATUS_COMM_ERROR;
+    }
     ncclResult_t r = ncclGroupStart();
     if (r == ncclSuccess) r = ncclSend(send, send_bytes, ncclChar, next, n->comm, n->stream);
     if (r == ncclSuccess) r = ncclRecv(recv, recv_bytes, ncclChar, prev, n->comm, n->stream);

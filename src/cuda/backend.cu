@@ -34,6 +34,7 @@ typedef struct {
     cudaStream_t stream;
     cudaStream_t owned;   /* the stream the context created (0: none) */
     cudaEvent_t switched; /* orders a new stream after the old one (rda_context_set_stream) */
+    cudaEvent_t ready;    /* the ring's marks: a transfer waits for it instead of the host */
     bool capturing;       /* the call in progress is being captured into a graph */
     bool captured;        /* a graph may refer to the workspace: keep old blocks when it grows */
     void **retired;       /* those old blocks, freed with the context */
@@ -205,6 +206,7 @@ static rda_status context_init(rda_context *ctx, int32_t device, void *stream, r
         c->stream = c->owned;
     }
     CUDA_TRY(cudaEventCreateWithFlags(&c->switched, cudaEventDisableTiming));
+    CUDA_TRY(cudaEventCreateWithFlags(&c->ready, cudaEventDisableTiming));
     CUDA_TRY(cudaFuncSetAttribute(attend_mma<__half, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   (int)mma_smem_bytes<128>()));
     CUDA_TRY(cudaFuncSetAttribute(attend_mma<__nv_bfloat16, 128>,
@@ -231,6 +233,7 @@ extern "C" void rda_cuda_context_destroy(rda_context *ctx) {
         cudaFreeHost(c->tables[i].host);
     }
     if (c->switched) cudaEventDestroy(c->switched);
+    if (c->ready) cudaEventDestroy(c->ready);
     if (c->owned) cudaStreamDestroy(c->owned);
     free(c);
     ctx->cuda = NULL;
@@ -749,12 +752,28 @@ static rda_status cuda_finish(rda_context *ctx, const rda_problem *p, rda_tensor
 
 static rda_status cuda_sync(rda_context *ctx) { return rda_cuda_synchronize(ctx); }
 
-/* On the context's own stream, then waited for: a plain cudaMemcpy between
- * device buffers returns before the copy is done and runs on the legacy
- * default stream, which the context's non-blocking stream does not wait for,
- * so the next kernel could read a block still being copied. */
-static int cuda_copy(rda_context *ctx, void *dst, const void *src, size_t bytes) {
+static rda_status cuda_mark(rda_context *ctx, const void **ready) {
+    cuda_ctx *c = cctx(ctx);
+    int prev = rda_cuda_get_device();
+    cudaError_t e = cudaSetDevice(c->device);
+    if (e == cudaSuccess) e = cudaEventRecord(c->ready, c->stream);
+    rda_cuda_set_device(prev);
+    if (e != cudaSuccess) {
+        rda_set_msg(ctx->msg, "recording the ring's marker: %s", cudaGetErrorString(e));
+        return RDA_STATUS_DEVICE_ERROR;
+    }
+    *ready = c->ready;
+    return RDA_STATUS_SUCCESS;
+}
+
+/* On the context's own stream, after the sender's marker (an event of
+ * another context, on any device), then waited for: a plain cudaMemcpy
+ * between device buffers returns before the copy is done and runs on the
+ * legacy default stream, which the context's non-blocking stream does not
+ * wait for, so the next kernel could read a block still being copied. */
+static int cuda_copy(rda_context *ctx, void *dst, const void *src, size_t bytes, const void *ready) {
     cudaStream_t s = cctx(ctx)->stream;
+    if (ready && cudaStreamWaitEvent(s, (cudaEvent_t)const_cast<void *>(ready), 0) != cudaSuccess) return -1;
     if (cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, s) != cudaSuccess) return -1;
     return cudaStreamSynchronize(s) == cudaSuccess ? 0 : -1;
 }
@@ -774,7 +793,7 @@ static rda_status cuda_clear(rda_context *ctx, void *dst, size_t bytes) {
 
 /* (no backward kernels yet: the backward entries stay NULL) */
 static const rda_backend_ops cuda_ops = {"cuda",    cuda_begin, cuda_pack_kv, cuda_step,    cuda_finish,
-                                         cuda_sync, cuda_copy,  cuda_alloc,   cuda_release, cuda_clear,
-                                         NULL,      NULL,       NULL};
+                                         cuda_sync, cuda_mark,  cuda_copy,    cuda_alloc,   cuda_release,
+                                         cuda_clear, NULL,      NULL,         NULL};
 
 extern "C" const rda_backend_ops *rda_backend_cuda(void) { return &cuda_ops; }
