@@ -70,7 +70,7 @@ def block_attention_lse(q, k, v, causal, form):
     s = (q @ k.transpose(-1, -2)) * scale
     if causal:
         m = s.shape[-1]
-        s = s.masked_fill(torch.ones(m, m, dtype=torch.bool).triu(1), float("-inf"))
+        s = s.masked_fill(torch.ones(m, m, dtype=torch.bool, device=s.device).triu(1), float("-inf"))
     lse = torch.logsumexp(s, dim=-1)
     if form == "scores":
         o = torch.exp(s - lse.unsqueeze(-1)) @ v
@@ -84,9 +84,9 @@ def longnet_forward(q, k, v, patterns, causal, form):
     outs, lses = [], []
     for w, r in patterns:
         o_i = torch.zeros_like(q)
-        l_i = torch.full((B, H, N), float("-inf"))
+        l_i = torch.full((B, H, N), float("-inf"), device=q.device)
         for off in range(min(r, H)):
-            hs = torch.tensor(list(range(off, H, r)))
+            hs = torch.tensor(list(range(off, H, r)), device=q.device)
             h = len(hs)
             qb, kb, vb = (dict(blocks(x[:, :, hs], w, r, off)) for x in (q, k, v))
             o_parts, l_parts = [], []
@@ -95,15 +95,15 @@ def longnet_forward(q, k, v, patterns, causal, form):
             for a, e, seg, count in pieces:
                 key = next((sh for sh in qb if sh[0] == a), None)
                 if key is None:  # no selected row in this piece
-                    o_parts.append(torch.zeros(B, e - a, h, D))
-                    l_parts.append(torch.full((B, h, e - a), float("-inf")))
+                    o_parts.append(torch.zeros(B, e - a, h, D, dtype=q.dtype, device=q.device))
+                    l_parts.append(torch.full((B, h, e - a), float("-inf"), device=q.device))
                     continue
                 m = key[4]
                 o, l = block_attention_lse(qb[key], kb[key], vb[key], causal, form)
-                full = torch.zeros(B, count, seg, h, D)
+                full = torch.zeros(B, count, seg, h, D, dtype=q.dtype, device=q.device)
                 full[:, :, off::r] = o.reshape(B, count, h, m, D).permute(0, 1, 3, 2, 4)
                 o_parts.append(full.reshape(B, e - a, h, D))
-                lb = torch.full((B, h, count, seg), float("-inf"))
+                lb = torch.full((B, h, count, seg), float("-inf"), device=q.device)
                 lb[:, :, :, off::r] = l.reshape(B, count, h, m).permute(0, 2, 1, 3)
                 l_parts.append(lb.reshape(B, h, e - a))
             o_i = o_i.index_add(2, hs, torch.cat(o_parts, dim=1))

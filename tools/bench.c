@@ -844,8 +844,9 @@ int bench_main(int argc, char **argv) {
         int64_t n = o->B * s.N * o->H * o->D;
         size_t es = rda_dtype_size(o->dtype);
         /* inputs on the GPU when no row needs the whole reference (long
-         * sequences): nothing of size N made or converted on the host */
-        s.dev_inputs = use_gpu && nt > 0;
+         * sequences): nothing of size N made or converted on the host; not
+         * with --backward, whose check needs Q, O and dO on the host */
+        s.dev_inputs = use_gpu && nt > 0 && !o->backward;
         for (int32_t t = 0; t < nt && s.dev_inputs; t++) {
             int64_t pairs = 0;
             rda_count_pairs(todo[t].dilated ? &dil : &dense, o->B, s.N, o->H, &pairs);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attend_bwd.cuh"
 #include "attend_wgmma.cuh"
 
 extern "C" {
@@ -60,6 +61,7 @@ typedef struct {
     rda_phase phase;          /* host tables (built by the shared planner) */
     const rda_tensor *q, *k, *v;
     float qscale;
+    float *dq, *delta; /* the backward in progress: the rank's fp32 dQ and Delta */
 } cuda_ctx;
 
 #define CUDA_TRY(call)                                                                        \
@@ -209,6 +211,15 @@ static rda_status context_init(rda_context *ctx, int32_t device, void *stream, r
     CUDA_TRY(cudaEventCreateWithFlags(&c->ready, cudaEventDisableTiming));
     CUDA_TRY(cudaFuncSetAttribute(attend_mma<__half, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   (int)mma_smem_bytes<128>()));
+    {
+        const int bwd_max = (int)bwd_smem_bytes(GENERIC_MAX_D, bwd_tile_rows(GENERIC_MAX_D)) >
+                                    (int)bwd_smem_bytes(128, bwd_tile_rows(128))
+                                ? (int)bwd_smem_bytes(GENERIC_MAX_D, bwd_tile_rows(GENERIC_MAX_D))
+                                : (int)bwd_smem_bytes(128, bwd_tile_rows(128));
+        CUDA_TRY(cudaFuncSetAttribute(attend_bwd<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize, bwd_max));
+        CUDA_TRY(cudaFuncSetAttribute(attend_bwd<__nv_bfloat16>, cudaFuncAttributeMaxDynamicSharedMemorySize, bwd_max));
+        CUDA_TRY(cudaFuncSetAttribute(attend_bwd<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, bwd_max));
+    }
     CUDA_TRY(cudaFuncSetAttribute(attend_mma<__nv_bfloat16, 128>,
                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mma_smem_bytes<128>()));
     /* the D = 64 Hopper kernel family, for tests and measurements */
@@ -639,17 +650,10 @@ typedef struct {
     rda_tensor *o, *lse;
 } step_arg;
 
-static rda_status run_phase(void *arg, const rda_phase *ph) {
-    step_arg *sa = static_cast<step_arg *>(arg);
-    rda_context *ctx = sa->ctx;
-    cuda_ctx *c = cctx(ctx);
-    cudaStream_t s = c->stream;
-    /* the tables: small ones inside the launch's argument block; larger
-     * ones uploaded behind the previous launch on the same stream, in one
-     * copy (host and device tables are carved alike, so one span of the
-     * host arena maps onto the device tables) */
-    attend_args a;
-    fill_args(&a, c, sa->p, sa->q, sa->k, sa->v, sa->o, sa->lse);
+/* The tables of phase ph into a launch's arguments: small ones inside the
+ * argument block itself; larger ones uploaded behind the previous launch on
+ * the same stream, in one copy, and kept in the context's cache. */
+static rda_status phase_tables(rda_context *ctx, const rda_phase *ph, attend_args &a) {
     const size_t bj = RDA_ALIGN16(sizeof(rda_job) * (size_t)ph->njobs),
                  bt = RDA_ALIGN16(sizeof(rda_tile) * (size_t)ph->ntiles),
                  bh = RDA_ALIGN16(sizeof(int64_t) * (size_t)ph->nheads), bc = sizeof(rda_class) * (size_t)ph->nclasses;
@@ -680,6 +684,18 @@ static rda_status run_phase(void *arg, const rda_phase *ph) {
         rda_set_msg(ctx->msg, "too many work items in one step (%lld)", (long long)ph->items);
         return RDA_STATUS_UNSUPPORTED;
     }
+    return RDA_STATUS_SUCCESS;
+}
+
+static rda_status run_phase(void *arg, const rda_phase *ph) {
+    step_arg *sa = static_cast<step_arg *>(arg);
+    rda_context *ctx = sa->ctx;
+    cuda_ctx *c = cctx(ctx);
+    cudaStream_t s = c->stream;
+    attend_args a;
+    fill_args(&a, c, sa->p, sa->q, sa->k, sa->v, sa->o, sa->lse);
+    rda_status st = phase_tables(ctx, ph, a);
+    if (st) return st;
     dim3 grid((unsigned)ph->items);
     const bool mma = mma_ok(sa->p, sa->q, sa->k, sa->v, sa->o);
     if (mma && c->wgmma) {
@@ -791,9 +807,158 @@ static rda_status cuda_clear(rda_context *ctx, void *dst, size_t bytes) {
     return RDA_STATUS_SUCCESS;
 }
 
-/* (no backward kernels yet: the backward entries stay NULL) */
-static const rda_backend_ops cuda_ops = {"cuda",    cuda_begin, cuda_pack_kv, cuda_step,    cuda_finish,
-                                         cuda_sync, cuda_mark,  cuda_copy,    cuda_alloc,   cuda_release,
-                                         cuda_clear, NULL,      NULL,         NULL};
+/* ---- backward (attend_bwd.cuh) ---- */
+
+static rda_status cuda_bwd_begin(rda_context *ctx, const rda_problem *p, const rda_rows *qr, int64_t nk_max,
+                                 size_t block, void *kv[2], const rda_bwd_tensors *t) {
+    (void)nk_max;
+    cuda_ctx *c = cctx(ctx);
+    rda_status st;
+    CUDA_TRY(cudaSetDevice(c->device));
+    if ((st = check_capture(ctx, c))) return st;
+    static const char *names[4] = {"o", "dout", "dk", "dv"};
+    const rda_tensor *more[4] = {t->o, t->dout, t->dk, t->dv};
+    for (int i = 0; i < 4; i++)
+        if (!on_device(more[i]->data)) {
+            rda_set_msg(ctx->msg, "tensor %s is not in device memory (the CUDA backend takes device pointers)",
+                        names[i]);
+            return RDA_STATUS_INVALID_ARGUMENT;
+        }
+    const int64_t n = qr->total, rows_hd = p->B * n * p->H, bq = bwd_tile_rows(p->D);
+    const size_t tables = rda_plan_phase_bytes(p, qr, bq);
+    rda_carver hc;
+    if ((st = rda_context_reserve(ctx, tables, &hc))) return st;
+    if ((st = rda_plan_phase_init(&c->phase, &hc, p, qr, bq))) return st;
+    c->phase.zero_uncovered = false; /* rows no key reaches keep dQ = 0 */
+    const size_t home = block ? 0 : 2 * sizeof(float) * (size_t)(p->B * n * p->Hkv * p->D);
+    const size_t need = RDA_ALIGN(sizeof(float) * (size_t)(rows_hd * p->D)) + RDA_ALIGN(sizeof(float) * (size_t)rows_hd) +
+                        (block ? 2 * RDA_ALIGN(block) : RDA_ALIGN(home));
+    if ((st = reserve_device(ctx, need))) return st;
+    c->clean_l = 0; /* the forward's row state at the start of the workspace is overwritten */
+    rda_carver dc = {static_cast<char *>(c->dws), need};
+    c->dq = static_cast<float *>(rda_carve(&dc, sizeof(float) * (size_t)(rows_hd * p->D)));
+    c->delta = static_cast<float *>(rda_carve(&dc, sizeof(float) * (size_t)rows_hd));
+    if (block) {
+        kv[0] = rda_carve(&dc, block);
+        kv[1] = rda_carve(&dc, block);
+    } else {
+        kv[0] = rda_carve(&dc, home);
+        kv[1] = NULL;
+        if (kv[0]) CUDA_TRY(cudaMemsetAsync(kv[0], 0, home, c->stream));
+    }
+    if (!c->delta || !kv[0] || (block && !kv[1])) {
+        rda_set_msg(ctx->msg, "internal error: CUDA backward workspace sizing (%s:%d)", __FILE__, __LINE__);
+        return RDA_STATUS_INTERNAL;
+    }
+    c->n = n;
+    ctx->ws_used = tables + need;
+    CUDA_TRY(cudaMemsetAsync(c->dq, 0, sizeof(float) * (size_t)(rows_hd * p->D), c->stream));
+    if (rows_hd > 0) {
+        const rda_tensor *o = t->o, *g = t->dout;
+        const unsigned grid = (unsigned)min((rows_hd + 7) / 8, (int64_t)65535);
+#define RDA_DELTA(T)                                                                                              \
+    bwd_delta<T><<<grid, 256, 0, c->stream>>>(static_cast<const T *>(o->data), o->strides[0], o->strides[1],      \
+                                              o->strides[2], o->strides[3], static_cast<const T *>(g->data),      \
+                                              g->strides[0], g->strides[1], g->strides[2], g->strides[3],         \
+                                              c->delta, p->B, n, p->H, p->D)
+        switch (p->dtype) {
+        case RDA_DTYPE_F16: RDA_DELTA(__half); break;
+        case RDA_DTYPE_BF16: RDA_DELTA(__nv_bfloat16); break;
+        default: RDA_DELTA(float); break;
+        }
+#undef RDA_DELTA
+        CUDA_LAUNCHED();
+    }
+    return RDA_STATUS_SUCCESS;
+}
+
+typedef struct {
+    rda_context *ctx;
+    const rda_problem *p;
+    const rda_bwd_tensors *t;
+    const rda_tensor *k, *v;
+    float *dk, *dv;
+    int64_t nk;
+} bwd_step_arg;
+
+static rda_status run_bwd_phase(void *arg, const rda_phase *ph) {
+    bwd_step_arg *sa = static_cast<bwd_step_arg *>(arg);
+    rda_context *ctx = sa->ctx;
+    cuda_ctx *c = cctx(ctx);
+    const rda_problem *p = sa->p;
+    if (ph->items == 0) return RDA_STATUS_SUCCESS;
+    attend_args a;
+    fill_args(&a, c, p, sa->t->q, sa->k, sa->v, NULL, const_cast<rda_tensor *>(sa->t->lse)); /* (read only) */
+    a.dout = sa->t->dout->data;
+    for (int i = 0; i < 4; i++) a.gs[i] = sa->t->dout->strides[i];
+    a.dq = c->dq;
+    a.delta = c->delta;
+    a.dk = sa->dk;
+    a.dv = sa->dv;
+    a.nk = sa->nk;
+    a.scale = (float)(p->scale != 0.0 ? p->scale : 1.0 / sqrt((double)p->D));
+    rda_status st = phase_tables(ctx, ph, a);
+    if (st) return st;
+    const dim3 grid((unsigned)ph->items);
+    const size_t smem = bwd_smem_bytes(p->D, ph->bq);
+    switch (p->dtype) {
+    case RDA_DTYPE_F16: attend_bwd<__half><<<grid, BWD_THREADS, smem, c->stream>>>(a); break;
+    case RDA_DTYPE_BF16: attend_bwd<__nv_bfloat16><<<grid, BWD_THREADS, smem, c->stream>>>(a); break;
+    default: attend_bwd<float><<<grid, BWD_THREADS, smem, c->stream>>>(a); break;
+    }
+    CUDA_LAUNCHED();
+    return RDA_STATUS_SUCCESS;
+}
+
+static rda_status cuda_bwd_step(rda_context *ctx, const rda_problem *p, const rda_rows *qr, const rda_rows *kr,
+                                const rda_bwd_tensors *t, const rda_tensor *k, const rda_tensor *v, float *dk,
+                                float *dv, int64_t *pairs) {
+    cuda_ctx *c = cctx(ctx);
+    const double scale = p->scale != 0.0 ? p->scale : 1.0 / sqrt((double)p->D);
+    c->qscale = (float)(scale * 1.4426950408889634);
+    bwd_step_arg sa = {ctx, p, t, k, v, dk, dv, kr->total};
+    /* one phase's items own their query rows (dQ without atomics); key rows
+     * are shared (atomics), so both query ranges of a rank plan together */
+    return rda_plan_step(&c->phase, p, qr, kr, false, run_bwd_phase, &sa, pairs, ctx->msg);
+}
+
+static rda_status store_f32(rda_context *ctx, rda_tensor *t, const float *src, int64_t B, int64_t n, int64_t H,
+                            int64_t D) {
+    cuda_ctx *c = cctx(ctx);
+    const int64_t total = B * n * H * D;
+    if (total == 0) return RDA_STATUS_SUCCESS;
+    const unsigned grid = (unsigned)min((total + 255) / 256, (int64_t)65535);
+    const int64_t *s = t->strides;
+    switch (t->dtype) {
+    case RDA_DTYPE_F16:
+        store_rows_f32<__half><<<grid, 256, 0, c->stream>>>(static_cast<__half *>(t->data), s[0], s[1], s[2], s[3],
+                                                             src, B, n, H, D);
+        break;
+    case RDA_DTYPE_BF16:
+        store_rows_f32<__nv_bfloat16><<<grid, 256, 0, c->stream>>>(static_cast<__nv_bfloat16 *>(t->data), s[0],
+                                                                    s[1], s[2], s[3], src, B, n, H, D);
+        break;
+    default:
+        store_rows_f32<float><<<grid, 256, 0, c->stream>>>(static_cast<float *>(t->data), s[0], s[1], s[2], s[3],
+                                                            src, B, n, H, D);
+        break;
+    }
+    CUDA_LAUNCHED();
+    return RDA_STATUS_SUCCESS;
+}
+
+static rda_status cuda_bwd_finish(rda_context *ctx, const rda_problem *p, const rda_bwd_tensors *t, const float *dk,
+                                  const float *dv) {
+    cuda_ctx *c = cctx(ctx);
+    rda_status st;
+    if ((st = store_f32(ctx, t->dq, c->dq, p->B, c->n, p->H, p->D))) return st;
+    if ((st = store_f32(ctx, t->dk, dk, p->B, c->n, p->Hkv, p->D))) return st;
+    return store_f32(ctx, t->dv, dv, p->B, c->n, p->Hkv, p->D);
+}
+
+static const rda_backend_ops cuda_ops = {"cuda",         cuda_begin,     cuda_pack_kv, cuda_step,
+                                         cuda_finish,    cuda_sync,      cuda_mark,    cuda_copy,
+                                         cuda_alloc,     cuda_release,   cuda_clear,   cuda_bwd_begin,
+                                         cuda_bwd_step,  cuda_bwd_finish};
 
 extern "C" const rda_backend_ops *rda_backend_cuda(void) { return &cuda_ops; }

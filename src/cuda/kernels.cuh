@@ -55,6 +55,14 @@ struct attend_args {
      * call is written by exactly one final work item) */
     float done_l;
     int64_t zero_bq; /* rows per tile of a zero-output job (one without keys) */
+    /* backward (attend_bwd.cuh): dO [B, n, H, D] (strides gs); the rank's
+     * fp32 dQ [B, n, H, D] and Delta [B, n, H]; the key block's fp32 dK and
+     * dV accumulators [B, nk, Hkv, D]; the softmax scale */
+    const void *dout;
+    int64_t gs[4];
+    float *dq, *delta, *dk, *dv;
+    int64_t nk;
+    float scale;
     /* Small tables travel inside the launch itself (no copy before it):
      * jobs at tab[0], the others at their offsets. */
     int32_t tab_inline;
@@ -87,15 +95,16 @@ __device__ __forceinline__ float ex2_poly(float x) {
     return __int_as_float(__float_as_int(p) + (__float_as_int(t) << 23));
 }
 
-template <typename T> __device__ __forceinline__ float to_f32(T x);
-template <> __device__ __forceinline__ float to_f32<float>(float x) { return x; }
-template <> __device__ __forceinline__ float to_f32<__half>(__half x) { return __half2float(x); }
-template <> __device__ __forceinline__ float to_f32<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
+/* (host and device: dev/cuda/bwd_check.cu runs the backward's tile code on the host) */
+template <typename T> __host__ __device__ __forceinline__ float to_f32(T x);
+template <> __host__ __device__ __forceinline__ float to_f32<float>(float x) { return x; }
+template <> __host__ __device__ __forceinline__ float to_f32<__half>(__half x) { return __half2float(x); }
+template <> __host__ __device__ __forceinline__ float to_f32<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
 
-template <typename T> __device__ __forceinline__ T from_f32(float x);
-template <> __device__ __forceinline__ float from_f32<float>(float x) { return x; }
-template <> __device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half_rn(x); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+template <typename T> __host__ __device__ __forceinline__ T from_f32(float x);
+template <> __host__ __device__ __forceinline__ float from_f32<float>(float x) { return x; }
+template <> __host__ __device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half_rn(x); }
+template <> __host__ __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
 
 /* The work item of this CTA: class, job, first query of its tile, batch
  * and head. (Kernels taking `a` by address need it __grid_constant__.) */
@@ -105,7 +114,7 @@ struct item_pos {
     int64_t first, b, h, kh;
 };
 
-__device__ __forceinline__ item_pos decode_item(const attend_args &a, int64_t item) {
+__host__ __device__ __forceinline__ item_pos decode_item(const attend_args &a, int64_t item) {
     const bool in = a.tab_inline;
     const rda_class *classes = in ? reinterpret_cast<const rda_class *>(a.tab + a.off_classes) : a.classes;
     const rda_tile *tiles = in ? reinterpret_cast<const rda_tile *>(a.tab + a.off_tiles) : a.tiles;

@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Training step on one GPU, side by side: this library's backward and
+forward+backward against PyTorch's autograd of the same function, fp16,
+B=1, H=8, one run.
+
+PyTorch (autograd, loss = sum(dO * O); CUDA-event medians after warm-up):
+  dense    scaled_dot_product_attention on [B, H, N, D], timed with SDPA
+           restricted to cuDNN's fused attention (its default on Hopper) and
+           to its FlashAttention backend; the backward is forward+backward
+           minus the forward
+  groups   bench/pytorch_baseline.py's gather + SDPA per segment, scattered
+           back, / G, on both backends
+  longnet  bench/cpu_backward.py's per-segment blocks with a differentiable
+           log-sum-exp (scores materialised, or SDPA plus a logsumexp of the
+           scores), then the LSE-weighted merge; the faster form counts
+The library's side is `rda bench --backend cuda --backward` (host wall time
+of each call plus a synchronize; medians after warm-up), which also checks
+its gradients against the fp64 reference (sampled rows for long sequences).
+
+    python3 bench/gpu_backward.py [--rda build-gpu/rda] [--reps 5] [--configs NAME,...]
+
+Prints one Markdown table; writes bench/results/gpu_backward.json.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cpu_backward import longnet_forward, pattern_args  # noqa: E402
+from pytorch_baseline import gathered_attention, head_groups, time_torch  # noqa: E402
+
+LN = [(2048, 1), (4096, 2), (8192, 4), (16384, 8)]
+CONFIGS = [dict(name=f"dense D={D} N={N}{' causal' if c else ''}", mode="dense", N=N, D=D, causal=c, patterns=[])
+           for D in (64, 128) for N in (16384, 65536) for c in (False, True)]
+CONFIGS += [
+    dict(name="seed groups N=4096", mode="groups", N=4096, D=64, causal=False, patterns=[(1024, 1), (2048, 2)]),
+    dict(name="seed groups N=1048576", mode="groups", N=1048576, D=64, causal=False,
+         patterns=[(1024, 1), (2048, 2)]),
+    dict(name="LongNet-like longnet N=524288", mode="longnet", N=524288, D=64, causal=False, patterns=LN),
+    dict(name="LongNet-like longnet N=524288 causal", mode="longnet", N=524288, D=64, causal=True, patterns=LN),
+]
+BACKENDS = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION}
+
+
+def torch_out(cfg, q, k, v, form):
+    """q, k, v: [B, N, H, D]."""
+    if cfg["mode"] == "dense":
+        return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                              is_causal=cfg["causal"]).transpose(1, 2)
+    if cfg["mode"] == "groups":
+        G, parts = len(cfg["patterns"]), []
+        for g, (h0, h1) in enumerate(head_groups(q.shape[2], G)):
+            w, r = cfg["patterns"][g]
+            o, _ = gathered_attention(q[:, :, h0:h1], k[:, :, h0:h1], v[:, :, h0:h1], w, r, g % r, cfg["causal"], False)
+            parts.append(o / G)
+        return torch.cat(parts, dim=2)
+    return longnet_forward(q, k, v, cfg["patterns"], cfg["causal"], form)
+
+
+def torch_times(cfg, q, k, v, do, reps):
+    """{(backend, form): (forward ms, forward+backward ms)}"""
+    out = {}
+    combos = [(b, "sdpa") for b in BACKENDS]
+    if cfg["mode"] == "longnet":  # (the scores form calls no SDPA backend)
+        combos.append(("cudnn", "scores"))
+    for bname, form in combos:
+        backend = BACKENDS[bname]
+        qq, kk, vv = (x.detach().requires_grad_(True) for x in (q, k, v))
+
+        def fwd():
+            with torch.no_grad(), sdpa_kernel([backend]):
+                torch_out(cfg, qq, kk, vv, form)
+
+        def step():
+            with sdpa_kernel([backend]):
+                o = torch_out(cfg, qq, kk, vv, form)
+            (o.float() * do).sum().backward()
+            qq.grad = kk.grad = vv.grad = None
+
+        try:
+            out[(bname, form)] = (time_torch(fwd, reps, cuda=True), time_torch(step, reps, cuda=True))
+        except RuntimeError as e:  # a backend that does not take the shape
+            print(f"{cfg['name']}: {bname}/{form}: {str(e).splitlines()[0]}", file=sys.stderr)
+        torch.cuda.empty_cache()
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rda", default=os.path.join(os.path.dirname(__file__), "..", "build-gpu", "rda"))
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--configs", default="", help="comma-separated name prefixes (default: all)")
+    args = ap.parse_args()
+    B, H = 1, 8
+    rows = []
+    configs = [c for c in CONFIGS if not args.configs or any(c["name"].startswith(p) for p in args.configs.split(","))]
+    with tempfile.TemporaryDirectory() as tmp:
+        for cfg in configs:
+            N, D = cfg["N"], cfg["D"]
+            gen = torch.Generator(device="cuda").manual_seed(N)
+            q, k, v, do = (torch.rand(B, N, H, D, generator=gen, device="cuda", dtype=torch.float16) * 2 - 1
+                           for _ in range(4))
+            tt = torch_times(cfg, q, k, v, do, args.reps)
+            del q, k, v, do
+            torch.cuda.empty_cache()
+            md, js = os.path.join(tmp, "r.md"), os.path.join(tmp, "r.json")
+            variant = "StandardRingAttention" if cfg["mode"] == "dense" else "ImprovedDilatedAttention"
+            cmd = [args.rda, "bench", "--backend", "cuda", "--dtype", "fp16", "--seq-lens", str(N), "--heads", str(H),
+                   "--head-dim", str(D), "--variants", variant, "--ring-sizes", "1", "--reps", str(args.reps),
+                   "--backward", "--quiet", "--out-md", md, "--out-json", js] + pattern_args(cfg)
+            if N > 8192:  # the check on 1024 sampled rows per (batch, head), as SPEC.md allows
+                cmd += ["--full-ref-limit", "1e10"]
+            if cfg["causal"]:
+                cmd.append("--causal")
+            r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            ours = json.load(open(js))["rows"][0] if r.returncode == 0 else {}
+            if r.returncode:
+                print(f"{cfg['name']}: rda bench failed: {r.stderr.strip()[-300:]}", file=sys.stderr)
+            best = min(tt, key=lambda key: tt[key][1]) if tt else None
+            rows.append(dict(name=cfg["name"], N=N, D=D, causal=cfg["causal"],
+                             torch={f"{b}/{f}": dict(forward_ms=t[0], fwd_bwd_ms=t[1], backward_ms=t[1] - t[0])
+                                    for (b, f), t in tt.items()},
+                             torch_best="/".join(best) if best else None,
+                             rda_forward_ms=ours.get("time_ms"), rda_backward_ms=ours.get("backward_ms"),
+                             rda_fwd_bwd_ms=ours.get("fwd_bwd_ms"), rda_backward_tflops=ours.get("backward_tflops"),
+                             rda_correct=ours.get("correctness"), rda_grad_correct=ours.get("grad_correctness")))
+    dev = torch.cuda.get_device_name()
+    print(f"GPU: {dev}; torch {torch.__version__}; fp16, B={B} H={H}; median of {args.reps}")
+    print("| work | rda backward (ms) | rda fwd+bwd (ms) | PyTorch backward cuDNN / flash (ms) "
+          "| PyTorch fwd+bwd best (ms) | backward ratio | fwd+bwd ratio | rda grads |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        t = r["torch"]
+        bw = {b: min((v["backward_ms"] for k, v in t.items() if k.startswith(b)), default=float("nan"))
+              for b in BACKENDS}
+        best_fb = t[r["torch_best"]]["fwd_bwd_ms"] if r["torch_best"] else float("nan")
+        ours_b, ours_fb = r["rda_backward_ms"] or float("nan"), r["rda_fwd_bwd_ms"] or float("nan")
+        best_b = min(bw.values())
+        g = {1: "pass", 0: "FAIL"}.get(r["rda_grad_correct"], "n/a")
+        print(f"| {r['name']} | {ours_b:.2f} | {ours_fb:.2f} | {bw['cudnn']:.2f} / {bw['flash']:.2f} | "
+              f"{best_fb:.2f} ({r['torch_best']}) | {best_b / ours_b:.3f}x | {best_fb / ours_fb:.3f}x | {g} |")
+    out = os.path.join(os.path.dirname(__file__), "results", "gpu_backward.json")
+    with open(out, "w") as f:
+        json.dump(dict(gpu=dev, torch=torch.__version__, reps=args.reps, rows=rows), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
