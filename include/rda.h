@@ -328,9 +328,10 @@ RDA_API rda_status rda_reference_backward_rows(rda_context *ctx, const rda_confi
  * - One element type for q, k, v, o, dout, dq, dk, dv; strides as for the
  *   forward. dq, dk and dv must not overlap any input or each other
  *   (RDA_STATUS_ALIASING); the inputs may alias each other.
- * - Accumulation is fp32 on the fast paths, fp64 on the reference backend;
- *   the CPU backends compute it; a CUDA context answers
- *   RDA_STATUS_UNSUPPORTED for now. */
+ * - Accumulation is fp32 on the fast paths, fp64 on the reference backend.
+ *   A CUDA context takes device tensors and orders the work on its stream;
+ *   its dK and dV are sums by fp32 atomics, so they are not bit-identical
+ *   from run to run. */
 RDA_API rda_status rda_attention_backward(rda_context *ctx, const rda_config *cfg,
                                           const rda_tensor *q, const rda_tensor *k,
                                           const rda_tensor *v, const rda_tensor *o,

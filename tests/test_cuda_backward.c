@@ -287,7 +287,15 @@ static void graph_case(uint64_t seed) {
     cudaStreamDestroy(s);
 }
 
+/* progress after each part (a run cut short still says how far it got) */
+static double t_start;
+static void part_done(const char *part) {
+    printf("  %s: %d passed, %d failed so far (%.0f s)\n", part, h_pass, h_fail, rda_now() - t_start);
+    fflush(stdout);
+}
+
 int main(void) {
+    t_start = rda_now();
     if (!rda_cuda_available()) {
         printf("test_cuda_backward: no CUDA device, skipped\n");
         return 77;
@@ -322,12 +330,13 @@ int main(void) {
                         rda_config cfg = config((rda_mode)mode, causal, pt == geo ? 4 : 2, pt);
                         bwd_case(s, cfg, dts[ti], 1, seed++, "");
                     }
+    part_done("one rank, N <= 4097");
     /* D = 256 (the largest head dim, smaller tiles) */
     for (int mode = 0; mode < 3 && !quick; mode++)
         bwd_case((size5){1, 700, 2, 1, 256}, config((rda_mode)mode, mode != 1, 4, geo), RDA_DTYPE_BF16, 1, seed++,
                  "");
-    /* strided (non-contiguous) views are covered by the CPU suite's
-     * validation; rings: P = 2..8, both layouts, N divisible by P and not */
+    part_done("D = 256");
+    /* rings: P = 2..8, both layouts, N divisible by P and not */
     const int64_t rN[] = {1000, 4099};
     for (int P = 2; P <= 8; P++)
         for (int lay = 0; lay < 2; lay++)
@@ -338,6 +347,7 @@ int main(void) {
                 bwd_case((size5){1, quick ? 200 : rN[(P + mode) % 2], 4, 2, 64}, cfg,
                          (P + lay) % 2 ? RDA_DTYPE_BF16 : RDA_DTYPE_F16, P, seed++, "ring ");
             }
+    part_done("rings");
     /* long sequences: several waves per SM, tables too big for a launch,
      * sampled reference rows */
     if (!quick) {
@@ -353,6 +363,7 @@ int main(void) {
                 cfg.layout = P == 5 ? RDA_LAYOUT_CONTIGUOUS : RDA_LAYOUT_ZIGZAG;
                 bwd_case((size5){1, 65536, 4, 2, 64}, cfg, RDA_DTYPE_BF16, P, seed++, "long ring ");
             }
+        part_done("N = 65536, one rank and rings");
         graph_case(seed++);
     }
     rda_context_destroy(gpu);

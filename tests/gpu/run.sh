@@ -5,14 +5,14 @@
 # the GPU and the PyTorch side-by-side; full logs go to $OUT (default
 # ./gpu-out), a short summary is printed last.
 #
-#     tests/gpu/run.sh [stages...]     stages: build test sanitize bench long baseline sass playground
-#                                      (default: all)
+#     tests/gpu/run.sh [stages...]     stages: build test sanitize bench long baseline backward sass
+#                                      playground (default: all)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-./gpu-out}
 mkdir -p "$OUT"
 export NCCL_NVLS_ENABLE=0
-stages=${*:-build test sanitize bench long baseline sass playground}
+stages=${*:-build test sanitize bench long baseline backward sass playground}
 summary=()
 has() { [[ " $stages " == *" $1 "* ]]; }
 
@@ -40,6 +40,11 @@ if has test; then
     rc=$?
     grep FAIL "$OUT/test_cuda_stream.log" | head -20
     summary+=("test_cuda_stream: rc=$rc, $(tail -1 "$OUT/test_cuda_stream.log")")
+    # the backward: one rank, rings, N = 65536, graph capture
+    timeout 600 ./build-gpu/tests/test_cuda_backward > "$OUT/test_cuda_backward.log" 2>&1
+    rc=$?
+    grep FAIL "$OUT/test_cuda_backward.log" | head -20
+    summary+=("test_cuda_backward: rc=$rc, $(tail -1 "$OUT/test_cuda_backward.log")")
 fi
 if has sanitize; then
     for tool in memcheck racecheck; do
@@ -47,6 +52,12 @@ if has sanitize; then
             ./build-gpu/tests/test_cuda > "$OUT/$tool.log" 2>&1
         rc=$?
         summary+=("compute-sanitizer $tool: rc=$rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/$tool.log" | tail -1)")
+    done
+    for tool in memcheck racecheck; do
+        RDA_TEST_QUICK=1 timeout 300 compute-sanitizer --tool $tool --error-exitcode 3 \
+            ./build-gpu/tests/test_cuda_backward > "$OUT/$tool-backward.log" 2>&1
+        rc=$?
+        summary+=("compute-sanitizer $tool (backward): rc=$rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/$tool-backward.log" | tail -1)")
     done
     timeout 300 compute-sanitizer --tool memcheck --error-exitcode 3 ./build-gpu/tests/test_cuda_stream \
         > "$OUT/memcheck-stream.log" 2>&1
@@ -74,6 +85,12 @@ if has baseline; then
     timeout 400 python3 bench/pytorch_baseline.py --device cuda --rda build-gpu/rda --reps 20 \
         > "$OUT/baseline.md" 2> "$OUT/baseline.err"
     summary+=("pytorch baseline: rc=$?")
+fi
+if has backward; then
+    # the backward and forward+backward against PyTorch's autograd (cuDNN and FlashAttention backends)
+    timeout 900 python3 bench/gpu_backward.py --rda build-gpu/rda --reps 5 > "$OUT/gpu_backward.md" 2> "$OUT/gpu_backward.err"
+    summary+=("backward against PyTorch: rc=$?")
+    cp bench/results/gpu_backward.json "$OUT/" 2>/dev/null
 fi
 if has sass; then
     obj=$(find build-gpu -name 'backend.cu.o' | head -1)
@@ -109,4 +126,5 @@ fi
 echo
 [ -f "$OUT/bench-summary.txt" ] && cat "$OUT/bench-summary.txt"
 [ -f "$OUT/baseline.md" ] && cat "$OUT/baseline.md"
+[ -f "$OUT/gpu_backward.md" ] && cat "$OUT/gpu_backward.md"
 printf '%s\n' "${summary[@]}"
