@@ -3,7 +3,7 @@
 # with sudo): a C11 compiler, make and CMake; Open MPI for the MPI engine and
 # its tests. The library itself needs only the C library and POSIX threads;
 # MPI and CUDA parts are built when present. With --test, also what the test
-# suite's portability checks use: Python 3, the AArch64 cross-compiler and
+# suite's portability checks use: Python 3 with venv, the AArch64 cross-compiler and
 # qemu-user (to run that build, and x86-64 builds on smaller emulated CPUs),
 # and clang with libFuzzer for the fuzzers.
 set -euo pipefail
@@ -15,6 +15,8 @@ command -v mpicc >/dev/null 2>&1 || missing+=(libopenmpi-dev)
 command -v mpirun >/dev/null 2>&1 || missing+=(openmpi-bin)
 if [ "${1:-}" = "--test" ]; then
     command -v python3 >/dev/null 2>&1 || missing+=(python3)
+    # (the Python package's test installs it into a fresh virtual environment)
+    python3 -c "import venv, ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
     command -v objdump >/dev/null 2>&1 || missing+=(binutils)
     command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || missing+=(gcc-aarch64-linux-gnu)
     [ -e /usr/aarch64-linux-gnu/include/stdio.h ] || missing+=(libc6-dev-arm64-cross)

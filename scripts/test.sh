@@ -11,7 +11,10 @@
 #      AVX (x86-64 baseline) under qemu-user; an AArch64 cross-build (-Werror,
 #      NEON kernels) and its quick subset under qemu-user;
 #   4. libFuzzer targets (the .npy reader; configuration and tensor
-#      validation), 30 s each from tests/fuzz/corpus: no crash, no report.
+#      validation), 20 s each from tests/fuzz/corpus: no crash, no report;
+#   5. the installed library found by a C program (find_package(rda)); the
+#      Python package installed with pip into a fresh virtual environment
+#      and its pytest suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh --test
@@ -55,7 +58,9 @@ for level in $levels; do
     # once, at the best level
     skip=(); [ $best = 1 ] || skip=(-E '^(mpi|ring)$')
     echo "== sanitizer suite, RDA_CPU_ISA=$level ${skip[*]}"
-    (cd build-asan && RDA_CPU_ISA=$level ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+    # (the MPI rings under the sanitizers at one sequence length: the
+    # release suite runs both, divisible by P and not)
+    (cd build-asan && RDA_CPU_ISA=$level ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 SIZES=601 \
         UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure "${skip[@]}")
     best=0
     stamp
@@ -68,8 +73,31 @@ cmake --build build-tsan -j "$jobs" --target test_backward >/dev/null
 RDA_TEST_LIGHT=1 RDA_TEST_PART=rings TSAN_OPTIONS=halt_on_error=1:exitcode=66 ./build-tsan/tests/test_backward | tail -1
 stamp
 
+echo "== install: cmake --install, then a C program finds it with find_package(rda) (shared and static)"
+cmake --install build --prefix "$PWD/build/install" >/dev/null
+cmake -S tests/install -B build/consumer -DCMAKE_PREFIX_PATH="$PWD/build/install" >/dev/null
+cmake --build build/consumer >/dev/null
+./build/consumer/consumer_shared && ./build/consumer/consumer_static
+
+echo "== Python package: pip install . into a fresh virtual environment, then its tests (CPU tensors)"
+# PyTorch from the system's Python when it has one, else installed into the
+# environment (the package's only requirement); the package's CUDA backend
+# is left out here (CPU tests; tests/gpu/run.sh builds it with CUDA)
+rm -rf build-py
+if python3 -c "import torch" >/dev/null 2>&1; then
+    python3 -m venv --system-site-packages build-py/venv
+else
+    python3 -m venv build-py/venv
+fi
+build-py/venv/bin/python -m pip install -q --upgrade pip >/dev/null
+build-py/venv/bin/python -m pip install -q pytest
+build-py/venv/bin/python -c "import torch" >/dev/null 2>&1 || build-py/venv/bin/python -m pip install -q torch
+build-py/venv/bin/python -m pip install -q -C cmake.define.RDA_WITH_CUDA=OFF .
+(cd build-py && venv/bin/python -m pytest -q -p no:cacheprovider ../tests/python 2>&1 | tail -3)
+stamp
+
 echo "== portability: kernels free of spills in their inner loops"
-python3 scripts/check_spills.py build/CMakeFiles/rda.dir/src/cpu/kern_*.o
+python3 scripts/check_spills.py build/CMakeFiles/rda_objects.dir/src/cpu/kern_*.o
 
 if [ "$(uname -m)" = x86_64 ]; then
     for march in x86-64 x86-64-v3 x86-64-v4; do
@@ -111,7 +139,7 @@ for f in npy config; do
     # from the corpus in the repo (copied: new inputs stay out of the tree)
     rm -rf "build-fuzz/corpus-$f" && cp -r "tests/fuzz/corpus/$f" "build-fuzz/corpus-$f"
     len=$([ $f = npy ] && echo 2048 || echo 256)
-    if ! build-fuzz/tests/fuzz_$f -max_total_time=30 -max_len=$len -rss_limit_mb=4096 -print_final_stats=1 \
+    if ! build-fuzz/tests/fuzz_$f -max_total_time=20 -max_len=$len -rss_limit_mb=4096 -print_final_stats=1 \
         "build-fuzz/corpus-$f" > "build-fuzz/fuzz_$f.log" 2>&1; then
         tail -40 "build-fuzz/fuzz_$f.log"
         echo "fuzz_$f: crash or sanitizer report (reproducer in $PWD)"
@@ -125,6 +153,6 @@ echo "== portability: AArch64 cross-build (-Werror) and its quick subset under q
 cmake -S . -B build-aarch64 -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake -DCMAKE_BUILD_TYPE=Release \
     -DRDA_WERROR=ON -DRDA_WITH_CUDA=OFF -DRDA_WITH_MPI=OFF >/dev/null
 cmake --build build-aarch64 -j "$jobs" >/dev/null
-python3 scripts/check_spills.py --objdump aarch64-linux-gnu-objdump build-aarch64/CMakeFiles/rda.dir/src/cpu/kern_*.o
+python3 scripts/check_spills.py --objdump aarch64-linux-gnu-objdump build-aarch64/CMakeFiles/rda_objects.dir/src/cpu/kern_*.o
 (cd build-aarch64 && ctest --output-on-failure -R '^(isa|isa_neon|isa_avx1024|plan|golden|edge|invalid)$')
 stamp

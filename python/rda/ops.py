@@ -1,0 +1,168 @@
+"""The library's forward and backward as PyTorch operators
+(torch.library.custom_op, with fake implementations and autograd), and the
+functional API built on them."""
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from . import _lib
+
+_DTYPES = {torch.float32: _lib.F32, torch.float16: _lib.F16, torch.bfloat16: _lib.BF16, torch.float64: _lib.F64}
+_MODES = {"groups": _lib.GROUPS, "longnet": _lib.LONGNET}
+
+
+_DIMS = _lib.ctypes.c_int64 * _lib.MAX_DIMS
+
+
+def _view(t: Tensor) -> _lib.Tensor:
+    return _lib.Tensor(t.data_ptr(), _DTYPES[t.dtype], t.dim(), _DIMS(*t.shape), _DIMS(*t.stride()))
+
+
+_configs = {}
+
+
+def _config(mode, causal, scale, segments, dilations):
+    """The rda_config of these arguments, made once."""
+    key = (mode, causal, scale, tuple(segments), tuple(dilations))
+    cfg = _configs.get(key)
+    if cfg is None:
+        cfg = _configs[key] = _lib.config(mode, causal, scale, list(zip(segments, dilations)))
+    return cfg
+
+
+def _strided(t: Tensor) -> Tensor:
+    """t, or a contiguous copy when a dimension of more than one element
+    has stride 0 (a broadcast view, such as the gradient of a sum), which
+    the library does not take."""
+    if any(s == 0 and n > 1 for n, s in zip(t.shape, t.stride())):
+        return t.contiguous()
+    return t
+
+
+def _context_for(t: Tensor):
+    """The library context for tensors like t: the CUDA backend on t's device
+    and PyTorch's current stream there; on the CPU the fast path (PyTorch's
+    thread count), or the fp64 reference backend for float64."""
+    if t.device.type == "cuda":
+        dev = t.device.index if t.device.index is not None else torch.cuda.current_device()
+        return _lib.context(_lib.BACKEND_CUDA, dev, torch.cuda.current_stream(dev).cuda_stream)
+    if t.device.type != "cpu":
+        raise ValueError(f"rda: tensors on {t.device.type} are not supported (CPU and CUDA only)")
+    if t.dtype == torch.float64:
+        return _lib.context(_lib.BACKEND_REFERENCE, threads=torch.get_num_threads())
+    return _lib.context(_lib.BACKEND_CPU, threads=torch.get_num_threads())
+
+
+@torch.library.custom_op("rda::attention_forward", mutates_args=())
+def _forward(q: Tensor, k: Tensor, v: Tensor, mode: int, causal: bool, scale: float, segments: List[int],
+             dilations: List[int]) -> Tuple[Tensor, Tensor]:
+    B, N, H, _ = q.shape
+    q, k, v = _strided(q), _strided(k), _strided(v)
+    o = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    lse = torch.empty((B, H, N), dtype=torch.float32, device=q.device)
+    ctx = _context_for(q)
+    cfg = _config(mode, causal, scale, segments, dilations)
+    tq, tk, tv, to, tl = _view(q), _view(k), _view(v), _view(o), _view(lse)
+    _lib.check(_lib.lib.rda_attention_forward(ctx, cfg, tq, tk, tv, to, tl), ctx)
+    return o, lse
+
+
+@_forward.register_fake
+def _(q, k, v, mode, causal, scale, segments, dilations):
+    B, N, H, _ = q.shape
+    return q.new_empty(q.shape), q.new_empty((B, H, N), dtype=torch.float32)
+
+
+@torch.library.custom_op("rda::attention_backward", mutates_args=())
+def _backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, mode: int, causal: bool,
+              scale: float, segments: List[int], dilations: List[int]) -> Tuple[Tensor, Tensor, Tensor]:
+    dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
+    dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+    if dout.dtype != q.dtype:
+        dout = dout.to(q.dtype)
+    dout, q, k, v = _strided(dout), _strided(q), _strided(k), _strided(v)
+    ctx = _context_for(q)
+    cfg = _config(mode, causal, scale, segments, dilations)
+    views = [_view(t) for t in (q, k, v, o, lse, dout, dq, dk, dv)]
+    _lib.check(_lib.lib.rda_attention_backward(ctx, cfg, *views), ctx)
+    return dq, dk, dv
+
+
+@_backward.register_fake
+def _(dout, q, k, v, o, lse, mode, causal, scale, segments, dilations):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, mode, causal, scale, segments, dilations = inputs
+    o, lse = output
+    ctx.save_for_backward(q, k, v, o, lse)
+    ctx.args = (mode, causal, scale, segments, dilations)
+    ctx.mark_non_differentiable(lse)
+
+
+def _grad(ctx, do, dlse):
+    q, k, v, o, lse = ctx.saved_tensors
+    if do is None:
+        do = torch.zeros_like(o)
+    dq, dk, dv = _backward(do, q, k, v, o, lse, *ctx.args)
+    return dq, dk, dv, None, None, None, None, None
+
+
+_forward.register_autograd(_grad, setup_context=_setup_context)
+
+
+def _check_inputs(q, k, v, softmax_scale):
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"rda: {name} must be a torch.Tensor (got {type(t).__name__})")
+        if t.dim() != 4:
+            raise ValueError(f"rda: {name} must have shape [B, N, H, D] (got {tuple(t.shape)})")
+        if t.dtype not in _DTYPES:
+            raise TypeError(f"rda: {name} has dtype {t.dtype}; float32, float16 and bfloat16 are supported "
+                            "(float64 on the CPU, through the fp64 reference)")
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise TypeError(f"rda: q, k and v must share one dtype (got {q.dtype}, {k.dtype}, {v.dtype})")
+    if k.device != q.device or v.device != q.device:
+        raise ValueError(f"rda: q, k and v must be on one device (got {q.device}, {k.device}, {v.device})")
+    if softmax_scale is not None:
+        if isinstance(softmax_scale, bool) or not isinstance(softmax_scale, (int, float)):
+            raise TypeError("rda: softmax_scale must be a float or None")
+        if not math.isfinite(softmax_scale) or softmax_scale <= 0:
+            raise ValueError(f"rda: softmax_scale must be positive and finite (got {softmax_scale})")
+    return float(softmax_scale) if softmax_scale is not None else 0.0
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, *, is_causal: bool = False, softmax_scale: Optional[float] = None,
+              return_lse: bool = False):
+    """Dense attention on [B, N, H, D] tensors (K and V may have fewer heads,
+    H a multiple of theirs). Returns O, or (O, LSE [B, H, N] fp32)."""
+    scale = _check_inputs(q, k, v, softmax_scale)
+    o, lse = _forward(q, k, v, _lib.DENSE, bool(is_causal), scale, [], [])
+    return (o, lse) if return_lse else o
+
+
+def dilated_attention(q: Tensor, k: Tensor, v: Tensor, segment_lengths: Sequence[int], dilation_rates: Sequence[int],
+                      *, mode: str = "groups", is_causal: bool = False, softmax_scale: Optional[float] = None,
+                      return_lse: bool = False):
+    """Dilated attention (SPEC.md's patterns): `groups` splits the heads into
+    one group per (segment, dilation) pattern and divides by their number (the
+    seed project's DilatedAttention); `longnet` gives every head every pattern
+    and merges by the softmax denominators (the LongNet paper). Returns O, or
+    (O, LSE)."""
+    scale = _check_inputs(q, k, v, softmax_scale)
+    if mode not in _MODES:
+        raise ValueError(f"rda: mode must be 'groups' or 'longnet' (got {mode!r})")
+    seg, dil = list(segment_lengths), list(dilation_rates)
+    if len(seg) != len(dil):
+        raise ValueError(f"rda: len(segment_lengths) ({len(seg)}) must equal len(dilation_rates) ({len(dil)})")
+    if not seg:
+        raise ValueError("rda: at least one (segment length, dilation rate) pattern is needed")
+    for x in seg + dil:
+        if isinstance(x, bool) or not isinstance(x, int):
+            raise TypeError(f"rda: segment lengths and dilation rates must be ints (got {x!r})")
+    o, lse = _forward(q, k, v, _MODES[mode], bool(is_causal), scale, seg, dil)
+    return (o, lse) if return_lse else o

@@ -1,0 +1,249 @@
+"""The PyTorch package (python/rda) on CPU tensors: forward and gradients of
+every mode against a plain PyTorch implementation of SPEC.md (explicit masks,
+fp64, autograd), the modules against the seed project's per-segment
+formula, torch.library.opcheck, gradcheck in fp64 (the reference backend),
+torch.compile(fullgraph=True), and bad arguments."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import rda
+
+torch.manual_seed(0)
+
+
+# ---------------------------------------------------------------- SPEC.md in plain PyTorch
+
+def head_groups(H, G):
+    out, first = [], 0
+    for g in range(G):
+        size = H // G + (1 if g < H % G else 0)
+        out.append(range(first, first + size))
+        first += size
+    return out
+
+
+def pattern_attention(q, k, v, w, r, off, causal, scale):
+    """One pattern, one head: q, k, v [B, N, D]; (out [B, N, D], lse [B, N])."""
+    N = q.shape[1]
+    pos = torch.arange(N)
+    seg = pos // w
+    sel = (pos - seg * w) % r == off
+    mask = sel[:, None] & sel[None, :] & (seg[:, None] == seg[None, :])
+    if causal:
+        mask &= pos[None, :] <= pos[:, None]
+    s = (q @ k.transpose(-1, -2)) * scale
+    s = s.masked_fill(~mask, float("-inf"))
+    lse = torch.logsumexp(s, dim=-1)
+    safe = torch.where(torch.isinf(lse), torch.zeros_like(lse), lse)
+    p = torch.exp(s - safe.unsqueeze(-1))
+    return p @ v, lse
+
+
+def spec_attention(q, k, v, mode, patterns, causal, scale=None):
+    """O and L of SPEC.md for [B, N, H, D] inputs (K/V heads shared by groups of query heads)."""
+    B, N, H, D = q.shape
+    Hkv = k.shape[2]
+    scale = scale if scale is not None else 1.0 / math.sqrt(D)
+    if mode == "dense":
+        mode, patterns = "longnet", [(N, 1)]
+    outs, lses = [], []
+    groups = head_groups(H, len(patterns))
+    for h in range(H):
+        kh = h // (H // Hkv)
+        qh, kk, vv = q[:, :, h], k[:, :, kh], v[:, :, kh]
+        if mode == "groups":
+            g = next(i for i, hs in enumerate(groups) if h in hs)
+            w, r = patterns[g]
+            o, lse = pattern_attention(qh, kk, vv, w, r, g % r, causal, scale)
+            outs.append(o / len(patterns))
+            lses.append(lse)
+        else:
+            parts = [pattern_attention(qh, kk, vv, w, r, h % r, causal, scale) for w, r in patterns]
+            L = torch.logsumexp(torch.stack([l for _, l in parts]), dim=0)
+            Ls = torch.where(torch.isinf(L), torch.zeros_like(L), L)
+            o = sum(torch.exp(l - Ls).unsqueeze(-1) * oi for oi, l in parts)
+            outs.append(o)
+            lses.append(L)
+    return torch.stack(outs, dim=2), torch.stack(lses, dim=1)
+
+
+def rel_l2(x, ref):
+    x, ref = x.double(), ref.double()
+    return (torch.linalg.norm(x - ref) / torch.linalg.norm(ref).clamp_min(1e-30)).item()
+
+
+def call(mode, q, k, v, patterns, causal, **kw):
+    if mode == "dense":
+        return rda.attention(q, k, v, is_causal=causal, **kw)
+    return rda.dilated_attention(q, k, v, [w for w, _ in patterns], [r for _, r in patterns], mode=mode,
+                                 is_causal=causal, **kw)
+
+
+MODES = [("dense", []), ("groups", [(16, 1), (32, 2), (64, 4)]), ("longnet", [(16, 1), (32, 2), (64, 4)]),
+         ("longnet", [(32, 1), (32, 2)]), ("groups", [(500, 1), (1000, 3)])]
+TOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}
+GRAD_TOL = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+
+
+@pytest.mark.parametrize("mode,patterns", MODES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_forward_and_gradients(mode, patterns, causal, dtype):
+    B, N, H, Hkv, D = 2, 70, 6, 3, 16
+    x = [torch.rand(B, N, h, D, dtype=torch.float64) * 2 - 1 for h in (H, Hkv, Hkv)]
+    x = [t.to(dtype) for t in x]
+    do = (torch.rand(B, N, H, D, dtype=torch.float64) * 2 - 1).to(dtype)
+    q, k, v = (t.clone().requires_grad_(True) for t in x)
+    o, lse = call(mode, q, k, v, patterns, causal, return_lse=True)
+    (o.float() * do.float()).sum().backward()
+    # the reference on the same rounded values, fp64
+    r = [t.double().requires_grad_(True) for t in x]
+    ro, rl = spec_attention(*r, mode, patterns, causal)
+    (ro * do.double()).sum().backward()
+    assert o.dtype == dtype and o.shape == (B, N, H, D) and lse.shape == (B, H, N)
+    assert rel_l2(o, ro) <= TOL[dtype]
+    finite = torch.isfinite(rl)
+    assert torch.equal(torch.isinf(lse), torch.isinf(rl))
+    assert (lse[finite].double() - rl[finite]).abs().max().item() <= (1e-5 if dtype == torch.float32 else 2e-3)
+    for got, want in ((q.grad, r[0].grad), (k.grad, r[1].grad), (v.grad, r[2].grad)):
+        assert torch.isfinite(got).all()
+        assert rel_l2(got, want) <= GRAD_TOL[dtype], (rel_l2(got, want), dtype)
+
+
+def test_strided_inputs():
+    """Views that are not contiguous (a transposed [B, H, N, D] buffer, a
+    broadcast K/V head) give what their contiguous copies give."""
+    B, N, H, D = 1, 50, 4, 8
+    qt = torch.randn(B, H, N, D)
+    q = qt.transpose(1, 2)
+    k = torch.randn(B, N, 1, D).expand(B, N, H, D)
+    v = torch.randn(B, N, H, D)
+    a = rda.dilated_attention(q, k, v, [16, 32], [1, 2], mode="longnet")
+    b = rda.dilated_attention(q.contiguous(), k.contiguous(), v, [16, 32], [1, 2], mode="longnet")
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+# ---------------------------------------------------------------- the modules against the seed's formula
+
+def seed_dilated(q, k, v, segments, dilations, causal):
+    """fkodom's DilatedAttention formula (per group: segments, offset rows,
+    attention per segment, scatter back), divided by the number of groups;
+    short tail segments as SPEC.md extends it."""
+    B, N, H, D = q.shape
+    G = len(segments)
+    out = torch.zeros_like(q)
+    for g, hs in enumerate(head_groups(H, G)):
+        if not hs:
+            continue
+        w, r = segments[g], dilations[g]
+        h0, h1 = hs.start, hs.stop
+        for a in range(0, N, w):
+            e = min(a + w, N)
+            rows = torch.arange(a + g % r, e, r)
+            if len(rows) == 0:
+                continue
+            qs, ks, vs = (t[:, rows, h0:h1].transpose(1, 2) for t in (q, k, v))
+            o = F.scaled_dot_product_attention(qs, ks, vs, is_causal=causal)
+            out[:, rows, h0:h1] = o.transpose(1, 2) / G
+    return out
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_dilated_attention_module(causal):
+    m = rda.DilatedAttention(segment_lengths=[32, 64], dilation_rates=[1, 2])
+    q, k, v = (torch.randn(2, 128, 4, 16) for _ in range(3))
+    assert rel_l2(m(q, k, v, is_causal=causal), seed_dilated(q, k, v, [32, 64], [1, 2], causal)) <= 1e-5
+    # the seed's keyword
+    assert torch.equal(m(q, k, v, causal=causal), m(q, k, v, is_causal=causal))
+
+
+def test_multihead_dilated_attention():
+    torch.manual_seed(1)
+    m = rda.MultiheadDilatedAttention(64, 8, dilation_rates=[1, 2], segment_lengths=[32, 64])
+    x = torch.randn(2, 128, 64, requires_grad=True)
+    y, w = m(x, x, x, is_causal=True)
+    assert w is None and y.shape == (2, 128, 64)
+    # the same projections around the seed's formula
+    q, k, v = (p(x).unflatten(-1, (8, -1)) for p in (m.q_proj, m.k_proj, m.v_proj))
+    ref = m.out_proj(m.norm(seed_dilated(q, k, v, [32, 64], [1, 2], True).flatten(-2)))
+    assert rel_l2(y, ref) <= 1e-5
+    y.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
+
+
+def test_modules_refuse_what_they_do_not_do():
+    with pytest.raises(ValueError, match="dropout"):
+        rda.DilatedAttention([32], [1], attention_dropout=0.1)
+    with pytest.raises(ValueError, match="dropout"):
+        rda.MultiheadDilatedAttention(64, 8, [1], [32], dropout=0.1)
+    with pytest.raises(ValueError, match="divisible"):
+        rda.MultiheadDilatedAttention(60, 8, [1], [32])
+    with pytest.raises(ValueError, match="equal"):
+        rda.MultiheadDilatedAttention(64, 8, [1, 2], [32])
+
+
+# ---------------------------------------------------------------- operator checks
+
+def test_opcheck():
+    q, k, v = (torch.randn(1, 40, 4, 8) for _ in range(3))
+    torch.library.opcheck(torch.ops.rda.attention_forward.default, (q, k, v, 2, True, 0.0, [16, 32], [1, 2]))
+    o, lse = torch.ops.rda.attention_forward(q, k, v, 2, True, 0.0, [16, 32], [1, 2])
+    do = torch.randn_like(o)
+    torch.library.opcheck(torch.ops.rda.attention_backward.default,
+                          (do, q, k, v, o, lse, 2, True, 0.0, [16, 32], [1, 2]))
+
+
+@pytest.mark.parametrize("mode,patterns", [("dense", []), ("groups", [(8, 1), (16, 2)]), ("longnet", [(8, 1), (16, 2)])])
+def test_gradcheck_fp64(mode, patterns):
+    q, k, v = (torch.randn(1, 20, 2, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    assert torch.autograd.gradcheck(lambda a, b, c: call(mode, a, b, c, patterns, True), (q, k, v))
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_torch_compile_fullgraph(backend):
+    def f(q, k, v):
+        return rda.dilated_attention(q, k, v, [16, 32], [1, 2], mode="longnet", is_causal=True).sum()
+
+    q, k, v = (torch.randn(1, 64, 4, 8, requires_grad=True) for _ in range(3))
+    g = torch.compile(f, fullgraph=True, backend=backend)
+    a = g(q, k, v)
+    a.backward()
+    grads = [t.grad.clone() for t in (q, k, v)]
+    for t in (q, k, v):
+        t.grad = None
+    b = f(q, k, v)
+    b.backward()
+    assert torch.allclose(a, b)
+    assert all(torch.allclose(x, t.grad) for x, t in zip(grads, (q, k, v)))
+
+
+# ---------------------------------------------------------------- bad arguments
+
+def test_bad_arguments():
+    q = torch.randn(1, 32, 2, 8)
+    with pytest.raises(TypeError):
+        rda.attention(q.numpy(), q, q)
+    with pytest.raises(ValueError, match="B, N, H, D"):
+        rda.attention(q[0], q[0], q[0])
+    with pytest.raises(TypeError, match="dtype"):
+        rda.attention(q, q.half(), q)
+    with pytest.raises(TypeError, match="dtype"):
+        rda.attention(q.int(), q.int(), q.int())
+    with pytest.raises(ValueError, match="mode"):
+        rda.dilated_attention(q, q, q, [16], [1], mode="sparse")
+    with pytest.raises(ValueError, match="len"):
+        rda.dilated_attention(q, q, q, [16, 32], [1])
+    with pytest.raises(TypeError):
+        rda.dilated_attention(q, q, q, [16.5], [1])
+    with pytest.raises(ValueError, match="softmax_scale"):
+        rda.attention(q, q, q, softmax_scale=-1.0)
+    # the library's own checks come back as ValueError with its message
+    with pytest.raises(ValueError, match="rda: "):
+        rda.dilated_attention(q, q, q, [16], [0])
+    with pytest.raises(ValueError, match="rda: "):
+        rda.attention(q, torch.randn(1, 31, 2, 8), torch.randn(1, 31, 2, 8))
+    with pytest.raises(ValueError, match="rda: "):
+        rda.attention(q, torch.randn(1, 32, 3, 8), torch.randn(1, 32, 3, 8))  # 2 query heads over 3
