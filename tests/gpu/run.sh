@@ -5,14 +5,20 @@
 # the GPU and the PyTorch side-by-side; full logs go to $OUT (default
 # ./gpu-out), a short summary is printed last.
 #
-#     tests/gpu/run.sh [stages...]     stages: build test sanitize bench long baseline backward sass
-#                                      playground (default: all)
+#     tests/gpu/run.sh [stages...]     stages: build test sanitize bench long baseline backward python
+#                                      sass playground (default: all)
+#
+# The python stage installs the package with its CUDA backend (pip install
+# --no-build-isolation .) into a virtual environment that sees the system's
+# PyTorch, and runs tests/python (CPU and CUDA tensors); on a machine
+# without network, scikit-build-core comes from wheels in $RDA_WHEELS
+# (default .whl).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-./gpu-out}
 mkdir -p "$OUT"
 export NCCL_NVLS_ENABLE=0
-stages=${*:-build test sanitize bench long baseline backward sass playground}
+stages=${*:-build test sanitize bench long baseline backward python sass playground}
 summary=()
 has() { [[ " $stages " == *" $1 "* ]]; }
 
@@ -91,6 +97,19 @@ if has backward; then
     timeout 900 python3 bench/gpu_backward.py --rda build-gpu/rda --reps 5 > "$OUT/gpu_backward.md" 2> "$OUT/gpu_backward.err"
     summary+=("backward against PyTorch: rc=$?")
     cp bench/results/gpu_backward.json "$OUT/" 2>/dev/null
+fi
+if has python; then
+    rm -rf build-py-gpu && python3 -m venv --system-site-packages build-py-gpu/venv
+    py=build-py-gpu/venv/bin/python
+    wheels=${RDA_WHEELS:-.whl}
+    if [ -d "$wheels" ]; then
+        $py -m pip install -q --no-index --find-links "$wheels" scikit-build-core pathspec pytest > "$OUT/python.log" 2>&1
+    else
+        $py -m pip install -q scikit-build-core pytest > "$OUT/python.log" 2>&1
+    fi
+    $py -m pip install -q --no-build-isolation . >> "$OUT/python.log" 2>&1 &&
+        (cd build-py-gpu && venv/bin/python -m pytest -q -p no:cacheprovider ../tests/python >> "$OUT/python.log" 2>&1)
+    summary+=("python package (CPU and CUDA tests): rc=$?, $(tail -1 "$OUT/python.log")")
 fi
 if has sass; then
     obj=$(find build-gpu -name 'backend.cu.o' | head -1)

@@ -1,0 +1,106 @@
+"""The PyTorch package on CUDA tensors (skipped without a GPU, or with a
+library built without its CUDA backend): forward and gradients against the
+plain PyTorch implementation of SPEC.md (fp64 on the CPU), the work on
+PyTorch's current stream, a captured CUDA graph, and a short training loop
+of a small model with MultiheadDilatedAttention against the same model on a
+PyTorch-only attention."""
+import pytest
+import torch
+
+import rda
+from test_torch import GRAD_TOL, MODES, TOL, call, rel_l2, seed_dilated, spec_attention
+
+pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() and rda.cuda_available()),
+                                reason="needs a CUDA device and the library's CUDA backend")
+
+
+@pytest.mark.parametrize("mode,patterns", MODES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("D", [64, 128, 40])
+def test_cuda_forward_and_gradients(mode, patterns, causal, dtype, D):
+    B, N, H, Hkv = 1, 300, 4, 2
+    x = [(torch.rand(B, N, h, D, dtype=torch.float64) * 2 - 1).to(dtype) for h in (H, Hkv, Hkv)]
+    do = (torch.rand(B, N, H, D, dtype=torch.float64) * 2 - 1).to(dtype)
+    q, k, v = (t.cuda().requires_grad_(True) for t in x)
+    o = call(mode, q, k, v, patterns, causal)
+    (o.float() * do.cuda().float()).sum().backward()
+    r = [t.double().requires_grad_(True) for t in x]
+    ro, _ = spec_attention(*r, mode, patterns, causal)
+    (ro * do.double()).sum().backward()
+    assert rel_l2(o.cpu(), ro) <= TOL[dtype]
+    for got, want in ((q.grad, r[0].grad), (k.grad, r[1].grad), (v.grad, r[2].grad)):
+        assert torch.isfinite(got).all()
+        assert rel_l2(got.cpu(), want) <= GRAD_TOL[dtype]
+
+
+def test_cuda_current_stream():
+    """Work queued on a side stream is ordered by that stream alone."""
+    q, k, v = (torch.randn(1, 8192, 8, 64, device="cuda", dtype=torch.float16) for _ in range(3))
+    want = rda.attention(q, k, v, is_causal=True)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        got = rda.attention(q, k, v, is_causal=True)
+    torch.cuda.current_stream().wait_stream(s)
+    assert torch.equal(got, want)
+
+
+def test_cuda_graph_capture():
+    q, k, v = (torch.randn(1, 4096, 8, 64, device="cuda", dtype=torch.float16) for _ in range(3))
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(2):  # warm-up: the library's workspace and tables for this shape
+            rda.dilated_attention(q, k, v, [1024, 2048], [1, 2], mode="longnet", is_causal=True)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        out = rda.dilated_attention(q, k, v, [1024, 2048], [1, 2], mode="longnet", is_causal=True)
+    q.copy_(torch.randn_like(q))
+    g.replay()
+    torch.cuda.synchronize()
+    want = rda.dilated_attention(q, k, v, [1024, 2048], [1, 2], mode="longnet", is_causal=True)
+    assert torch.equal(out, want)
+
+
+class SeedAttention(torch.nn.Module):
+    """MultiheadDilatedAttention's attention on the seed's per-segment formula (PyTorch only)."""
+
+    def __init__(self, segments, dilations):
+        super().__init__()
+        self.segments, self.dilations = segments, dilations
+
+    def forward(self, q, k, v, is_causal=False):
+        return seed_dilated(q, k, v, self.segments, self.dilations, is_causal)
+
+
+def test_cuda_training_loop():
+    def model(attention_impl):
+        torch.manual_seed(3)
+        m = torch.nn.Sequential()
+        m.embed = torch.nn.Embedding(64, 128)
+        m.attn = rda.MultiheadDilatedAttention(128, 4, dilation_rates=[1, 2], segment_lengths=[128, 256])
+        if attention_impl is not None:
+            m.attn.attention = attention_impl
+        m.head = torch.nn.Linear(128, 64)
+        return m.cuda()
+
+    def losses(m):
+        torch.manual_seed(4)
+        opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+        x = torch.randint(0, 64, (2, 512), device="cuda")
+        out = []
+        for _ in range(8):
+            h = m.embed(x)
+            y, _ = m.attn(h, h, h, is_causal=True)
+            loss = torch.nn.functional.cross_entropy(m.head(y).flatten(0, 1), x.roll(-1, 1).flatten())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            out.append(loss.item())
+        return out
+
+    ours, theirs = losses(model(None)), losses(model(SeedAttention([128, 256], [1, 2])))
+    assert ours[-1] < ours[0]
+    assert max(abs(a - b) for a, b in zip(ours, theirs)) <= 1e-3 * max(1.0, abs(theirs[0]))
