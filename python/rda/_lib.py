@@ -69,6 +69,9 @@ lib.rda_attention_forward.argtypes = [_ctx_t, _P(Config)] + [_P(Tensor)] * 5
 lib.rda_attention_forward.restype = ctypes.c_int
 lib.rda_attention_backward.argtypes = [_ctx_t, _P(Config)] + [_P(Tensor)] * 9
 lib.rda_attention_backward.restype = ctypes.c_int
+lib.rda_ring_partition.argtypes = [ctypes.c_int64, ctypes.c_int32, ctypes.c_int, ctypes.c_int32,
+                                   ctypes.c_int64 * 2, ctypes.c_int64 * 2, _P(ctypes.c_int32)]
+lib.rda_ring_partition.restype = ctypes.c_int
 
 # status codes (rda_status) and the Python exception each becomes
 _TYPE_ERRORS = {4}            # DTYPE_MISMATCH

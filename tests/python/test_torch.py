@@ -247,3 +247,23 @@ def test_bad_arguments():
         rda.attention(q, torch.randn(1, 31, 2, 8), torch.randn(1, 31, 2, 8))
     with pytest.raises(ValueError, match="rda: "):
         rda.attention(q, torch.randn(1, 32, 3, 8), torch.randn(1, 32, 3, 8))  # 2 query heads over 3
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "zigzag"])
+@pytest.mark.parametrize("N,world", [(100, 1), (100, 3), (4096, 8), (9, 4)])
+def test_ring_partition(layout, N, world):
+    """Every position owned by exactly one rank; zig-zag ranks hold chunks r and 2P-1-r."""
+    owner = [None] * N
+    for rank in range(world):
+        for start, count in rda.ring_partition(N, world, layout, rank):
+            for p in range(start, start + count):
+                assert owner[p] is None
+                owner[p] = rank
+    assert None not in owner
+    with pytest.raises(ValueError, match="layout"):
+        rda.ring_partition(N, world, "striped")
+    with pytest.raises(ValueError, match="rda: "):
+        rda.ring_partition(N, world, layout, world)  # no such rank
+    if world > 1:
+        with pytest.raises(ValueError, match="rda: "):
+            rda.ring_partition(2 * world - 1, world, "zigzag", 0)  # fewer rows than the 2P chunks
