@@ -9,36 +9,12 @@
 #include <math.h>
 
 #include "harness.h"
+#include "cuda_harness.h"
 
 static rda_context *gpu, *ref, *naive;
 
-/* device buffer with GUARD bytes of 0xA5 on both sides */
-typedef struct {
-    unsigned char *raw;
-    void *data;
-    size_t bytes;
-} dbuf;
-
-static dbuf dalloc(size_t bytes) {
-    dbuf d;
-    d.bytes = bytes;
-    if (cudaMalloc((void **)&d.raw, bytes + 2 * GUARD) != cudaSuccess) {
-        fprintf(stderr, "cudaMalloc failed\n");
-        exit(2);
-    }
-    cudaMemset(d.raw, 0xA5, bytes + 2 * GUARD);
-    d.data = d.raw + GUARD;
-    return d;
-}
-
-static int dguards(const dbuf *d) {
-    unsigned char g[2 * GUARD];
-    cudaMemcpy(g, d->raw, GUARD, cudaMemcpyDeviceToHost);
-    cudaMemcpy(g + GUARD, d->raw + GUARD + d->bytes, GUARD, cudaMemcpyDeviceToHost);
-    for (int i = 0; i < 2 * GUARD; i++)
-        if (g[i] != 0xA5) return 0;
-    return 1;
-}
+/* device buffer with GUARD bytes of 0xA5 on both sides (payload 0xA5 too) */
+static dbuf dalloc(size_t bytes) { return dalloc_fill(bytes, 0xA5); }
 
 typedef struct {
     int64_t B, N, H, D;

@@ -15,36 +15,9 @@
 #include <math.h>
 
 #include "harness.h"
+#include "cuda_harness.h"
 
 static rda_context *gpu, *ref, *naive;
-
-typedef struct {
-    unsigned char *raw;
-    void *data;
-    size_t bytes;
-} dbuf;
-
-static dbuf dalloc(size_t bytes, int fill) {
-    dbuf d;
-    d.bytes = bytes;
-    if (cudaMalloc((void **)&d.raw, bytes + 2 * GUARD) != cudaSuccess) {
-        fprintf(stderr, "cudaMalloc failed\n");
-        exit(2);
-    }
-    cudaMemset(d.raw, 0xA5, bytes + 2 * GUARD);
-    cudaMemset(d.raw + GUARD, fill, bytes);
-    d.data = d.raw + GUARD;
-    return d;
-}
-
-static int dguards(const dbuf *d) {
-    unsigned char g[2 * GUARD];
-    cudaMemcpy(g, d->raw, GUARD, cudaMemcpyDeviceToHost);
-    cudaMemcpy(g + GUARD, d->raw + GUARD + d->bytes, GUARD, cudaMemcpyDeviceToHost);
-    for (int i = 0; i < 2 * GUARD; i++)
-        if (g[i] != 0xA5) return 0;
-    return 1;
-}
 
 typedef struct {
     int64_t B, N, H, Hkv, D;
@@ -85,15 +58,15 @@ static void bwd_case(size5 s, rda_config cfg, rda_dtype dt, int P, uint64_t seed
     for (int i = 0; i < 4; i++) {
         h[i] = malloc(cnt[i] * es);
         rda_fill_uniform(h[i], dt, cnt[i], &rng, -1, 1);
-        din[i] = dalloc(cnt[i] * es, 0);
+        din[i] = dalloc_fill(cnt[i] * es, 0);
         cudaMemcpy(din[i].data, h[i], cnt[i] * es, cudaMemcpyHostToDevice);
         t[i] = rda_tensor_contiguous(din[i].data, dt, 4, i == 1 || i == 2 ? sk : sq);
     }
-    dbuf dout = dalloc(nq * es, 0), dlse = dalloc(nl * 4, 0);
+    dbuf dout = dalloc_fill(nq * es, 0), dlse = dalloc_fill(nl * 4, 0);
     rda_tensor to = rda_tensor_contiguous(dout.data, dt, 4, sq), tl = rda_tensor_contiguous(dlse.data, RDA_DTYPE_F32, 3, sl);
     rda_status st = rda_attention_forward(gpu, &cfg, &t[0], &t[1], &t[2], &to, &tl);
     CHECK(st == RDA_STATUS_SUCCESS, "%s: forward %s", what, rda_context_last_error(gpu));
-    dbuf dg[3] = {dalloc(nq * es, 0xFF), dalloc(nk * es, 0xFF), dalloc(nk * es, 0xFF)};
+    dbuf dg[3] = {dalloc_fill(nq * es, 0xFF), dalloc_fill(nk * es, 0xFF), dalloc_fill(nk * es, 0xFF)};
     rda_tensor tdq = rda_tensor_contiguous(dg[0].data, dt, 4, sq), tdk = rda_tensor_contiguous(dg[1].data, dt, 4, sk),
                tdv = rda_tensor_contiguous(dg[2].data, dt, 4, sk);
     if (!st)
@@ -218,16 +191,16 @@ static void graph_case(uint64_t seed) {
         rda_rng rng;
         rda_rng_seed(&rng, seed + mode);
         void *hx = malloc(n * 2);
-        dbuf x[4], o = dalloc(n * 2, 0), l = dalloc(nl * 4, 0), g1[3], g2[3];
+        dbuf x[4], o = dalloc_fill(n * 2, 0), l = dalloc_fill(nl * 4, 0), g1[3], g2[3];
         int64_t sh[4] = {1, N, H, D}, sl[3] = {1, H, N};
         rda_tensor t[4], g1t[3], g2t[3];
         for (int i = 0; i < 4; i++) {
-            x[i] = dalloc(n * 2, 0);
+            x[i] = dalloc_fill(n * 2, 0);
             t[i] = rda_tensor_contiguous(x[i].data, dt, 4, sh);
         }
         for (int i = 0; i < 3; i++) {
-            g1[i] = dalloc(n * 2, 0xFF);
-            g2[i] = dalloc(n * 2, 0xFF);
+            g1[i] = dalloc_fill(n * 2, 0xFF);
+            g2[i] = dalloc_fill(n * 2, 0xFF);
             g1t[i] = rda_tensor_contiguous(g1[i].data, dt, 4, sh);
             g2t[i] = rda_tensor_contiguous(g2[i].data, dt, 4, sh);
         }

@@ -212,10 +212,9 @@ static rda_status context_init(rda_context *ctx, int32_t device, void *stream, r
     CUDA_TRY(cudaFuncSetAttribute(attend_mma<__half, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   (int)mma_smem_bytes<128>()));
     {
-        const int bwd_max = (int)bwd_smem_bytes(GENERIC_MAX_D, bwd_tile_rows(GENERIC_MAX_D)) >
-                                    (int)bwd_smem_bytes(128, bwd_tile_rows(128))
-                                ? (int)bwd_smem_bytes(GENERIC_MAX_D, bwd_tile_rows(GENERIC_MAX_D))
-                                : (int)bwd_smem_bytes(128, bwd_tile_rows(128));
+        /* the most any head dim takes: the largest one of each tile size */
+        const int bwd_max = (int)max(bwd_smem_bytes(GENERIC_MAX_D, bwd_tile_rows(GENERIC_MAX_D)),
+                                     bwd_smem_bytes(128, bwd_tile_rows(128)));
         CUDA_TRY(cudaFuncSetAttribute(attend_bwd<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize, bwd_max));
         CUDA_TRY(cudaFuncSetAttribute(attend_bwd<__nv_bfloat16>, cudaFuncAttributeMaxDynamicSharedMemorySize, bwd_max));
         CUDA_TRY(cudaFuncSetAttribute(attend_bwd<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, bwd_max));
@@ -879,6 +878,7 @@ typedef struct {
     const rda_tensor *k, *v;
     float *dk, *dv;
     int64_t nk;
+    float scale; /* the softmax scale (c->qscale is it times log2 e) */
 } bwd_step_arg;
 
 static rda_status run_bwd_phase(void *arg, const rda_phase *ph) {
@@ -896,7 +896,7 @@ static rda_status run_bwd_phase(void *arg, const rda_phase *ph) {
     a.dk = sa->dk;
     a.dv = sa->dv;
     a.nk = sa->nk;
-    a.scale = (float)(p->scale != 0.0 ? p->scale : 1.0 / sqrt((double)p->D));
+    a.scale = sa->scale;
     rda_status st = phase_tables(ctx, ph, a);
     if (st) return st;
     const dim3 grid((unsigned)ph->items);
@@ -916,7 +916,7 @@ static rda_status cuda_bwd_step(rda_context *ctx, const rda_problem *p, const rd
     cuda_ctx *c = cctx(ctx);
     const double scale = p->scale != 0.0 ? p->scale : 1.0 / sqrt((double)p->D);
     c->qscale = (float)(scale * 1.4426950408889634);
-    bwd_step_arg sa = {ctx, p, t, k, v, dk, dv, kr->total};
+    bwd_step_arg sa = {ctx, p, t, k, v, dk, dv, kr->total, (float)scale};
     /* one phase's items own their query rows (dQ without atomics); key rows
      * are shared (atomics), so both query ranges of a rank plan together */
     return rda_plan_step(&c->phase, p, qr, kr, false, run_bwd_phase, &sa, pairs, ctx->msg);
