@@ -17,7 +17,7 @@ The library's side is `rda bench --backend cuda --backward` (host wall time
 of each call plus a synchronize; medians after warm-up), which also checks
 its gradients against the fp64 reference (sampled rows for long sequences).
 
-    python3 bench/gpu_backward.py [--rda build-gpu/rda] [--reps 5] [--configs NAME,...]
+    python3 bench/gpu_backward.py [--rda build-gpu/rda] [--reps 5] [--configs NAME,...] [--sample-rows 1024]
 
 Prints one Markdown table; writes bench/results/gpu_backward.json.
 """
@@ -27,6 +27,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import torch
 import torch.nn.functional as F
@@ -97,6 +98,9 @@ def main():
     ap.add_argument("--rda", default=os.path.join(os.path.dirname(__file__), "..", "build-gpu", "rda"))
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--configs", default="", help="comma-separated name prefixes (default: all)")
+    ap.add_argument("--sample-rows", type=int, default=1024,
+                    help="rows per (batch, head) of the sampled gradient check above N = 8192 (SPEC.md: 1024 for "
+                         "a correctness figure; fewer to time only)")
     args = ap.parse_args()
     B, H = 1, 8
     rows = []
@@ -107,7 +111,9 @@ def main():
             gen = torch.Generator(device="cuda").manual_seed(N)
             q, k, v, do = (torch.rand(B, N, H, D, generator=gen, device="cuda", dtype=torch.float16) * 2 - 1
                            for _ in range(4))
+            t0 = time.time()
             tt = torch_times(cfg, q, k, v, do, args.reps)
+            t1 = time.time()
             del q, k, v, do
             torch.cuda.empty_cache()
             md, js = os.path.join(tmp, "r.md"), os.path.join(tmp, "r.json")
@@ -116,11 +122,14 @@ def main():
                    "--head-dim", str(D), "--variants", variant, "--ring-sizes", "1", "--reps", str(args.reps),
                    "--backward", "--quiet", "--out-md", md, "--out-json", js] + pattern_args(cfg)
             if N > 8192:  # the check on 1024 sampled rows per (batch, head), as SPEC.md allows
-                cmd += ["--full-ref-limit", "1e10"]
+                cmd += ["--full-ref-limit", "1e10", "--sample-rows", str(args.sample_rows)]
             if cfg["causal"]:
                 cmd.append("--causal")
             r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             ours = json.load(open(js))["rows"][0] if r.returncode == 0 else {}
+            print(f"{cfg['name']}: PyTorch {t1 - t0:.0f} s, rda bench {time.time() - t1:.0f} s; rda backward "
+                  f"{ours.get('backward_ms')} fwd+bwd {ours.get('fwd_bwd_ms')} ms, grads {ours.get('grad_correctness')}; "
+                  + ", ".join(f"{b}/{f} {t[0]:.3f}/{t[1]:.3f}" for (b, f), t in tt.items()), file=sys.stderr, flush=True)
             if r.returncode:
                 print(f"{cfg['name']}: rda bench failed: {r.stderr.strip()[-300:]}", file=sys.stderr)
             best = min(tt, key=lambda key: tt[key][1]) if tt else None

@@ -256,8 +256,11 @@ RDA_API rda_status rda_context_synchronize(rda_context *ctx);
  * rda_context_set_stream makes later calls work on `stream`, read as
  * RDA_STREAM_CALLER reads it (NULL: the legacy default stream). Work
  * already issued on the previous stream is waited for on the device (an
- * event, no host wait), so a switch never races; a stream the context
- * created itself is kept until the context is destroyed.
+ * event, no host wait), so a switch never races; except where either
+ * stream is being captured into a graph, whose own ordering (before the
+ * capture begins) is then the capturing code's, as torch.cuda.graph orders
+ * its capture stream after the current one. A stream the context created
+ * itself is kept until the context is destroyed.
  * RDA_STATUS_UNSUPPORTED on the CPU backends. */
 RDA_API rda_status rda_context_set_stream(rda_context *ctx, void *stream);
 /* The cudaStream_t ctx works on (NULL on the CPU backends, and for the

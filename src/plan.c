@@ -303,6 +303,48 @@ done:
     return st;
 }
 
+int64_t rda_plan_key_tiles(const rda_phase *ph, const rda_problem *p, int64_t bk, rda_tile *tiles,
+                           int64_t tiles_cap, rda_class *classes, rda_phase *kph) {
+    int64_t nt = 0, nc = 0, items = 0;
+    for (int64_t ci = 0; ci < ph->nclasses; ci++) {
+        const rda_class *cl = &ph->classes[ci];
+        if (cl->ntiles == 0) continue;
+        /* a class's jobs are consecutive, and so are its query tiles */
+        const int64_t j0 = ph->tiles[cl->first_tile].job, j1 = ph->tiles[cl->first_tile + cl->ntiles - 1].job;
+        const int64_t first = nt;
+        for (int64_t j = j0; j <= j1; j++) {
+            const rda_job *job = &ph->jobs[j];
+            if (job->q_count == 0) continue;
+            for (int32_t c = 0; c < job->nk; c++) {
+                int64_t kc = job->k_count[c];
+                if (p->causal) { /* key k is allowed for query i iff k <= i + d */
+                    const int64_t last = job->q_count - 1 + (job->q_first - job->k_first[c]) / job->stride + 1;
+                    kc = last < 0 ? 0 : (last < kc ? last : kc);
+                }
+                for (int64_t k0 = 0; k0 < kc; k0 += bk, nt++)
+                    if (nt < tiles_cap) tiles[nt] = (rda_tile){j, (c ? job->k_count[0] : 0) + k0};
+            }
+        }
+        if (nt == first) continue;
+        rda_class k = *cl;
+        k.first_tile = first;
+        k.ntiles = nt - first;
+        k.first_item = items;
+        items += k.ntiles * p->B * k.nheads;
+        classes[nc++] = k;
+    }
+    *kph = *ph;
+    kph->tiles = tiles;
+    kph->ntiles = nt <= tiles_cap ? nt : 0;
+    kph->tiles_cap = tiles_cap;
+    kph->classes = classes;
+    kph->nclasses = nc;
+    kph->classes_cap = ph->nclasses;
+    kph->items = items;
+    kph->bq = bk;
+    return nt;
+}
+
 rda_status rda_plan_step(rda_phase *ph, const rda_problem *p, const rda_rows *qr,
                          const rda_rows *kr, bool last_step, rda_phase_run run, void *arg,
                          int64_t *pairs, char *msg) {

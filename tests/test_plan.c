@@ -1,5 +1,7 @@
 /* Planning: ring partitions, exact pair counts against brute force, the sum
- * of every rank's jobs against the whole, and the ring-step pruning. */
+ * of every rank's jobs against the whole, the ring-step pruning, and the
+ * key tiles of each phase (the backward's dK/dV items) against its query
+ * tiles. */
 #include "harness.h"
 #include "plan.h"
 
@@ -41,6 +43,50 @@ static rda_problem make(rda_mode mode, int causal, int64_t N, int64_t H, int32_t
     p.H = p.Hkv = H;
     p.D = 4;
     return p;
+}
+
+/* The key tiles of a phase, counted pair by pair the way the dK/dV kernel
+ * visits them (each tile's keys against its job's queries from the first
+ * that sees the tile), against the pairs of the phase's jobs over its
+ * classes' heads; every tile holds an allowed pair; items add up. */
+typedef struct {
+    const rda_problem *p;
+    int64_t bk, key_pairs, job_pairs, empty_tiles, bad_items, phases;
+} key_tile_check;
+
+static rda_status check_key_tiles(void *arg, const rda_phase *ph) {
+    key_tile_check *kc = arg;
+    const rda_problem *p = kc->p;
+    rda_tile tiles[4096];
+    rda_class classes[256];
+    rda_phase kph;
+    kc->phases++;
+    if (ph->nclasses > 256) return RDA_STATUS_INTERNAL;
+    int64_t nt = rda_plan_key_tiles(ph, p, kc->bk, tiles, 4096, classes, &kph);
+    if (nt > 4096) return RDA_STATUS_INTERNAL;
+    for (int64_t ci = 0; ci < ph->nclasses; ci++) {
+        const rda_class *cl = &ph->classes[ci];
+        for (int64_t j = ph->tiles[cl->first_tile].job; cl->ntiles && j <= ph->tiles[cl->first_tile + cl->ntiles - 1].job; j++)
+            kc->job_pairs += rda_job_pairs(&ph->jobs[j], p->causal) * cl->nheads * p->B;
+    }
+    int64_t items = 0;
+    for (int64_t ci = 0; ci < kph.nclasses; ci++) {
+        const rda_class *cl = &kph.classes[ci];
+        if (cl->first_item != items) kc->bad_items++;
+        items += cl->ntiles * cl->nheads * p->B;
+        for (int64_t t = cl->first_tile; t < cl->first_tile + cl->ntiles; t++) {
+            const rda_job *job = &kph.jobs[kph.tiles[t].job];
+            int c = job->nk > 1 && kph.tiles[t].first >= job->k_count[0];
+            int64_t k0 = kph.tiles[t].first - (c ? job->k_count[0] : 0), d = (job->q_first - job->k_first[c]) / job->stride;
+            int64_t pairs = 0;
+            for (int64_t k = k0; k < k0 + kc->bk && k < job->k_count[c]; k++)
+                for (int64_t i = p->causal && k - d > 0 ? k - d : 0; i < job->q_count; i++) pairs += !p->causal || k <= i + d;
+            kc->key_pairs += pairs * cl->nheads * p->B;
+            kc->empty_tiles += pairs == 0;
+        }
+    }
+    if (items != kph.items) kc->bad_items++;
+    return RDA_STATUS_SUCCESS;
 }
 
 int main(void) {
@@ -115,6 +161,44 @@ int main(void) {
                                       P, lay, (long long)sum, (long long)total, s, mode, causal, (long long)N);
                             }
                     }
+
+    /* key tiles: tile sizes 1, 3 and 64, every ring step of every rank */
+    for (int s = 0; s < 4; s++)
+        for (int mode = 0; mode < 3; mode++)
+            for (int causal = 0; causal < 2; causal++)
+                for (int64_t N = 1; N <= 45; N += 22)
+                    for (int32_t P = 1; P <= 3 && P <= N; P++)
+                        for (int lay = 0; lay < 2; lay++) {
+                            if (lay == RDA_LAYOUT_ZIGZAG && N < 2 * P) continue;
+                            rda_problem p = make((rda_mode)mode, causal, N, 3, G[s], sets[s]);
+                            p.layout = (rda_layout)lay;
+                            p.B = 2;
+                            for (int bi = 0; bi < 3; bi++) {
+                                const int64_t bk = bi == 0 ? 1 : bi == 1 ? 3 : 64;
+                                key_tile_check kc = {&p, bk, 0, 0, 0, 0, 0};
+                                rda_status st = RDA_STATUS_SUCCESS;
+                                for (int32_t r = 0; r < P && !st; r++)
+                                    for (int32_t step = 0; step < P && !st; step++) {
+                                        rda_rows qr, kr;
+                                        rda_plan_rows(N, P, p.layout, r, &qr, NULL);
+                                        rda_plan_rows(N, P, p.layout, (r - step + P) % P, &kr, NULL);
+                                        rda_carver hc;
+                                        size_t bytes = rda_plan_phase_bytes(&p, &qr, 4);
+                                        void *mem = malloc(bytes);
+                                        hc.p = mem, hc.left = bytes;
+                                        rda_phase ph;
+                                        int64_t pairs = 0;
+                                        st = rda_plan_phase_init(&ph, &hc, &p, &qr, 4);
+                                        if (!st) st = rda_plan_step(&ph, &p, &qr, &kr, false, check_key_tiles, &kc, &pairs, NULL);
+                                        free(mem);
+                                    }
+                                CHECK(!st && kc.key_pairs == kc.job_pairs && kc.empty_tiles == 0 && kc.bad_items == 0,
+                                      "key tiles of %d: %lld pairs, the jobs %lld; %lld tiles without a pair; %lld item "
+                                      "counts off (set %d mode %d causal %d N %lld P %d layout %d, %lld phases)",
+                                      (int)bk, (long long)kc.key_pairs, (long long)kc.job_pairs, (long long)kc.empty_tiles,
+                                      (long long)kc.bad_items, s, mode, causal, (long long)N, P, lay, (long long)kc.phases);
+                            }
+                        }
 
     /* ring steps: segments inside one rank need no transfer; dense needs all */
     rda_pattern seg[2] = {{1024, 1}, {2048, 2}};

@@ -57,6 +57,8 @@ lib.rda_context_create.argtypes = [_P(ContextParams), _P(_ctx_t)]
 lib.rda_context_create.restype = ctypes.c_int
 lib.rda_context_destroy.argtypes = [_ctx_t]
 lib.rda_context_destroy.restype = None
+lib.rda_context_set_stream.argtypes = [_ctx_t, ctypes.c_void_p]
+lib.rda_context_set_stream.restype = ctypes.c_int
 lib.rda_context_last_error.argtypes = [_ctx_t]
 lib.rda_context_last_error.restype = ctypes.c_char_p
 lib.rda_status_to_string.argtypes = [ctypes.c_int]
@@ -103,6 +105,7 @@ class _Context:
         h = _ctx_t()
         check(lib.rda_context_create(ctypes.byref(p), ctypes.byref(h)), None)
         self.handle = h
+        self.stream = stream
 
     def __del__(self):
         if getattr(self, "handle", None) and lib is not None:
@@ -114,15 +117,21 @@ _local = threading.local()
 
 
 def context(backend, device=0, stream=None, threads=0):
-    """The calling thread's context for (backend, device, stream, threads),
-    made on first use and kept (a context runs one call at a time)."""
+    """The calling thread's context for (backend, device, threads), made on
+    first use and kept (a context runs one call at a time); on CUDA switched
+    to `stream` when its last call ran on another one, so that one device's
+    workspace and tables serve every stream (also a graph's capture stream,
+    where nothing may be allocated)."""
     cache = getattr(_local, "cache", None)
     if cache is None:
         cache = _local.cache = {}
-    key = (backend, device, stream, threads)
+    key = (backend, device, threads)
     c = cache.get(key)
     if c is None:
         c = cache[key] = _Context(backend, device, stream, threads)
+    elif backend == BACKEND_CUDA and c.stream != stream:
+        check(lib.rda_context_set_stream(c.handle, stream), c.handle)
+        c.stream = stream
     return c.handle
 
 

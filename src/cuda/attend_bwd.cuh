@@ -5,7 +5,10 @@
  *
  * bwd_delta<T>   the light pre-pass: Delta = rowsum(dO * O) of the rank's
  *                rows, fp32 [B, n, H], one warp per row.
- * attend_bwd<T>  any type, D <= 256, any strides, fp32 on CUDA cores. One
+ * attend_bwd<T>  any type, D <= 256, any strides, fp32 on CUDA cores (the
+ *                kernel of the shapes attend_bwd_mma.cuh's tensor-core pair
+ *                does not take: fp32, D other than 64 and 128, strided
+ *                heads). One
  *                CTA per work item: a tile of bq queries of one job (the
  *                planner's tile, bwd_tile_rows), with Q, dO (times the
  *                output factor), their dQ, LSE and Delta in shared memory,

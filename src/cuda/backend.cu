@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "attend_bwd.cuh"
+#include "attend_bwd_mma.cuh"
 #include "attend_wgmma.cuh"
 
 extern "C" {
@@ -62,6 +63,10 @@ typedef struct {
     const rda_tensor *q, *k, *v;
     float qscale;
     float *dq, *delta; /* the backward in progress: the rank's fp32 dQ and Delta */
+    rda_tile *ktiles;  /* the backward's key tiles (rda_plan_key_tiles), host */
+    int64_t ktiles_cap;
+    rda_class *kclasses;
+    int64_t kclasses_cap;
 } cuda_ctx;
 
 #define CUDA_TRY(call)                                                                        \
@@ -218,6 +223,16 @@ static rda_status context_init(rda_context *ctx, int32_t device, void *stream, r
         CUDA_TRY(cudaFuncSetAttribute(attend_bwd<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize, bwd_max));
         CUDA_TRY(cudaFuncSetAttribute(attend_bwd<__nv_bfloat16>, cudaFuncAttributeMaxDynamicSharedMemorySize, bwd_max));
         CUDA_TRY(cudaFuncSetAttribute(attend_bwd<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, bwd_max));
+#define RDA_BWD_SMEM(T, D)                                                                                    \
+    CUDA_TRY(cudaFuncSetAttribute(bwd_dq_mma<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,            \
+                                  (int)bwd_mma_smem_bytes<D>()));                                           \
+    CUDA_TRY(cudaFuncSetAttribute(bwd_dkv_mma<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,           \
+                                  (int)bwd_mma_smem_bytes<D>()))
+        RDA_BWD_SMEM(__half, 64);
+        RDA_BWD_SMEM(__half, 128);
+        RDA_BWD_SMEM(__nv_bfloat16, 64);
+        RDA_BWD_SMEM(__nv_bfloat16, 128);
+#undef RDA_BWD_SMEM
     }
     CUDA_TRY(cudaFuncSetAttribute(attend_mma<__nv_bfloat16, 128>,
                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mma_smem_bytes<128>()));
@@ -236,6 +251,8 @@ extern "C" void rda_cuda_context_destroy(rda_context *ctx) {
     cudaSetDevice(c->device);
     cudaStreamSynchronize(c->stream);
     cudaFree(c->dws);
+    free(c->ktiles);
+    free(c->kclasses);
     for (int i = 0; i < c->nretired; i++) cudaFree(c->retired[i]);
     free(c->retired);
     for (int i = 0; i < c->ntables; i++) {
@@ -261,9 +278,16 @@ extern "C" rda_status rda_cuda_set_stream(rda_context *ctx, void *stream) {
     if (s == c->stream) return RDA_STATUS_SUCCESS;
     int prev = rda_cuda_get_device();
     cudaError_t e = cudaSetDevice(c->device);
-    /* the new stream starts after what the old one holds (the workspace is shared) */
-    if (e == cudaSuccess) e = cudaEventRecord(c->switched, c->stream);
-    if (e == cudaSuccess) e = cudaStreamWaitEvent(s, c->switched, 0);
+    /* the new stream starts after what the old one holds (the workspace is
+     * shared); not while either is being captured, where an event across
+     * the capture's edge would invalidate it: there the capturing
+     * application orders its capture stream (as torch.cuda.graph does) */
+    cudaStreamCaptureStatus cs_old = cudaStreamCaptureStatusNone, cs_new = cudaStreamCaptureStatusNone;
+    if (e == cudaSuccess) e = cudaStreamIsCapturing(c->stream, &cs_old);
+    if (e == cudaSuccess) e = cudaStreamIsCapturing(s, &cs_new);
+    const bool order = cs_old == cudaStreamCaptureStatusNone && cs_new == cudaStreamCaptureStatusNone;
+    if (e == cudaSuccess && order) e = cudaEventRecord(c->switched, c->stream);
+    if (e == cudaSuccess && order) e = cudaStreamWaitEvent(s, c->switched, 0);
     rda_cuda_set_device(prev);
     if (e != cudaSuccess) {
         rda_set_msg(ctx->msg, "switching streams: %s", cudaGetErrorString(e));
@@ -900,13 +924,55 @@ static rda_status run_bwd_phase(void *arg, const rda_phase *ph) {
     rda_status st = phase_tables(ctx, ph, a);
     if (st) return st;
     const dim3 grid((unsigned)ph->items);
-    const size_t smem = bwd_smem_bytes(p->D, ph->bq);
-    switch (p->dtype) {
-    case RDA_DTYPE_F16: attend_bwd<__half><<<grid, BWD_THREADS, smem, c->stream>>>(a); break;
-    case RDA_DTYPE_BF16: attend_bwd<__nv_bfloat16><<<grid, BWD_THREADS, smem, c->stream>>>(a); break;
-    default: attend_bwd<float><<<grid, BWD_THREADS, smem, c->stream>>>(a); break;
+    if (!mma_ok(p, sa->t->q, sa->k, sa->v, sa->t->dout)) {
+        const size_t smem = bwd_smem_bytes(p->D, ph->bq);
+        switch (p->dtype) {
+        case RDA_DTYPE_F16: attend_bwd<__half><<<grid, BWD_THREADS, smem, c->stream>>>(a); break;
+        case RDA_DTYPE_BF16: attend_bwd<__nv_bfloat16><<<grid, BWD_THREADS, smem, c->stream>>>(a); break;
+        default: attend_bwd<float><<<grid, BWD_THREADS, smem, c->stream>>>(a); break;
+        }
+        CUDA_LAUNCHED();
+        return RDA_STATUS_SUCCESS;
     }
-    CUDA_LAUNCHED();
+    /* tensor cores: dQ over the query tiles, then dK/dV over the key tiles */
+    const bool bf = p->dtype == RDA_DTYPE_BF16;
+    cudaStream_t s = c->stream;
+#define RDA_BWD_LAUNCH(K, g, args)                                                                        \
+    do {                                                                                                  \
+        if (p->D == 64) {                                                                                 \
+            if (bf) K<__nv_bfloat16, 64><<<g, 128, bwd_mma_smem_bytes<64>(), s>>>(args);                  \
+            else K<__half, 64><<<g, 128, bwd_mma_smem_bytes<64>(), s>>>(args);                            \
+        } else {                                                                                          \
+            if (bf) K<__nv_bfloat16, 128><<<g, 128, bwd_mma_smem_bytes<128>(), s>>>(args);                \
+            else K<__half, 128><<<g, 128, bwd_mma_smem_bytes<128>(), s>>>(args);                          \
+        }                                                                                                 \
+        CUDA_LAUNCHED();                                                                                  \
+    } while (0)
+    RDA_BWD_LAUNCH(bwd_dq_mma, grid, a);
+    rda_phase kph;
+    if (ph->nclasses > c->kclasses_cap) { /* the tables grow to the largest phase seen */
+        rda_class *k = static_cast<rda_class *>(realloc(c->kclasses, sizeof(rda_class) * (size_t)ph->classes_cap));
+        if (!k) {
+            rda_set_msg(ctx->msg, "out of host memory for %lld key tile classes", (long long)ph->classes_cap);
+            return RDA_STATUS_OUT_OF_MEMORY;
+        }
+        c->kclasses = k, c->kclasses_cap = ph->classes_cap;
+    }
+    const int64_t need = rda_plan_key_tiles(ph, p, 64, c->ktiles, c->ktiles_cap, c->kclasses, &kph);
+    if (need > c->ktiles_cap) {
+        rda_tile *t = static_cast<rda_tile *>(realloc(c->ktiles, sizeof(rda_tile) * (size_t)need));
+        if (!t) {
+            rda_set_msg(ctx->msg, "out of host memory for %lld key tiles", (long long)need);
+            return RDA_STATUS_OUT_OF_MEMORY;
+        }
+        c->ktiles = t, c->ktiles_cap = need;
+        rda_plan_key_tiles(ph, p, 64, c->ktiles, c->ktiles_cap, c->kclasses, &kph);
+    }
+    if (kph.items == 0) return RDA_STATUS_SUCCESS;
+    attend_args ka = a; /* the same arguments over the key tiles */
+    if ((st = phase_tables(ctx, &kph, ka))) return st;
+    RDA_BWD_LAUNCH(bwd_dkv_mma, dim3((unsigned)kph.items), ka);
+#undef RDA_BWD_LAUNCH
     return RDA_STATUS_SUCCESS;
 }
 

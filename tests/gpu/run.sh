@@ -94,7 +94,7 @@ if has baseline; then
 fi
 if has backward; then
     # the backward and forward+backward against PyTorch's autograd (cuDNN and FlashAttention backends)
-    timeout 900 python3 bench/gpu_backward.py --rda build-gpu/rda --reps 5 > "$OUT/gpu_backward.md" 2> "$OUT/gpu_backward.err"
+    timeout 900 python3 -u bench/gpu_backward.py --rda build-gpu/rda --reps 5 > "$OUT/gpu_backward.md" 2> "$OUT/gpu_backward.err"
     summary+=("backward against PyTorch: rc=$?")
     cp bench/results/gpu_backward.json "$OUT/" 2>/dev/null
 fi
@@ -115,6 +115,9 @@ if has sass; then
     obj=$(find build-gpu -name 'backend.cu.o' | head -1)
     cuobjdump -sass "$obj" > "$OUT/sass.txt" 2>&1
     summary+=("sass: HMMA $(grep -c HMMA "$OUT/sass.txt"), HGMMA $(grep -c HGMMA "$OUT/sass.txt")")
+    # the instruction mix per kernel (the forward's and the backward's)
+    python3 scripts/sass_mix.py "$obj" --match "attend_|bwd_" > "$OUT/sass_mix.md" 2>&1
+    summary+=("sass mix per kernel: $OUT/sass_mix.md (rc=$?)")
 fi
 if has playground; then
     # the kernel versions of dev/cuda/attend.cu, checked and timed one by one
