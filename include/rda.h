@@ -370,6 +370,46 @@ RDA_API rda_status rda_comm_create_nccl(const void *nccl_comm, int32_t device, v
  * changes the calling thread's current CUDA device. */
 RDA_API rda_status rda_comm_create_nccl_local(int32_t P, const int32_t *devices,
                                               void *const *streams, rda_comm **comms);
+/* A communicator over NCCL made from an NCCL unique id, one process (or
+ * thread) per rank, as a framework builds one over its own process group:
+ * rank 0 calls rda_nccl_unique_id, the id's bytes reach every rank by the
+ * framework's broadcast, and each rank calls rda_comm_create_nccl_id with
+ * the ring's size, its rank, its GPU and stream (as rda_comm_create_nccl).
+ * The communicator owns the NCCL communicator it makes (ncclCommInitRank)
+ * and destroys it with itself. id holds RDA_NCCL_ID_BYTES bytes.
+ * RDA_STATUS_UNSUPPORTED without NCCL. */
+#define RDA_NCCL_ID_BYTES 128
+RDA_API rda_status rda_nccl_unique_id(void *id, size_t bytes);
+RDA_API rda_status rda_comm_create_nccl_id(const void *id, size_t bytes, int32_t nranks, int32_t rank,
+                                           int32_t device, void *stream, rda_comm **out);
+
+/* A communicator whose transfers the caller implements: a framework's own
+ * point-to-point layer (the Python package uses torch.distributed for CPU
+ * tensors). The ring calls them from the thread that called it, one
+ * transfer in flight at a time:
+ *   start  starts sending send_bytes at send to rank `to` and receiving
+ *          recv_bytes into recv from rank `from` (a count may be 0: nothing
+ *          that way). The buffers are the context's: host memory on the
+ *          CPU backends (device memory on CUDA, after a host wait for the
+ *          rank's work). Returns 0, or nonzero when it failed.
+ *   wait   waits for the started transfer at most timeout_s seconds:
+ *          returns 0 when it is done, 1 when it is not done by then, any
+ *          other value when it failed.
+ *   abort  (may be NULL) this rank's ring failed; tell the peers if the
+ *          transport can.
+ *   release (may be NULL) called once, by rda_comm_destroy.
+ * The configuration check before a ring (all ranks pass the same
+ * configuration) runs over start and wait. */
+typedef struct rda_comm_callbacks {
+    int (*start)(void *user, const void *send, size_t send_bytes, int32_t to, void *recv, size_t recv_bytes,
+                 int32_t from);
+    int (*wait)(void *user, double timeout_s);
+    void (*abort)(void *user);
+    void (*release)(void *user);
+    void *user;
+} rda_comm_callbacks;
+RDA_API rda_status rda_comm_create_callbacks(const rda_comm_callbacks *callbacks, int32_t rank, int32_t size,
+                                             rda_comm **out);
 RDA_API void rda_comm_destroy(rda_comm *comm);
 RDA_API int32_t rda_comm_rank(const rda_comm *comm);
 RDA_API int32_t rda_comm_size(const rda_comm *comm);

@@ -5,16 +5,18 @@ backward, on CPU and CUDA tensors of layout [B, N, H, D].
     import rda
     o = rda.dilated_attention(q, k, v, [2048, 4096], [1, 2])     # autograd works
     attn = rda.MultiheadDilatedAttention(512, 8, dilation_rates=[1, 2], segment_lengths=[2048, 4096])
+    o = rda.ring_attention(q_local, k_local, v_local, is_causal=True, layout="zigzag")   # torch.distributed ranks
 """
 import torch  # noqa: F401  (first: PyTorch's CUDA libraries load before this package's library)
 
 from . import _lib
 from .modules import DilatedAttention, MultiheadDilatedAttention
 from .ops import attention, dilated_attention
+from .ring import ring_attention, ring_dilated_attention
 
 __version__ = _lib.lib.rda_version_string().decode()
 __all__ = ["attention", "dilated_attention", "DilatedAttention", "MultiheadDilatedAttention", "cuda_available",
-           "ring_partition"]
+           "ring_attention", "ring_dilated_attention", "ring_partition"]
 _LAYOUTS = {"contiguous": 0, "zigzag": 1}
 
 

@@ -75,6 +75,34 @@ lib.rda_ring_partition.argtypes = [ctypes.c_int64, ctypes.c_int32, ctypes.c_int,
                                    ctypes.c_int64 * 2, ctypes.c_int64 * 2, _P(ctypes.c_int32)]
 lib.rda_ring_partition.restype = ctypes.c_int
 
+# ---- rings: communicators and the ring calls
+_comm_t = ctypes.c_void_p
+START_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int32,
+                            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int32)
+WAIT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_double)
+VOID_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+NCCL_ID_BYTES = 128
+
+
+class Callbacks(ctypes.Structure):
+    _fields_ = [("start", START_FN), ("wait", WAIT_FN), ("abort", VOID_FN), ("release", VOID_FN),
+                ("user", ctypes.c_void_p)]
+
+
+lib.rda_comm_create_callbacks.argtypes = [_P(Callbacks), ctypes.c_int32, ctypes.c_int32, _P(_comm_t)]
+lib.rda_comm_create_callbacks.restype = ctypes.c_int
+lib.rda_nccl_unique_id.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+lib.rda_nccl_unique_id.restype = ctypes.c_int
+lib.rda_comm_create_nccl_id.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int32, ctypes.c_int32,
+                                        ctypes.c_int32, ctypes.c_void_p, _P(_comm_t)]
+lib.rda_comm_create_nccl_id.restype = ctypes.c_int
+lib.rda_comm_destroy.argtypes = [_comm_t]
+lib.rda_comm_destroy.restype = None
+lib.rda_ring_forward.argtypes = [_ctx_t, _comm_t, _P(Config), ctypes.c_int64] + [_P(Tensor)] * 5 + [ctypes.c_void_p]
+lib.rda_ring_forward.restype = ctypes.c_int
+lib.rda_ring_backward.argtypes = [_ctx_t, _comm_t, _P(Config), ctypes.c_int64] + [_P(Tensor)] * 9 + [ctypes.c_void_p]
+lib.rda_ring_backward.restype = ctypes.c_int
+
 # status codes (rda_status) and the Python exception each becomes
 _TYPE_ERRORS = {4}            # DTYPE_MISMATCH
 _VALUE_ERRORS = {1, 2, 3, 5, 6, 7, 8, 12}  # bad arguments, shapes, patterns, aliasing, unsupported
@@ -135,7 +163,7 @@ def context(backend, device=0, stream=None, threads=0):
     return c.handle
 
 
-def config(mode, causal, scale, patterns):
+def config(mode, causal, scale, patterns, layout=0):
     cfg = Config()
     cfg.struct_size = ctypes.sizeof(Config)
     cfg.version = CONFIG_VERSION
@@ -148,4 +176,5 @@ def config(mode, causal, scale, patterns):
     for i, (w, r) in enumerate(patterns):
         cfg.patterns[i].segment = int(w)
         cfg.patterns[i].dilation = int(r)
+    cfg.layout = layout
     return cfg

@@ -236,3 +236,35 @@ out:
     if (prev >= 0) cudaSetDevice(prev);
     return st;
 }
+
+rda_status rda_nccl_unique_id(void *id, size_t bytes) {
+    if (!id) return RDA_STATUS_NULL_POINTER;
+    if (bytes < sizeof(ncclUniqueId)) return RDA_STATUS_INVALID_ARGUMENT;
+    ncclUniqueId u;
+    if (ncclGetUniqueId(&u) != ncclSuccess) return RDA_STATUS_COMM_ERROR;
+    memset(id, 0, bytes);
+    memcpy(id, &u, sizeof(u));
+    return RDA_STATUS_SUCCESS;
+}
+
+rda_status rda_comm_create_nccl_id(const void *id, size_t bytes, int32_t nranks, int32_t rank, int32_t device,
+                                   void *stream, rda_comm **out) {
+    if (!id || !out) return RDA_STATUS_NULL_POINTER;
+    *out = NULL;
+    if (bytes < sizeof(ncclUniqueId) || nranks < 1 || rank < 0 || rank >= nranks || device < 0)
+        return RDA_STATUS_INVALID_ARGUMENT;
+    ncclUniqueId u;
+    memcpy(&u, id, sizeof(u));
+    int prev = current_device();
+    rda_status st = RDA_STATUS_SUCCESS;
+    ncclComm_t nc = NULL;
+    if (cudaSetDevice(device) != cudaSuccess) {
+        st = RDA_STATUS_DEVICE_ERROR;
+    } else if (ncclCommInitRank(&nc, nranks, u, rank) != ncclSuccess) {
+        st = RDA_STATUS_COMM_ERROR;
+    } else if ((st = wrap(nc, device, stream, 1, out))) {
+        ncclCommDestroy(nc);
+    }
+    if (prev >= 0) cudaSetDevice(prev);
+    return st;
+}

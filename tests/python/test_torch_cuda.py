@@ -104,3 +104,54 @@ def test_cuda_training_loop():
     ours, theirs = losses(model(None)), losses(model(SeedAttention([128, 256], [1, 2])))
     assert ours[-1] < ours[0]
     assert max(abs(a - b) for a, b in zip(ours, theirs)) <= 1e-3 * max(1.0, abs(theirs[0]))
+
+
+def _ring_worker(rank, world, init, queue):
+    import torch.distributed as dist
+    torch.cuda.set_device(rank)
+    dist.init_process_group("nccl", init_method=init, rank=rank, world_size=world)
+    failures = []
+    try:
+        g = torch.Generator().manual_seed(7)
+        N, layout = 4096, "zigzag"
+        q, k, v, do = ((torch.rand(1, N, h, 64, generator=g) * 2 - 1).to(torch.float16).cuda() for h in (8, 8, 8, 8))
+        fq, fk, fv = (t.clone().requires_grad_(True) for t in (q, k, v))
+        fo = rda.attention(fq, fk, fv, is_causal=True)
+        (fo.float() * do.float()).sum().backward()
+        parts = rda.ring_partition(N, world, layout, rank)
+        rows = lambda x: torch.cat([x[:, s:s + c] for s, c in parts], dim=1)  # noqa: E731
+        lq, lk, lv = (rows(t).requires_grad_(True) for t in (q, k, v))
+        lo = rda.ring_attention(lq, lk, lv, is_causal=True, layout=layout)
+        (lo.float() * rows(do).float()).sum().backward()
+        for name, got, want in (("o", lo, rows(fo)), ("dq", lq.grad, rows(fq.grad)), ("dk", lk.grad, rows(fk.grad)),
+                                ("dv", lv.grad, rows(fv.grad))):
+            err = ((got.float() - want.float()).norm() / want.float().norm()).item()
+            if err > 2e-3:
+                failures.append(f"rank {rank}: {name} rel_l2 {err:.3g}")
+    except Exception as e:  # noqa: BLE001
+        failures.append(f"rank {rank}: {type(e).__name__}: {e}")
+    finally:
+        queue.put(failures)
+        dist.destroy_process_group()
+
+
+def test_cuda_ring_over_nccl():
+    """rda.ring_attention on CUDA tensors: the library's NCCL engine from a
+    unique id broadcast over the group; a world of one per GPU there is
+    (the multi-GPU worlds run on multi-GPU machines)."""
+    import os
+    import tempfile
+
+    import torch.multiprocessing as mp
+    world = torch.cuda.device_count()
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    with tempfile.TemporaryDirectory() as tmp:
+        init = "file://" + os.path.join(tmp, "rendezvous")
+        procs = [ctx.Process(target=_ring_worker, args=(r, world, init, queue)) for r in range(world)]
+        for p in procs:
+            p.start()
+        failures = [f for _ in range(world) for f in queue.get(timeout=300)]
+        for p in procs:
+            p.join(timeout=60)
+    assert not failures, "\n".join(failures)
