@@ -162,12 +162,17 @@ typedef struct rda_config {
     rda_layout layout;     /* ring layout; ignored on one rank */
     int32_t allow_tf32;    /* reserved for GPU backends: 0 keeps fp32 exact */
     double timeout_seconds;/* deadline of every ring wait; 0 means 60 s */
+    /* 1: the backward's dQ, dK, dV are bit-identical from run to run (on
+     * the CUDA backend: the tensor-core kernels, fp16/bf16 at D = 64 or
+     * 128 with a contiguous head dim, with no atomics; other shapes are
+     * refused with RDA_STATUS_UNSUPPORTED). The CPU backends always are. */
+    int32_t deterministic;
 } rda_config;
 
 #define RDA_CONFIG_INIT                                                                   \
     {                                                                                     \
         (uint32_t) sizeof(rda_config), RDA_CONFIG_VERSION, RDA_MODE_DENSE, 0, 0.0, 0, {{0, 0}}, \
-            RDA_LAYOUT_CONTIGUOUS, 0, 0.0                                                 \
+            RDA_LAYOUT_CONTIGUOUS, 0, 0.0, 0                                              \
     }
 
 /* ------------------------------------------------------------------ context */

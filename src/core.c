@@ -281,6 +281,10 @@ rda_status rda_problem_from_config(const rda_config *cfg_in, int64_t N, rda_prob
         rda_set_msg(msg, "config.timeout_seconds must be finite and >= 0");
         return RDA_STATUS_INVALID_ARGUMENT;
     }
+    if (cfg.deterministic != 0 && cfg.deterministic != 1) {
+        rda_set_msg(msg, "config.deterministic must be 0 or 1, got %d", cfg.deterministic);
+        return RDA_STATUS_INVALID_ARGUMENT;
+    }
     if (N < 1) {
         rda_set_msg(msg, "sequence length N must be >= 1, got %lld", (long long)N);
         return RDA_STATUS_INVALID_ARGUMENT;
@@ -291,6 +295,7 @@ rda_status rda_problem_from_config(const rda_config *cfg_in, int64_t N, rda_prob
     p->scale = cfg.scale;
     p->layout = cfg.layout;
     p->timeout_seconds = cfg.timeout_seconds > 0 ? cfg.timeout_seconds : 60.0;
+    p->deterministic = cfg.deterministic != 0;
     p->N = N;
     if (cfg.mode == RDA_MODE_DENSE) {
         p->G = 1;

@@ -89,6 +89,7 @@ typedef struct rda_problem {
     rda_pattern given[RDA_MAX_PATTERNS];
     rda_layout layout;
     double timeout_seconds;
+    bool deterministic;                 /* the backward without atomics (config.deterministic) */
     int64_t B, N, H, Hkv, D;            /* N: full sequence length */
     rda_dtype dtype;
 } rda_problem;

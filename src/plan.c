@@ -303,12 +303,21 @@ done:
     return st;
 }
 
-int64_t rda_plan_key_tiles(const rda_phase *ph, const rda_problem *p, int64_t bk, rda_tile *tiles,
-                           int64_t tiles_cap, rda_class *classes, rda_phase *kph) {
-    int64_t nt = 0, nc = 0, items = 0;
+int64_t rda_plan_key_tiles(const rda_phase *ph, const rda_problem *p, int64_t bk, int64_t hmod, int64_t hrem,
+                           rda_tile *tiles, int64_t tiles_cap, rda_class *classes, int64_t *heads,
+                           rda_phase *kph) {
+    int64_t nt = 0, nc = 0, items = 0, nh = 0;
     for (int64_t ci = 0; ci < ph->nclasses; ci++) {
         const rda_class *cl = &ph->classes[ci];
         if (cl->ntiles == 0) continue;
+        int64_t first_head = cl->first_head, nheads = cl->nheads;
+        if (hmod > 1) { /* this class's heads of the residue, after the earlier classes' */
+            first_head = nh;
+            for (int64_t i = 0; i < cl->nheads; i++)
+                if (ph->heads[cl->first_head + i] % hmod == hrem) heads[nh++] = ph->heads[cl->first_head + i];
+            nheads = nh - first_head;
+            if (nheads == 0) continue;
+        }
         /* a class's jobs are consecutive, and so are its query tiles */
         const int64_t j0 = ph->tiles[cl->first_tile].job, j1 = ph->tiles[cl->first_tile + cl->ntiles - 1].job;
         const int64_t first = nt;
@@ -325,8 +334,13 @@ int64_t rda_plan_key_tiles(const rda_phase *ph, const rda_problem *p, int64_t bk
                     if (nt < tiles_cap) tiles[nt] = (rda_tile){j, (c ? job->k_count[0] : 0) + k0};
             }
         }
-        if (nt == first) continue;
+        if (nt == first) {
+            if (hmod > 1) nh = first_head; /* (its heads are dropped with it) */
+            continue;
+        }
         rda_class k = *cl;
+        k.first_head = first_head;
+        k.nheads = nheads;
         k.first_tile = first;
         k.ntiles = nt - first;
         k.first_item = items;
@@ -334,6 +348,11 @@ int64_t rda_plan_key_tiles(const rda_phase *ph, const rda_problem *p, int64_t bk
         classes[nc++] = k;
     }
     *kph = *ph;
+    if (hmod > 1) {
+        kph->heads = heads;
+        kph->nheads = nh;
+        kph->heads_cap = ph->nheads;
+    }
     kph->tiles = tiles;
     kph->ntiles = nt <= tiles_cap ? nt : 0;
     kph->tiles_cap = tiles_cap;

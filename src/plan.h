@@ -117,13 +117,19 @@ static inline RDA_HOST_DEVICE int64_t rda_item_place(const rda_class *classes, i
  * tiles of bk, as rda_tile {job, first} with first = k0 in the job's first
  * key progression and k_count[0] + k0 in its second; under causal masking
  * none whose keys all come after the job's last query. kph shares ph's
- * jobs and heads; its classes are ph's with first_tile, ntiles and
- * first_item over the key tiles (classes left without tiles are dropped),
- * and its items count them. Writes at most tiles_cap tiles into tiles and
- * ph->nclasses classes into classes; returns the number of tiles the phase
- * needs (more than tiles_cap: nothing usable was written). */
-int64_t rda_plan_key_tiles(const rda_phase *ph, const rda_problem *p, int64_t bk, rda_tile *tiles,
-                           int64_t tiles_cap, rda_class *classes, rda_phase *kph);
+ * jobs; its classes are ph's with first_tile, ntiles and first_item over
+ * the key tiles (classes left without tiles or heads are dropped), and its
+ * items count them. hmod > 1 keeps only the heads h with h % hmod == hrem,
+ * written into heads (room for ph->nheads; NULL when hmod == 1, which
+ * shares ph's heads): with hmod = H / Hkv the items of one such phase meet
+ * no K/V row of one head twice, when the phase was planned over one query
+ * range (its jobs then lie in distinct segments). Writes at most tiles_cap
+ * tiles into tiles and ph->nclasses classes into classes; returns the
+ * number of tiles the phase needs (more than tiles_cap: nothing usable was
+ * written). */
+int64_t rda_plan_key_tiles(const rda_phase *ph, const rda_problem *p, int64_t bk, int64_t hmod, int64_t hrem,
+                           rda_tile *tiles, int64_t tiles_cap, rda_class *classes, int64_t *heads,
+                           rda_phase *kph);
 
 /* Host memory for the phase tables of a rank with query rows qr. */
 size_t rda_plan_phase_bytes(const rda_problem *p, const rda_rows *qr, int64_t bq);

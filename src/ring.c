@@ -28,7 +28,7 @@ static int64_t tensor_bytes(const rda_tensor *t) {
 
 /* What every rank must agree on before any transfer. */
 typedef struct {
-    int64_t N, B, H, Hkv, D, dtype, mode, causal, layout, G, backward;
+    int64_t N, B, H, Hkv, D, dtype, mode, causal, layout, G, backward, deterministic;
     double scale;
     rda_pattern patterns[RDA_MAX_PATTERNS];
 } ring_blob;
@@ -105,6 +105,7 @@ rda_status rda_ring_run(rda_context *ctx, rda_comm *comm, const rda_config *cfg,
         blob.layout = P > 1 ? p.layout : 0;
         blob.G = p.G;
         blob.backward = bwd;
+        blob.deterministic = p.deterministic;
         blob.scale = p.scale;
         memcpy(blob.patterns, p.given, sizeof(blob.patterns));
         if ((st = comm->ops->agree(comm, &blob, sizeof(blob), p.timeout_seconds, msg))) goto fail;

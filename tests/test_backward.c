@@ -338,6 +338,72 @@ static void ring_case(int64_t N, int P, rda_mode mode, int layout, int causal, r
     for (int i = 0; i < 3; i++) guarded_free(&one[i]), guarded_free(&ring[i]);
 }
 
+/* config.deterministic on the CPU (whose backward has no atomics and a
+ * fixed summation order): accepted, and dQ, dK, dV bit-identical over
+ * repeated calls on 4 threads and to the default's, GQA and a zig-zag ring
+ * of 3 included. */
+static void deterministic_case(rda_mode mode, int causal, uint64_t seed) {
+    const int64_t B = 1, N = 301, H = 4, Hkv = 2, D = 32, nq = B * N * H * D, nk = B * N * Hkv * D;
+    float *x = malloc(sizeof(float) * (size_t)(3 * nq + 2 * nk)), *lse = malloc(sizeof(float) * (size_t)(B * H * N));
+    float *g[3][3]; /* [run][dq, dk, dv] */
+    rda_rng rng;
+    rda_rng_seed(&rng, seed);
+    rda_fill_uniform(x, RDA_DTYPE_F32, 3 * nq + 2 * nk, &rng, -1, 1);
+    int64_t sq[4] = {B, N, H, D}, sk[4] = {B, N, Hkv, D}, sl[3] = {B, H, N};
+    rda_tensor q = rda_tensor_contiguous(x, RDA_DTYPE_F32, 4, sq), k = rda_tensor_contiguous(x + nq, RDA_DTYPE_F32, 4, sk),
+               v = rda_tensor_contiguous(x + nq + nk, RDA_DTYPE_F32, 4, sk),
+               o = rda_tensor_contiguous(x + nq + 2 * nk, RDA_DTYPE_F32, 4, sq),
+               dout = rda_tensor_contiguous(x + 2 * nq + 2 * nk, RDA_DTYPE_F32, 4, sq),
+               l = rda_tensor_contiguous(lse, RDA_DTYPE_F32, 3, sl);
+    rda_config cfg = RDA_CONFIG_INIT;
+    cfg.mode = mode;
+    cfg.causal = causal;
+    cfg.layout = RDA_LAYOUT_ZIGZAG;
+    cfg.num_patterns = mode == RDA_MODE_DENSE ? 0 : 2;
+    cfg.patterns[0] = (rda_pattern){64, 1};
+    cfg.patterns[1] = (rda_pattern){128, 2};
+    rda_context_params cp = RDA_CONTEXT_PARAMS_INIT;
+    cp.num_threads = 4;
+    rda_context *c = NULL;
+    rda_context_create(&cp, &c);
+    rda_status st = rda_attention_forward(c, &cfg, &q, &k, &v, &o, &l);
+    for (int run = 0; run < 3; run++) {
+        for (int i = 0; i < 3; i++) g[run][i] = malloc(sizeof(float) * (size_t)(i ? nk : nq));
+        rda_tensor dq = rda_tensor_contiguous(g[run][0], RDA_DTYPE_F32, 4, sq),
+                   dk = rda_tensor_contiguous(g[run][1], RDA_DTYPE_F32, 4, sk),
+                   dv = rda_tensor_contiguous(g[run][2], RDA_DTYPE_F32, 4, sk);
+        cfg.deterministic = run > 0; /* run 0: the default */
+        if (!st)
+            st = run == 2 ? rda_ring_backward_simulated(c, &cfg, 3, &q, &k, &v, &o, &l, &dout, &dq, &dk, &dv, NULL)
+                          : rda_attention_backward(c, &cfg, &q, &k, &v, &o, &l, &dout, &dq, &dk, &dv);
+    }
+    CHECK(st == RDA_STATUS_SUCCESS, "deterministic mode %d causal %d: %s", mode, causal, rda_context_last_error(c));
+    for (int i = 0; i < 3 && !st; i++)
+        CHECK(!memcmp(g[0][i], g[1][i], sizeof(float) * (size_t)(i ? nk : nq)),
+              "deterministic mode %d causal %d: gradient %d bit-identical to the default's", mode, causal, i);
+    /* a ring sums in another order: equal within rounding, not bitwise */
+    for (int i = 0; i < 3 && !st; i++) {
+        double num = 0, den = 0;
+        for (int64_t j = 0; j < (i ? nk : nq); j++) {
+            num += ((double)g[2][i][j] - g[0][i][j]) * ((double)g[2][i][j] - g[0][i][j]);
+            den += (double)g[0][i][j] * g[0][i][j];
+        }
+        CHECK(sqrt(num / (den > 0 ? den : 1)) <= 1e-5, "deterministic ring of 3, mode %d causal %d: gradient %d", mode,
+              causal, i);
+    }
+    rda_config bad = cfg;
+    bad.deterministic = 2;
+    rda_tensor dq = rda_tensor_contiguous(g[0][0], RDA_DTYPE_F32, 4, sq), dk = rda_tensor_contiguous(g[0][1], RDA_DTYPE_F32, 4, sk),
+               dv = rda_tensor_contiguous(g[0][2], RDA_DTYPE_F32, 4, sk);
+    CHECK(rda_attention_backward(c, &bad, &q, &k, &v, &o, &l, &dout, &dq, &dk, &dv) == RDA_STATUS_INVALID_ARGUMENT &&
+              !memcmp(g[0][0], g[1][0], sizeof(float) * (size_t)nq),
+          "deterministic = 2 refused, nothing written");
+    rda_context_destroy(c);
+    for (int run = 0; run < 3; run++)
+        for (int i = 0; i < 3; i++) free(g[run][i]);
+    free(x), free(lse);
+}
+
 int main(void) {
     rda_context_params cp = RDA_CONTEXT_PARAMS_INIT;
     if (getenv("RDA_TEST_THREADS")) cp.num_threads = atoi(getenv("RDA_TEST_THREADS"));
@@ -385,6 +451,8 @@ int main(void) {
         finite_differences(RDA_MODE_LONGNET, &sets[4], causal, (size5){1, 10, 2, 2, 3}, seed++);
     }
     if (!rings_only) unreached_rows();
+    for (int mode = 0; mode < 3 && !rings_only; mode++)
+        for (int causal = 0; causal < 2; causal++) deterministic_case((rda_mode)mode, causal, seed++);
     for (int mode = 0; mode < 3 && !rings_only; mode++)
         for (int causal = 0; causal < 2; causal++) {
             sampled_rows((rda_mode)mode, &sets[1], causal, seed++);

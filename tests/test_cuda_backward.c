@@ -260,6 +260,66 @@ static void graph_case(uint64_t seed) {
     cudaStreamDestroy(s);
 }
 
+/* config.deterministic: three backward calls (one rank, or a ring of P
+ * virtual ranks) give bit-identical dQ, dK, dV, equal within rounding to
+ * the default's (atomics); a shape off the tensor-core kernels is refused
+ * with nothing written. */
+static void deterministic_case(rda_config cfg, size5 s, rda_dtype dt, int P, uint64_t seed) {
+    const int64_t nq = s.B * s.N * s.H * s.D, nk = s.B * s.N * s.Hkv * s.D, nl = s.B * s.H * s.N;
+    const size_t es = rda_dtype_size(dt);
+    int64_t sq[4] = {s.B, s.N, s.H, s.D}, sk[4] = {s.B, s.N, s.Hkv, s.D}, sl[3] = {s.B, s.H, s.N};
+    const int64_t cnt[4] = {nq, nk, nk, nq};
+    rda_rng rng;
+    rda_rng_seed(&rng, seed);
+    dbuf in[4], out = dalloc_fill(nq * es, 0), lse = dalloc_fill(nl * 4, 0), g[4][3];
+    rda_tensor t[4];
+    void *h = malloc(nq * es);
+    for (int i = 0; i < 4; i++) {
+        rda_fill_uniform(h, dt, cnt[i], &rng, -1, 1);
+        in[i] = dalloc_fill(cnt[i] * es, 0);
+        cudaMemcpy(in[i].data, h, cnt[i] * es, cudaMemcpyHostToDevice);
+        t[i] = rda_tensor_contiguous(in[i].data, dt, 4, i == 1 || i == 2 ? sk : sq);
+    }
+    rda_tensor to = rda_tensor_contiguous(out.data, dt, 4, sq), tl = rda_tensor_contiguous(lse.data, RDA_DTYPE_F32, 3, sl);
+    rda_status st = rda_attention_forward(gpu, &cfg, &t[0], &t[1], &t[2], &to, &tl);
+    char what[160];
+    snprintf(what, sizeof what, "deterministic %s causal=%d %s D%lld H%lld/%lld N%lld P=%d%s", mode_name(cfg.mode),
+             cfg.causal, rda_dtype_name(dt), (long long)s.D, (long long)s.H, (long long)s.Hkv, (long long)s.N, P,
+             cfg.layout ? " zig-zag" : "");
+    for (int run = 0; run < 4; run++) { /* runs 0-2 deterministic, 3 the default */
+        for (int i = 0; i < 3; i++) g[run][i] = dalloc_fill((i ? nk : nq) * es, 0xFF);
+        rda_tensor d[3];
+        for (int i = 0; i < 3; i++) d[i] = rda_tensor_contiguous(g[run][i].data, dt, 4, i ? sk : sq);
+        cfg.deterministic = run < 3;
+        if (!st)
+            st = P > 1 ? rda_ring_backward_simulated(gpu, &cfg, P, &t[0], &t[1], &t[2], &to, &tl, &t[3], &d[0], &d[1], &d[2], NULL)
+                       : rda_attention_backward(gpu, &cfg, &t[0], &t[1], &t[2], &to, &tl, &t[3], &d[0], &d[1], &d[2]);
+    }
+    if (!st) st = rda_context_synchronize(gpu);
+    CHECK(st == RDA_STATUS_SUCCESS, "%s: %s (%s)", what, rda_status_to_string(st), rda_context_last_error(gpu));
+    void *a = malloc(nq * es), *b = malloc(nq * es);
+    double *b64 = malloc(nq * 8);
+    for (int i = 0; i < 3 && !st; i++) {
+        const size_t bytes = (i ? nk : nq) * es;
+        cudaMemcpy(a, g[0][i].data, bytes, cudaMemcpyDeviceToHost);
+        for (int run = 1; run < 3; run++) {
+            cudaMemcpy(b, g[run][i].data, bytes, cudaMemcpyDeviceToHost);
+            CHECK(!memcmp(a, b, bytes), "%s: gradient %d of run %d bit-identical to run 0", what, i, run);
+        }
+        cudaMemcpy(b, g[3][i].data, bytes, cudaMemcpyDeviceToHost);
+        rda_to_f64(b, dt, i ? nk : nq, b64);
+        rda_error e = rda_compare(a, dt, b64, i ? nk : nq);
+        CHECK(e.nonfinite == 0 && e.rel_l2 <= (dt == RDA_DTYPE_F16 ? 1e-3 : 8e-3), "%s: gradient %d against the "
+              "default's: rel_l2 %.3g nonfinite %lld", what, i, e.rel_l2, (long long)e.nonfinite);
+        CHECK(dguards(&g[0][i]), "%s: guard bytes of gradient %d", what, i);
+    }
+    free(a), free(b), free(b64), free(h);
+    for (int i = 0; i < 4; i++) cudaFree(in[i].raw);
+    for (int run = 0; run < 4; run++)
+        for (int i = 0; i < 3; i++) cudaFree(g[run][i].raw);
+    cudaFree(out.raw), cudaFree(lse.raw);
+}
+
 /* progress after each part (a run cut short still says how far it got) */
 static double t_start;
 static void part_done(const char *part) {
@@ -321,6 +381,44 @@ int main(void) {
                          (P + lay) % 2 ? RDA_DTYPE_BF16 : RDA_DTYPE_F16, P, seed++, "ring ");
             }
     part_done("rings");
+    /* deterministic mode: GQA, zig-zag rings, every mode; a refused shape */
+    for (int mode = 0; mode < 3; mode++)
+        for (int causal = 0; causal < 2; causal++) {
+            rda_config cfg = config((rda_mode)mode, causal, 4, geo);
+            cfg.layout = causal ? RDA_LAYOUT_ZIGZAG : RDA_LAYOUT_CONTIGUOUS;
+            const int64_t N = quick ? 300 : 4097;
+            deterministic_case(cfg, (size5){1, N, 6, 2, mode == 1 ? 128 : 64}, causal ? RDA_DTYPE_BF16 : RDA_DTYPE_F16,
+                               1, seed++);
+            if (!quick || mode == 0)
+                deterministic_case(cfg, (size5){1, quick ? 300 : 4099, 4, 2, 64}, RDA_DTYPE_F16, 3, seed++);
+        }
+    {
+        const int64_t N = 100, n = N * 2 * 40;
+        dbuf x = dalloc_fill(n * 4 * 4, 0), l = dalloc_fill(2 * N * 4, 0), dq = dalloc_fill(n * 4, 0xFF),
+             dk = dalloc_fill(n * 4, 0xFF), dv = dalloc_fill(n * 4, 0xFF);
+        int64_t sh[4] = {1, N, 2, 40}, sl[3] = {1, 2, N};
+        rda_tensor t[4], tl = rda_tensor_contiguous(l.data, RDA_DTYPE_F32, 3, sl),
+                         tq = rda_tensor_contiguous(dq.data, RDA_DTYPE_F32, 4, sh),
+                         tk = rda_tensor_contiguous(dk.data, RDA_DTYPE_F32, 4, sh),
+                         tv = rda_tensor_contiguous(dv.data, RDA_DTYPE_F32, 4, sh);
+        for (int i = 0; i < 4; i++) t[i] = rda_tensor_contiguous((float *)x.data + i * n, RDA_DTYPE_F32, 4, sh);
+        rda_config cfg = RDA_CONFIG_INIT;
+        cfg.deterministic = 1;
+        rda_status st = rda_attention_forward(gpu, &cfg, &t[0], &t[1], &t[2], &t[3], &tl);
+        rda_status sb = rda_attention_backward(gpu, &cfg, &t[0], &t[1], &t[2], &t[3], &tl, &t[0], &tq, &tk, &tv);
+        rda_context_synchronize(gpu);
+        unsigned char *hq = malloc(n * 4);
+        cudaMemcpy(hq, dq.data, n * 4, cudaMemcpyDeviceToHost);
+        int untouched = 1;
+        for (int64_t i = 0; i < n * 4; i++) untouched &= hq[i] == 0xFF;
+        CHECK(st == RDA_STATUS_SUCCESS && sb == RDA_STATUS_UNSUPPORTED && untouched &&
+                  strstr(rda_context_last_error(gpu), "deterministic"),
+              "deterministic fp32 D=40 on the GPU: %s (%s), gradients untouched %d", rda_status_to_string(sb),
+              rda_context_last_error(gpu), untouched);
+        free(hq);
+        cudaFree(x.raw), cudaFree(l.raw), cudaFree(dq.raw), cudaFree(dk.raw), cudaFree(dv.raw);
+    }
+    part_done("deterministic");
     /* long sequences: several waves per SM, tables too big for a launch,
      * sampled reference rows */
     if (!quick) {

@@ -52,6 +52,8 @@ static rda_problem make(rda_mode mode, int causal, int64_t N, int64_t H, int32_t
 typedef struct {
     const rda_problem *p;
     int64_t bk, key_pairs, job_pairs, empty_tiles, bad_items, phases;
+    int64_t hmod;      /* > 1: the key tiles per residue of the head mod hmod */
+    int64_t conflicts; /* (batch, K/V head, key row) met twice in one residue's items */
 } key_tile_check;
 
 static rda_status check_key_tiles(void *arg, const rda_phase *ph) {
@@ -59,16 +61,20 @@ static rda_status check_key_tiles(void *arg, const rda_phase *ph) {
     const rda_problem *p = kc->p;
     rda_tile tiles[4096];
     rda_class classes[256];
+    int64_t heads[1024];
     rda_phase kph;
     kc->phases++;
-    if (ph->nclasses > 256) return RDA_STATUS_INTERNAL;
-    int64_t nt = rda_plan_key_tiles(ph, p, kc->bk, tiles, 4096, classes, &kph);
-    if (nt > 4096) return RDA_STATUS_INTERNAL;
+    if (ph->nclasses > 256 || ph->nheads > 1024) return RDA_STATUS_INTERNAL;
     for (int64_t ci = 0; ci < ph->nclasses; ci++) {
         const rda_class *cl = &ph->classes[ci];
         for (int64_t j = ph->tiles[cl->first_tile].job; cl->ntiles && j <= ph->tiles[cl->first_tile + cl->ntiles - 1].job; j++)
             kc->job_pairs += rda_job_pairs(&ph->jobs[j], p->causal) * cl->nheads * p->B;
     }
+    for (int64_t rem = 0; rem < kc->hmod; rem++) {
+    int64_t nt = rda_plan_key_tiles(ph, p, kc->bk, kc->hmod, rem, tiles, 4096, classes, kc->hmod > 1 ? heads : NULL,
+                                    &kph);
+    if (nt > 4096) return RDA_STATUS_INTERNAL;
+    unsigned char seen[2 * 8 * 64] = {0}; /* [b][K/V head][key row] (B <= 2, Hkv <= 8, rows < 64) */
     int64_t items = 0;
     for (int64_t ci = 0; ci < kph.nclasses; ci++) {
         const rda_class *cl = &kph.classes[ci];
@@ -79,13 +85,22 @@ static rda_status check_key_tiles(void *arg, const rda_phase *ph) {
             int c = job->nk > 1 && kph.tiles[t].first >= job->k_count[0];
             int64_t k0 = kph.tiles[t].first - (c ? job->k_count[0] : 0), d = (job->q_first - job->k_first[c]) / job->stride;
             int64_t pairs = 0;
-            for (int64_t k = k0; k < k0 + kc->bk && k < job->k_count[c]; k++)
+            for (int64_t k = k0; k < k0 + kc->bk && k < job->k_count[c]; k++) {
                 for (int64_t i = p->causal && k - d > 0 ? k - d : 0; i < job->q_count; i++) pairs += !p->causal || k <= i + d;
+                for (int64_t b = 0; b < p->B && kc->hmod > 1; b++)
+                    for (int64_t hi = 0; hi < cl->nheads; hi++) {
+                        const int64_t kh = kph.heads[cl->first_head + hi] / (p->H / p->Hkv);
+                        unsigned char *x = &seen[(b * 8 + kh) * 64 + job->k_local[c] + k * job->stride];
+                        kc->conflicts += *x;
+                        *x = 1;
+                    }
+            }
             kc->key_pairs += pairs * cl->nheads * p->B;
             kc->empty_tiles += pairs == 0;
         }
     }
     if (items != kph.items) kc->bad_items++;
+    }
     return RDA_STATUS_SUCCESS;
 }
 
@@ -170,12 +185,17 @@ int main(void) {
                     for (int32_t P = 1; P <= 3 && P <= N; P++)
                         for (int lay = 0; lay < 2; lay++) {
                             if (lay == RDA_LAYOUT_ZIGZAG && N < 2 * P) continue;
-                            rda_problem p = make((rda_mode)mode, causal, N, 3, G[s], sets[s]);
+                            /* H = 6 over 3 K/V heads: hmod = 2 */
+                            rda_problem p = make((rda_mode)mode, causal, N, 6, G[s], sets[s]);
                             p.layout = (rda_layout)lay;
                             p.B = 2;
-                            for (int bi = 0; bi < 3; bi++) {
+                            p.Hkv = 3;
+                            for (int bi = 0; bi < 4; bi++) {
                                 const int64_t bk = bi == 0 ? 1 : bi == 1 ? 3 : 64;
-                                key_tile_check kc = {&p, bk, 0, 0, 0, 0, 0};
+                                /* the last: per head residue, planned one query range at a time (the
+                                 * deterministic backward's dK/dV launches) */
+                                const int det = bi == 3;
+                                key_tile_check kc = {&p, det ? 3 : bk, 0, 0, 0, 0, 0, det ? 2 : 1, 0};
                                 rda_status st = RDA_STATUS_SUCCESS;
                                 for (int32_t r = 0; r < P && !st; r++)
                                     for (int32_t step = 0; step < P && !st; step++) {
@@ -189,14 +209,26 @@ int main(void) {
                                         rda_phase ph;
                                         int64_t pairs = 0;
                                         st = rda_plan_phase_init(&ph, &hc, &p, &qr, 4);
-                                        if (!st) st = rda_plan_step(&ph, &p, &qr, &kr, false, check_key_tiles, &kc, &pairs, NULL);
+                                        for (int32_t q = 0; q < (det ? qr.n : 1) && !st; q++) {
+                                            rda_rows one = qr;
+                                            if (det) {
+                                                one.n = 1;
+                                                one.start[0] = qr.start[q];
+                                                one.count[0] = qr.count[q];
+                                                one.local[0] = qr.local[q];
+                                            }
+                                            st = rda_plan_step(&ph, &p, &one, &kr, false, check_key_tiles, &kc, &pairs, NULL);
+                                        }
                                         free(mem);
                                     }
-                                CHECK(!st && kc.key_pairs == kc.job_pairs && kc.empty_tiles == 0 && kc.bad_items == 0,
-                                      "key tiles of %d: %lld pairs, the jobs %lld; %lld tiles without a pair; %lld item "
-                                      "counts off (set %d mode %d causal %d N %lld P %d layout %d, %lld phases)",
-                                      (int)bk, (long long)kc.key_pairs, (long long)kc.job_pairs, (long long)kc.empty_tiles,
-                                      (long long)kc.bad_items, s, mode, causal, (long long)N, P, lay, (long long)kc.phases);
+                                CHECK(!st && kc.key_pairs == kc.job_pairs && kc.empty_tiles == 0 && kc.bad_items == 0 &&
+                                          kc.conflicts == 0,
+                                      "key tiles of %d%s: %lld pairs, the jobs %lld; %lld tiles without a pair; %lld item "
+                                      "counts off; %lld K/V rows met twice in one launch (set %d mode %d causal %d N %lld "
+                                      "P %d layout %d, %lld phases)",
+                                      (int)kc.bk, det ? " per head residue" : "", (long long)kc.key_pairs,
+                                      (long long)kc.job_pairs, (long long)kc.empty_tiles, (long long)kc.bad_items,
+                                      (long long)kc.conflicts, s, mode, causal, (long long)N, P, lay, (long long)kc.phases);
                             }
                         }
 

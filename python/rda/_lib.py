@@ -43,7 +43,7 @@ class Config(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_uint32), ("version", ctypes.c_uint32), ("mode", ctypes.c_int),
                 ("causal", ctypes.c_int32), ("scale", ctypes.c_double), ("num_patterns", ctypes.c_int32),
                 ("patterns", Pattern * MAX_PATTERNS), ("layout", ctypes.c_int), ("allow_tf32", ctypes.c_int32),
-                ("timeout_seconds", ctypes.c_double)]
+                ("timeout_seconds", ctypes.c_double), ("deterministic", ctypes.c_int32)]
 
 
 class ContextParams(ctypes.Structure):
@@ -163,7 +163,7 @@ def context(backend, device=0, stream=None, threads=0):
     return c.handle
 
 
-def config(mode, causal, scale, patterns, layout=0):
+def config(mode, causal, scale, patterns, layout=0, deterministic=False):
     cfg = Config()
     cfg.struct_size = ctypes.sizeof(Config)
     cfg.version = CONFIG_VERSION
@@ -177,4 +177,5 @@ def config(mode, causal, scale, patterns, layout=0):
         cfg.patterns[i].segment = int(w)
         cfg.patterns[i].dilation = int(r)
     cfg.layout = layout
+    cfg.deterministic = 1 if deterministic else 0
     return cfg

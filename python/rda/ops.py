@@ -30,12 +30,13 @@ def _view(t: Tensor) -> _lib.Tensor:
 _configs = {}
 
 
-def _config(mode, causal, scale, segments, dilations):
+def _config(mode, causal, scale, segments, dilations, deterministic=False):
     """The rda_config of these arguments, made once."""
-    key = (mode, causal, scale, tuple(segments), tuple(dilations))
+    key = (mode, causal, scale, tuple(segments), tuple(dilations), deterministic)
     cfg = _configs.get(key)
     if cfg is None:
-        cfg = _configs[key] = _lib.config(mode, causal, scale, list(zip(segments, dilations)))
+        cfg = _configs[key] = _lib.config(mode, causal, scale, list(zip(segments, dilations)),
+                                          deterministic=deterministic)
     return cfg
 
 
@@ -64,7 +65,7 @@ def _context_for(t: Tensor):
 
 @torch.library.custom_op("rda::attention_forward", mutates_args=())
 def _forward(q: Tensor, k: Tensor, v: Tensor, mode: int, causal: bool, scale: float, segments: List[int],
-             dilations: List[int]) -> Tuple[Tensor, Tensor]:
+             dilations: List[int], deterministic: bool) -> Tuple[Tensor, Tensor]:
     B, N, H, _ = q.shape
     q, k, v = _strided(q), _strided(k), _strided(v)
     o = torch.empty(q.shape, dtype=q.dtype, device=q.device)
@@ -77,14 +78,15 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, mode: int, causal: bool, scale: fl
 
 
 @_forward.register_fake
-def _(q, k, v, mode, causal, scale, segments, dilations):
+def _(q, k, v, mode, causal, scale, segments, dilations, deterministic):
     B, N, H, _ = q.shape
     return q.new_empty(q.shape), q.new_empty((B, H, N), dtype=torch.float32)
 
 
 @torch.library.custom_op("rda::attention_backward", mutates_args=())
 def _backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, mode: int, causal: bool,
-              scale: float, segments: List[int], dilations: List[int]) -> Tuple[Tensor, Tensor, Tensor]:
+              scale: float, segments: List[int], dilations: List[int],
+              deterministic: bool) -> Tuple[Tensor, Tensor, Tensor]:
     dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
     dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
@@ -92,22 +94,22 @@ def _backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Ten
         dout = dout.to(q.dtype)
     dout, q, k, v = _strided(dout), _strided(q), _strided(k), _strided(v)
     ctx = _context_for(q)
-    cfg = _config(mode, causal, scale, segments, dilations)
+    cfg = _config(mode, causal, scale, segments, dilations, deterministic)
     views = [_view(t) for t in (q, k, v, o, lse, dout, dq, dk, dv)]
     _lib.check(_lib.lib.rda_attention_backward(ctx, cfg, *views), ctx)
     return dq, dk, dv
 
 
 @_backward.register_fake
-def _(dout, q, k, v, o, lse, mode, causal, scale, segments, dilations):
+def _(dout, q, k, v, o, lse, mode, causal, scale, segments, dilations, deterministic):
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, mode, causal, scale, segments, dilations = inputs
+    q, k, v, mode, causal, scale, segments, dilations, deterministic = inputs
     o, lse = output
     ctx.save_for_backward(q, k, v, o, lse)
-    ctx.args = (mode, causal, scale, segments, dilations)
+    ctx.args = (mode, causal, scale, segments, dilations, deterministic)
     ctx.mark_non_differentiable(lse)
 
 
@@ -116,7 +118,7 @@ def _grad(ctx, do, dlse):
     if do is None:
         do = torch.zeros_like(o)
     dq, dk, dv = _backward(do, q, k, v, o, lse, *ctx.args)
-    return dq, dk, dv, None, None, None, None, None
+    return dq, dk, dv, None, None, None, None, None, None
 
 
 _forward.register_autograd(_grad, setup_context=_setup_context)
@@ -144,22 +146,24 @@ def _check_inputs(q, k, v, softmax_scale):
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, *, is_causal: bool = False, softmax_scale: Optional[float] = None,
-              return_lse: bool = False):
+              return_lse: bool = False, deterministic: bool = False):
     """Dense attention on [B, N, H, D] tensors (K and V may have fewer heads,
-    H a multiple of theirs). Returns O, or (O, LSE [B, H, N] fp32)."""
+    H a multiple of theirs). Returns O, or (O, LSE [B, H, N] fp32).
+    deterministic: the backward's gradients bit-identical from run to run
+    (on CUDA: fp16/bf16 at head dim 64 or 128; other shapes raise)."""
     scale = _check_inputs(q, k, v, softmax_scale)
-    o, lse = _forward(q, k, v, _lib.DENSE, bool(is_causal), scale, [], [])
+    o, lse = _forward(q, k, v, _lib.DENSE, bool(is_causal), scale, [], [], bool(deterministic))
     return (o, lse) if return_lse else o
 
 
 def dilated_attention(q: Tensor, k: Tensor, v: Tensor, segment_lengths: Sequence[int], dilation_rates: Sequence[int],
                       *, mode: str = "groups", is_causal: bool = False, softmax_scale: Optional[float] = None,
-                      return_lse: bool = False):
+                      return_lse: bool = False, deterministic: bool = False):
     """Dilated attention (SPEC.md's patterns): `groups` splits the heads into
     one group per (segment, dilation) pattern and divides by their number (the
     seed project's DilatedAttention); `longnet` gives every head every pattern
     and merges by the softmax denominators (the LongNet paper). Returns O, or
-    (O, LSE)."""
+    (O, LSE); deterministic as for attention."""
     scale = _check_inputs(q, k, v, softmax_scale)
     if mode not in _MODES:
         raise ValueError(f"rda: mode must be 'groups' or 'longnet' (got {mode!r})")
@@ -171,5 +175,5 @@ def dilated_attention(q: Tensor, k: Tensor, v: Tensor, segment_lengths: Sequence
     for x in seg + dil:
         if isinstance(x, bool) or not isinstance(x, int):
             raise TypeError(f"rda: segment lengths and dilation rates must be ints (got {x!r})")
-    o, lse = _forward(q, k, v, _MODES[mode], bool(is_causal), scale, seg, dil)
+    o, lse = _forward(q, k, v, _MODES[mode], bool(is_causal), scale, seg, dil, bool(deterministic))
     return (o, lse) if return_lse else o

@@ -156,7 +156,8 @@ class _Ring(torch.autograd.Function):
 _configs = {}
 
 
-def _ring(q, k, v, mode, segments, dilations, group, is_causal, softmax_scale, layout, seq_len, return_lse):
+def _ring(q, k, v, mode, segments, dilations, group, is_causal, softmax_scale, layout, seq_len, return_lse,
+          deterministic):
     scale = _check_inputs(q, k, v, softmax_scale)
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError("rda: rings need an initialised torch.distributed process group "
@@ -176,31 +177,32 @@ def _ring(q, k, v, mode, segments, dilations, group, is_causal, softmax_scale, l
     if n != want:
         raise ValueError(f"rda: rank {rank} of {size} holds {n} rows; the {layout} layout of N = {seq_len} gives "
                          f"it {want} (rda.ring_partition)")
-    key = (mode, bool(is_causal), scale, tuple(segments), tuple(dilations), _LAYOUTS[layout])
+    key = (mode, bool(is_causal), scale, tuple(segments), tuple(dilations), _LAYOUTS[layout], bool(deterministic))
     cfg = _configs.get(key)
     if cfg is None:
         cfg = _configs[key] = _lib.config(mode, bool(is_causal), scale, list(zip(segments, dilations)),
-                                          _LAYOUTS[layout])
+                                          _LAYOUTS[layout], bool(deterministic))
     o, lse = _Ring.apply(q, k, v, _comm_for(group, q), seq_len, cfg)
     return (o, lse) if return_lse else o
 
 
 def ring_attention(q: Tensor, k: Tensor, v: Tensor, *, group=None, is_causal: bool = False,
                    softmax_scale: Optional[float] = None, layout: str = "contiguous", seq_len: Optional[int] = None,
-                   return_lse: bool = False):
+                   return_lse: bool = False, deterministic: bool = False):
     """Dense attention over a ring of the ranks of `group` (default: the
     world). q, k, v: this rank's rows [B, n, H, D] (K and V may have fewer
     heads), the rows rda.ring_partition(seq_len, world, layout, rank) lists;
     seq_len defaults to the sum of every rank's n. Returns this rank's rows
     of O, or (O, LSE [B, H, n]). Every rank must call it with the same
-    arguments and shapes."""
-    return _ring(q, k, v, _lib.DENSE, [], [], group, is_causal, softmax_scale, layout, seq_len, return_lse)
+    arguments and shapes; deterministic as for rda.attention."""
+    return _ring(q, k, v, _lib.DENSE, [], [], group, is_causal, softmax_scale, layout, seq_len, return_lse,
+                 deterministic)
 
 
 def ring_dilated_attention(q: Tensor, k: Tensor, v: Tensor, segment_lengths: Sequence[int],
                            dilation_rates: Sequence[int], *, mode: str = "groups", group=None, is_causal: bool = False,
                            softmax_scale: Optional[float] = None, layout: str = "contiguous",
-                           seq_len: Optional[int] = None, return_lse: bool = False):
+                           seq_len: Optional[int] = None, return_lse: bool = False, deterministic: bool = False):
     """rda.dilated_attention over a ring of the ranks of `group`: this rank's
     rows in, this rank's rows out (see ring_attention); segments may span
     ranks."""
@@ -213,7 +215,8 @@ def ring_dilated_attention(q: Tensor, k: Tensor, v: Tensor, segment_lengths: Seq
     for x in seg + dil:
         if isinstance(x, bool) or not isinstance(x, int):
             raise TypeError(f"rda: segment lengths and dilation rates must be ints (got {x!r})")
-    return _ring(q, k, v, _MODES[mode], seg, dil, group, is_causal, softmax_scale, layout, seq_len, return_lse)
+    return _ring(q, k, v, _MODES[mode], seg, dil, group, is_causal, softmax_scale, layout, seq_len, return_lse,
+                 deterministic)
 
 
 __all__ = ["ring_attention", "ring_dilated_attention"]

@@ -23,6 +23,12 @@
  *                    per element (query heads of one K/V head, GQA, and
  *                    patterns sharing keys meet there).
  *
+ * Deterministic mode (config.deterministic): the step is planned one query
+ * range at a time and bwd_dkv_mma runs once per residue of the query head
+ * modulo H / Hkv (rda_plan_key_tiles' head filter), so that no two items of
+ * a launch add to one dK/dV row, and they add without atomics: dQ, dK, dV
+ * are then bit-identical from run to run.
+ *
  * P and dS go from the accumulator registers straight into the next
  * product's A operand (the m16n8 accumulator layout of two n-tiles is the
  * m16k16 A layout), as in attend_mma. Rows are addressed by the job's
@@ -381,8 +387,19 @@ __global__ void __launch_bounds__(128) bwd_dkv_mma(const __grid_constant__ atten
         const float uk = SCALED ? pow2i(-sh[i]) : 1.f, uv = SCALED ? a.factor * pow2i(-BWD_P_SHIFT) : a.factor;
 #pragma unroll
         for (int nt = 0; nt < D / 8; nt++) {
-            atomic_add2(a.dk + at + nt * 8, dk[nt][2 * i] * uk, dk[nt][2 * i + 1] * uk);
-            atomic_add2(a.dv + at + nt * 8, dv[nt][2 * i] * uv, dv[nt][2 * i + 1] * uv);
+            if (a.plain_add) { /* the deterministic order (rows of one launch are this item's alone) */
+                float2 *pk = reinterpret_cast<float2 *>(a.dk + at + nt * 8), *pv = reinterpret_cast<float2 *>(a.dv + at + nt * 8);
+                float2 xk = *pk, xv = *pv;
+                xk.x += dk[nt][2 * i] * uk;
+                xk.y += dk[nt][2 * i + 1] * uk;
+                xv.x += dv[nt][2 * i] * uv;
+                xv.y += dv[nt][2 * i + 1] * uv;
+                *pk = xk;
+                *pv = xv;
+            } else {
+                atomic_add2(a.dk + at + nt * 8, dk[nt][2 * i] * uk, dk[nt][2 * i + 1] * uk);
+                atomic_add2(a.dv + at + nt * 8, dv[nt][2 * i] * uv, dv[nt][2 * i + 1] * uv);
+            }
         }
     }
 }

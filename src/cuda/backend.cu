@@ -67,6 +67,8 @@ typedef struct {
     int64_t ktiles_cap;
     rda_class *kclasses;
     int64_t kclasses_cap;
+    int64_t *kheads; /* the deterministic backward's heads of one residue */
+    int64_t kheads_cap;
 } cuda_ctx;
 
 #define CUDA_TRY(call)                                                                        \
@@ -253,6 +255,7 @@ extern "C" void rda_cuda_context_destroy(rda_context *ctx) {
     cudaFree(c->dws);
     free(c->ktiles);
     free(c->kclasses);
+    free(c->kheads);
     for (int i = 0; i < c->nretired; i++) cudaFree(c->retired[i]);
     free(c->retired);
     for (int i = 0; i < c->ntables; i++) {
@@ -949,7 +952,6 @@ static rda_status run_bwd_phase(void *arg, const rda_phase *ph) {
         CUDA_LAUNCHED();                                                                                  \
     } while (0)
     RDA_BWD_LAUNCH(bwd_dq_mma, grid, a);
-    rda_phase kph;
     if (ph->nclasses > c->kclasses_cap) { /* the tables grow to the largest phase seen */
         rda_class *k = static_cast<rda_class *>(realloc(c->kclasses, sizeof(rda_class) * (size_t)ph->classes_cap));
         if (!k) {
@@ -958,20 +960,37 @@ static rda_status run_bwd_phase(void *arg, const rda_phase *ph) {
         }
         c->kclasses = k, c->kclasses_cap = ph->classes_cap;
     }
-    const int64_t need = rda_plan_key_tiles(ph, p, 64, c->ktiles, c->ktiles_cap, c->kclasses, &kph);
-    if (need > c->ktiles_cap) {
-        rda_tile *t = static_cast<rda_tile *>(realloc(c->ktiles, sizeof(rda_tile) * (size_t)need));
-        if (!t) {
-            rda_set_msg(ctx->msg, "out of host memory for %lld key tiles", (long long)need);
+    /* deterministic: one launch per residue of the query head modulo H / Hkv,
+     * whose items add to disjoint rows (the step plans one query range at a
+     * time), without atomics */
+    const int64_t hmod = p->deterministic ? p->H / p->Hkv : 1;
+    if (hmod > 1 && ph->nheads > c->kheads_cap) {
+        int64_t *h = static_cast<int64_t *>(realloc(c->kheads, sizeof(int64_t) * (size_t)ph->heads_cap));
+        if (!h) {
+            rda_set_msg(ctx->msg, "out of host memory for %lld heads", (long long)ph->heads_cap);
             return RDA_STATUS_OUT_OF_MEMORY;
         }
-        c->ktiles = t, c->ktiles_cap = need;
-        rda_plan_key_tiles(ph, p, 64, c->ktiles, c->ktiles_cap, c->kclasses, &kph);
+        c->kheads = h, c->kheads_cap = ph->heads_cap;
     }
-    if (kph.items == 0) return RDA_STATUS_SUCCESS;
-    attend_args ka = a; /* the same arguments over the key tiles */
-    if ((st = phase_tables(ctx, &kph, ka))) return st;
-    RDA_BWD_LAUNCH(bwd_dkv_mma, dim3((unsigned)kph.items), ka);
+    for (int64_t rem = 0; rem < hmod; rem++) {
+        rda_phase kph;
+        int64_t *heads = hmod > 1 ? c->kheads : NULL;
+        const int64_t need = rda_plan_key_tiles(ph, p, 64, hmod, rem, c->ktiles, c->ktiles_cap, c->kclasses, heads, &kph);
+        if (need > c->ktiles_cap) {
+            rda_tile *t = static_cast<rda_tile *>(realloc(c->ktiles, sizeof(rda_tile) * (size_t)need));
+            if (!t) {
+                rda_set_msg(ctx->msg, "out of host memory for %lld key tiles", (long long)need);
+                return RDA_STATUS_OUT_OF_MEMORY;
+            }
+            c->ktiles = t, c->ktiles_cap = need;
+            rda_plan_key_tiles(ph, p, 64, hmod, rem, c->ktiles, c->ktiles_cap, c->kclasses, heads, &kph);
+        }
+        if (kph.items == 0) continue;
+        attend_args ka = a; /* the same arguments over the key tiles */
+        ka.plain_add = p->deterministic;
+        if ((st = phase_tables(ctx, &kph, ka))) return st;
+        RDA_BWD_LAUNCH(bwd_dkv_mma, dim3((unsigned)kph.items), ka);
+    }
 #undef RDA_BWD_LAUNCH
     return RDA_STATUS_SUCCESS;
 }
@@ -983,9 +1002,28 @@ static rda_status cuda_bwd_step(rda_context *ctx, const rda_problem *p, const rd
     const double scale = p->scale != 0.0 ? p->scale : 1.0 / sqrt((double)p->D);
     c->qscale = (float)(scale * 1.4426950408889634);
     bwd_step_arg sa = {ctx, p, t, k, v, dk, dv, kr->total, (float)scale};
-    /* one phase's items own their query rows (dQ without atomics); key rows
-     * are shared (atomics), so both query ranges of a rank plan together */
-    return rda_plan_step(&c->phase, p, qr, kr, false, run_bwd_phase, &sa, pairs, ctx->msg);
+    if (p->deterministic && !mma_ok(p, t->q, k, v, t->dout)) {
+        rda_set_msg(ctx->msg, "the deterministic backward on the GPU runs on the tensor-core kernels: fp16 or bf16, "
+                              "D = 64 or 128, a contiguous head dim and 16-byte aligned rows (got %s, D = %lld)",
+                    rda_dtype_name(p->dtype), (long long)p->D);
+        return RDA_STATUS_UNSUPPORTED;
+    }
+    /* One phase's items own their query rows (dQ without atomics). Key rows
+     * are shared (atomics), so both query ranges of a rank plan together;
+     * deterministic: one query range at a time, so that a class's jobs lie
+     * in distinct segments and no key row meets two items of one launch. */
+    if (!p->deterministic || qr->n == 1)
+        return rda_plan_step(&c->phase, p, qr, kr, false, run_bwd_phase, &sa, pairs, ctx->msg);
+    rda_status st = RDA_STATUS_SUCCESS;
+    for (int32_t r = 0; r < qr->n && !st; r++) {
+        rda_rows one = *qr;
+        one.n = 1;
+        one.start[0] = qr->start[r];
+        one.count[0] = qr->count[r];
+        one.local[0] = qr->local[r];
+        st = rda_plan_step(&c->phase, p, &one, kr, false, run_bwd_phase, &sa, pairs, ctx->msg);
+    }
+    return st;
 }
 
 static rda_status store_f32(rda_context *ctx, rda_tensor *t, const float *src, int64_t B, int64_t n, int64_t H,

@@ -189,11 +189,11 @@ def test_modules_refuse_what_they_do_not_do():
 
 def test_opcheck():
     q, k, v = (torch.randn(1, 40, 4, 8) for _ in range(3))
-    torch.library.opcheck(torch.ops.rda.attention_forward.default, (q, k, v, 2, True, 0.0, [16, 32], [1, 2]))
-    o, lse = torch.ops.rda.attention_forward(q, k, v, 2, True, 0.0, [16, 32], [1, 2])
+    torch.library.opcheck(torch.ops.rda.attention_forward.default, (q, k, v, 2, True, 0.0, [16, 32], [1, 2], False))
+    o, lse = torch.ops.rda.attention_forward(q, k, v, 2, True, 0.0, [16, 32], [1, 2], False)
     do = torch.randn_like(o)
     torch.library.opcheck(torch.ops.rda.attention_backward.default,
-                          (do, q, k, v, o, lse, 2, True, 0.0, [16, 32], [1, 2]))
+                          (do, q, k, v, o, lse, 2, True, 0.0, [16, 32], [1, 2], False))
 
 
 @pytest.mark.parametrize("mode,patterns", [("dense", []), ("groups", [(8, 1), (16, 2)]), ("longnet", [(8, 1), (16, 2)])])
@@ -267,3 +267,20 @@ def test_ring_partition(layout, N, world):
     if world > 1:
         with pytest.raises(ValueError, match="rda: "):
             rda.ring_partition(2 * world - 1, world, "zigzag", 0)  # fewer rows than the 2P chunks
+
+
+def test_deterministic_cpu():
+    """deterministic=True: accepted, and on the CPU (no atomics there) the
+    gradients equal the default's bit for bit, run after run."""
+    g = torch.Generator().manual_seed(11)
+    x = [torch.rand(1, 200, h, 16, generator=g) * 2 - 1 for h in (4, 2, 2)]
+    do = torch.rand(1, 200, 4, 16, generator=g)
+    grads = []
+    for det in (False, True, True):
+        q, k, v = (t.clone().requires_grad_(True) for t in x)
+        o = rda.dilated_attention(q, k, v, [32, 64], [1, 2], mode="longnet", is_causal=True, deterministic=det)
+        (o * do).sum().backward()
+        grads.append((q.grad, k.grad, v.grad))
+    for run in grads[1:]:
+        for a, b in zip(grads[0], run):
+            assert torch.equal(a, b)
