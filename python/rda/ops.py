@@ -44,6 +44,8 @@ def _strided(t: Tensor) -> Tensor:
     """t, or a contiguous copy when a dimension of more than one element
     has stride 0 (a broadcast view, such as the gradient of a sum), which
     the library does not take."""
+    if t.is_contiguous():  # (the common case, checked in C)
+        return t
     if any(s == 0 and n > 1 for n, s in zip(t.shape, t.stride())):
         return t.contiguous()
     return t
@@ -68,8 +70,8 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, mode: int, causal: bool, scale: fl
              dilations: List[int], deterministic: bool) -> Tuple[Tensor, Tensor]:
     B, N, H, _ = q.shape
     q, k, v = _strided(q), _strided(k), _strided(v)
-    o = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    lse = torch.empty((B, H, N), dtype=torch.float32, device=q.device)
+    o = torch.empty_like(q, memory_format=torch.contiguous_format)
+    lse = q.new_empty((B, H, N), dtype=torch.float32)
     ctx = _context_for(q)
     cfg = _config(mode, causal, scale, segments, dilations)
     tq, tk, tv, to, tl = _view(q), _view(k), _view(v), _view(o), _view(lse)
@@ -87,9 +89,9 @@ def _(q, k, v, mode, causal, scale, segments, dilations, deterministic):
 def _backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, mode: int, causal: bool,
               scale: float, segments: List[int], dilations: List[int],
               deterministic: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
-    dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
+    dq = torch.empty_like(q, memory_format=torch.contiguous_format)
+    dk = torch.empty_like(k, memory_format=torch.contiguous_format)
+    dv = torch.empty_like(v, memory_format=torch.contiguous_format)
     if dout.dtype != q.dtype:
         dout = dout.to(q.dtype)
     dout, q, k, v = _strided(dout), _strided(q), _strided(k), _strided(v)
