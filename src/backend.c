@@ -239,18 +239,8 @@ static rda_status cpu_bwd_step(rda_context *ctx, const rda_problem *p, const rda
                           (float)scale, (float)rda_plan_output_factor(p), call->scratch, call->per_thread};
     if (per_head) memset(call->dkh, 0, 2 * sizeof(float) * (size_t)e);
     bwd_phase_arg pa = {ctx, kern, &a};
-    /* One query range at a time: the jobs of a class then lie in distinct
-     * segments, so no two items of a phase touch the same key rows (a
-     * zig-zag rank's two ranges can share a segment, hence its keys). */
-    rda_status st = RDA_STATUS_SUCCESS;
-    for (int32_t r = 0; r < qr->n && !st; r++) {
-        rda_rows one = *qr;
-        one.n = 1;
-        one.start[0] = qr->start[r];
-        one.count[0] = qr->count[r];
-        one.local[0] = qr->local[r];
-        st = rda_plan_step(&call->phase, p, &one, kr, false, run_bwd_phase, &pa, pairs, ctx->msg);
-    }
+    /* one query range at a time: no two items of a phase touch the same key rows */
+    rda_status st = rda_plan_step_per_range(&call->phase, p, qr, kr, false, run_bwd_phase, &pa, pairs, ctx->msg);
     if (st || !per_head) return st;
     const int64_t g = p->H / p->Hkv, D = p->D;
     for (int64_t i = 0; i < p->B * nk; i++)

@@ -390,3 +390,18 @@ rda_status rda_plan_step(rda_phase *ph, const rda_problem *p, const rda_rows *qr
     }
     return flush(ph, p, run, arg);
 }
+
+rda_status rda_plan_step_per_range(rda_phase *ph, const rda_problem *p, const rda_rows *qr,
+                                   const rda_rows *kr, bool last_step, rda_phase_run run, void *arg,
+                                   int64_t *pairs, char *msg) {
+    rda_status st = RDA_STATUS_SUCCESS;
+    for (int32_t r = 0; r < qr->n && !st; r++) {
+        rda_rows one = *qr;
+        one.n = 1;
+        one.start[0] = qr->start[r];
+        one.count[0] = qr->count[r];
+        one.local[0] = qr->local[r];
+        st = rda_plan_step(ph, p, &one, kr, last_step, run, arg, pairs, msg);
+    }
+    return st;
+}

@@ -148,4 +148,12 @@ rda_status rda_plan_step(rda_phase *ph, const rda_problem *p, const rda_rows *qr
                          const rda_rows *kr, bool last_step, rda_phase_run run, void *arg,
                          int64_t *pairs, char *msg);
 
+/* rda_plan_step over the query ranges of qr one at a time: the jobs of a
+ * class then lie in distinct segments, so no key row meets two items of a
+ * phase for one head (a zig-zag rank's two ranges can share a segment,
+ * hence its keys). For kernels that add to key rows without atomics. */
+rda_status rda_plan_step_per_range(rda_phase *ph, const rda_problem *p, const rda_rows *qr,
+                                   const rda_rows *kr, bool last_step, rda_phase_run run, void *arg,
+                                   int64_t *pairs, char *msg);
+
 #endif

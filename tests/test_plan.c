@@ -209,16 +209,9 @@ int main(void) {
                                         rda_phase ph;
                                         int64_t pairs = 0;
                                         st = rda_plan_phase_init(&ph, &hc, &p, &qr, 4);
-                                        for (int32_t q = 0; q < (det ? qr.n : 1) && !st; q++) {
-                                            rda_rows one = qr;
-                                            if (det) {
-                                                one.n = 1;
-                                                one.start[0] = qr.start[q];
-                                                one.count[0] = qr.count[q];
-                                                one.local[0] = qr.local[q];
-                                            }
-                                            st = rda_plan_step(&ph, &p, &one, &kr, false, check_key_tiles, &kc, &pairs, NULL);
-                                        }
+                                        if (!st)
+                                            st = (det ? rda_plan_step_per_range : rda_plan_step)(
+                                                &ph, &p, &qr, &kr, false, check_key_tiles, &kc, &pairs, NULL);
                                         free(mem);
                                     }
                                 CHECK(!st && kc.key_pairs == kc.job_pairs && kc.empty_tiles == 0 && kc.bad_items == 0 &&

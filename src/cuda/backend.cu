@@ -1012,18 +1012,8 @@ static rda_status cuda_bwd_step(rda_context *ctx, const rda_problem *p, const rd
      * are shared (atomics), so both query ranges of a rank plan together;
      * deterministic: one query range at a time, so that a class's jobs lie
      * in distinct segments and no key row meets two items of one launch. */
-    if (!p->deterministic || qr->n == 1)
-        return rda_plan_step(&c->phase, p, qr, kr, false, run_bwd_phase, &sa, pairs, ctx->msg);
-    rda_status st = RDA_STATUS_SUCCESS;
-    for (int32_t r = 0; r < qr->n && !st; r++) {
-        rda_rows one = *qr;
-        one.n = 1;
-        one.start[0] = qr->start[r];
-        one.count[0] = qr->count[r];
-        one.local[0] = qr->local[r];
-        st = rda_plan_step(&c->phase, p, &one, kr, false, run_bwd_phase, &sa, pairs, ctx->msg);
-    }
-    return st;
+    return (p->deterministic ? rda_plan_step_per_range : rda_plan_step)(&c->phase, p, qr, kr, false, run_bwd_phase,
+                                                                         &sa, pairs, ctx->msg);
 }
 
 static rda_status store_f32(rda_context *ctx, rda_tensor *t, const float *src, int64_t B, int64_t n, int64_t H,
