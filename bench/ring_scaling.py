@@ -260,9 +260,6 @@ def pairs_of(cfg):
     c = rda._lib.config(rda._lib.DENSE if cfg["mode"] == "dense" else rda._lib.LONGNET, cfg["causal"], 0.0,
                         list(zip(cfg.get("segments", []), cfg.get("dilations", []))))
     out = ctypes.c_int64()
-    rda._lib.lib.rda_count_pairs.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-                                             ctypes.POINTER(ctypes.c_int64)]
-    rda._lib.lib.rda_count_pairs.restype = ctypes.c_int
     rda._lib.check(rda._lib.lib.rda_count_pairs(ctypes.byref(c), 1, cfg["N"], 8, ctypes.byref(out)), None)
     return out.value
 

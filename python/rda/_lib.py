@@ -74,6 +74,8 @@ lib.rda_attention_backward.restype = ctypes.c_int
 lib.rda_ring_partition.argtypes = [ctypes.c_int64, ctypes.c_int32, ctypes.c_int, ctypes.c_int32,
                                    ctypes.c_int64 * 2, ctypes.c_int64 * 2, _P(ctypes.c_int32)]
 lib.rda_ring_partition.restype = ctypes.c_int
+lib.rda_count_pairs.argtypes = [_P(Config), ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, _P(ctypes.c_int64)]
+lib.rda_count_pairs.restype = ctypes.c_int
 
 # ---- rings: communicators and the ring calls
 _comm_t = ctypes.c_void_p

@@ -30,13 +30,12 @@ def _view(t: Tensor) -> _lib.Tensor:
 _configs = {}
 
 
-def _config(mode, causal, scale, segments, dilations, deterministic=False):
+def _config(mode, causal, scale, segments, dilations, deterministic=False, layout=0):
     """The rda_config of these arguments, made once."""
-    key = (mode, causal, scale, tuple(segments), tuple(dilations), deterministic)
+    key = (mode, causal, scale, tuple(segments), tuple(dilations), deterministic, layout)
     cfg = _configs.get(key)
     if cfg is None:
-        cfg = _configs[key] = _lib.config(mode, causal, scale, list(zip(segments, dilations)),
-                                          deterministic=deterministic)
+        cfg = _configs[key] = _lib.config(mode, causal, scale, list(zip(segments, dilations)), layout, deterministic)
     return cfg
 
 
@@ -147,6 +146,22 @@ def _check_inputs(q, k, v, softmax_scale):
     return float(softmax_scale) if softmax_scale is not None else 0.0
 
 
+def _check_patterns(mode, segment_lengths, dilation_rates):
+    """The dilated calls' mode and patterns, checked; the patterns as lists."""
+    if mode not in _MODES:
+        raise ValueError(f"rda: mode must be 'groups' or 'longnet' (got {mode!r})")
+    seg, dil = list(segment_lengths), list(dilation_rates)
+    if len(seg) != len(dil):
+        raise ValueError(f"rda: segment_lengths and dilation_rates must be non-empty and of one length: "
+                         f"len(segment_lengths) is {len(seg)}, len(dilation_rates) {len(dil)}")
+    if not seg:
+        raise ValueError("rda: at least one (segment length, dilation rate) pattern is needed")
+    for x in seg + dil:
+        if isinstance(x, bool) or not isinstance(x, int):
+            raise TypeError(f"rda: segment lengths and dilation rates must be ints (got {x!r})")
+    return seg, dil
+
+
 def attention(q: Tensor, k: Tensor, v: Tensor, *, is_causal: bool = False, softmax_scale: Optional[float] = None,
               return_lse: bool = False, deterministic: bool = False):
     """Dense attention on [B, N, H, D] tensors (K and V may have fewer heads,
@@ -167,15 +182,6 @@ def dilated_attention(q: Tensor, k: Tensor, v: Tensor, segment_lengths: Sequence
     and merges by the softmax denominators (the LongNet paper). Returns O, or
     (O, LSE); deterministic as for attention."""
     scale = _check_inputs(q, k, v, softmax_scale)
-    if mode not in _MODES:
-        raise ValueError(f"rda: mode must be 'groups' or 'longnet' (got {mode!r})")
-    seg, dil = list(segment_lengths), list(dilation_rates)
-    if len(seg) != len(dil):
-        raise ValueError(f"rda: len(segment_lengths) ({len(seg)}) must equal len(dilation_rates) ({len(dil)})")
-    if not seg:
-        raise ValueError("rda: at least one (segment length, dilation rate) pattern is needed")
-    for x in seg + dil:
-        if isinstance(x, bool) or not isinstance(x, int):
-            raise TypeError(f"rda: segment lengths and dilation rates must be ints (got {x!r})")
+    seg, dil = _check_patterns(mode, segment_lengths, dilation_rates)
     o, lse = _forward(q, k, v, _MODES[mode], bool(is_causal), scale, seg, dil, bool(deterministic))
     return (o, lse) if return_lse else o

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from . import _lib
-from .ops import _MODES, _check_inputs, _context_for, _strided, _view
+from .ops import _MODES, _check_inputs, _check_patterns, _config, _context_for, _strided, _view
 
 _LAYOUTS = {"contiguous": 0, "zigzag": 1}
 
@@ -153,9 +153,6 @@ class _Ring(torch.autograd.Function):
         return dq, dk, dv, None, None, None
 
 
-_configs = {}
-
-
 def _ring(q, k, v, mode, segments, dilations, group, is_causal, softmax_scale, layout, seq_len, return_lse,
           deterministic):
     scale = _check_inputs(q, k, v, softmax_scale)
@@ -177,11 +174,7 @@ def _ring(q, k, v, mode, segments, dilations, group, is_causal, softmax_scale, l
     if n != want:
         raise ValueError(f"rda: rank {rank} of {size} holds {n} rows; the {layout} layout of N = {seq_len} gives "
                          f"it {want} (rda.ring_partition)")
-    key = (mode, bool(is_causal), scale, tuple(segments), tuple(dilations), _LAYOUTS[layout], bool(deterministic))
-    cfg = _configs.get(key)
-    if cfg is None:
-        cfg = _configs[key] = _lib.config(mode, bool(is_causal), scale, list(zip(segments, dilations)),
-                                          _LAYOUTS[layout], bool(deterministic))
+    cfg = _config(mode, bool(is_causal), scale, segments, dilations, bool(deterministic), _LAYOUTS[layout])
     o, lse = _Ring.apply(q, k, v, _comm_for(group, q), seq_len, cfg)
     return (o, lse) if return_lse else o
 
@@ -206,15 +199,7 @@ def ring_dilated_attention(q: Tensor, k: Tensor, v: Tensor, segment_lengths: Seq
     """rda.dilated_attention over a ring of the ranks of `group`: this rank's
     rows in, this rank's rows out (see ring_attention); segments may span
     ranks."""
-    if mode not in _MODES:
-        raise ValueError(f"rda: mode must be 'groups' or 'longnet' (got {mode!r})")
-    seg, dil = list(segment_lengths), list(dilation_rates)
-    if len(seg) != len(dil) or not seg:
-        raise ValueError(f"rda: segment_lengths and dilation_rates must be non-empty and of one length "
-                         f"(got {len(seg)} and {len(dil)})")
-    for x in seg + dil:
-        if isinstance(x, bool) or not isinstance(x, int):
-            raise TypeError(f"rda: segment lengths and dilation rates must be ints (got {x!r})")
+    seg, dil = _check_patterns(mode, segment_lengths, dilation_rates)
     return _ring(q, k, v, _MODES[mode], seg, dil, group, is_causal, softmax_scale, layout, seq_len, return_lse,
                  deterministic)
 

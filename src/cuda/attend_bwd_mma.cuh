@@ -113,6 +113,18 @@ __device__ __forceinline__ void ldsm_a(uint32_t r[4], const T *tile, int row0, i
     ldsm_x4(r, tile + (row0 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LDS + kk * 16 + (lane >> 4) * 8);
 }
 
+/* The A fragments of the warp's 16 rows of two shared tiles, kept in
+ * registers for the whole loop (HOLD; nothing otherwise). */
+template <typename T, int D, bool HOLD>
+__device__ __forceinline__ void hold_rows(uint32_t (*fa)[4], const T *ta, uint32_t (*fb)[4], const T *tb, int warp,
+                                          int lane) {
+#pragma unroll
+    for (int kk = 0; kk < (HOLD ? D / 16 : 0); kk++) {
+        ldsm_a<mma_lds<D>()>(fa[kk], ta, warp * 16, kk, lane);
+        ldsm_a<mma_lds<D>()>(fb[kk], tb, warp * 16, kk, lane);
+    }
+}
+
 /* acc[8][4] += A (16 rows x D, fragments from `a` or shared rows arow0 of
  * atile) times B^T, B = 64 rows of btile (x D): a 16 x 64 score block. */
 template <typename T, int D, bool HOLD>
@@ -160,20 +172,6 @@ __device__ __forceinline__ void times_tile(float (*acc)[4], const float x[8][4],
     }
 }
 
-/* 64 rows (row0 + i) * r + local of a [.., D] tensor with row stride rs
- * into a padded shared tile, zeros from row `rows` on; asynchronous
- * (cp.async; the caller commits and waits). */
-template <typename T, int D>
-__device__ __forceinline__ void load_rows_async(T *dst, const T *base, int64_t rs, int64_t local, int64_t row0,
-                                                int64_t r, int rows, int tid) {
-    constexpr int LDS = mma_lds<D>(), CH = D / 8;
-    for (int i = tid; i < 64 * CH; i += 128) {
-        const int row = i / CH, ch = i % CH;
-        const int64_t at = local + (row0 + (row < rows ? row : 0)) * r;
-        cp_async16(dst + row * LDS + ch * 8, base + at * rs + ch * 8, row < rows);
-    }
-}
-
 template <typename T, int D>
 __global__ void __launch_bounds__(128) bwd_dq_mma(const __grid_constant__ attend_args a) {
     constexpr int LDS = mma_lds<D>();
@@ -215,33 +213,19 @@ __global__ void __launch_bounds__(128) bwd_dq_mma(const __grid_constant__ attend
 
     const item_keys ks = keys_of<64>(a, job, qi0, bq);
     auto load_tile = [&](int64_t t, int buf) {
-        const bool second = t >= ks.nt0;
-        const int64_t k0 = (t - (second ? ks.nt0 : 0)) * 64, kl = second ? ks.kl1 : ks.kl0;
-        const int bk = (int)min((int64_t)64, (second ? ks.kc1 : ks.kc0) - k0);
-        load_rows_async<T, D>(Kbuf + buf * 64 * LDS, kb, a.ks[1], kl, k0, r, bk, tid);
-        load_rows_async<T, D>(Vbuf + buf * 64 * LDS, vb, a.vs[1], kl, k0, r, bk, tid);
+        const key_tile kt = tile_of<64>(ks, t);
+        load_rows_async<T, D>(Kbuf + buf * 64 * LDS, kb, a.ks[1], kt.kl, kt.k0, r, kt.bk, tid);
+        load_rows_async<T, D>(Vbuf + buf * 64 * LDS, vb, a.vs[1], kt.kl, kt.k0, r, kt.bk, tid);
         cp_async_commit();
     };
     if (ks.ntiles > 0) load_tile(0, 0);
     uint32_t qa[HOLD ? D / 16 : 1][4], ga[HOLD ? D / 16 : 1][4];
     for (int64_t t = 0; t < ks.ntiles; t++) {
-        const bool second = t >= ks.nt0;
-        const int64_t k0 = (t - (second ? ks.nt0 : 0)) * 64, dqc = second ? ks.dq1 : ks.dq0;
-        const int bk = (int)min((int64_t)64, (second ? ks.kc1 : ks.kc0) - k0);
-        if (t + 1 < ks.ntiles) {
-            load_tile(t + 1, (int)((t + 1) & 1));
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        __syncthreads();
-        if (HOLD && t == 0) {
-#pragma unroll
-            for (int kk = 0; kk < (HOLD ? D / 16 : 0); kk++) {
-                ldsm_a<LDS>(qa[kk], Qs, warp * 16, kk, lane);
-                ldsm_a<LDS>(ga[kk], Gs, warp * 16, kk, lane);
-            }
-        }
+        const key_tile kt = tile_of<64>(ks, t);
+        const int64_t k0 = kt.k0, dqc = kt.dq;
+        const int bk = kt.bk;
+        next_tile_ready(t, ks.ntiles, load_tile);
+        if (HOLD && t == 0) hold_rows<T, D, HOLD>(qa, Qs, ga, Gs, warp, lane);
         const T *Ks = Kbuf + (t & 1) * 64 * LDS, *Vs = Vbuf + (t & 1) * 64 * LDS;
         float s[8][4], dp[8][4];
         scores16x64<T, D, HOLD>(s, qa, Qs, warp * 16, Ks, lane);
@@ -335,20 +319,8 @@ __global__ void __launch_bounds__(128) bwd_dkv_mma(const __grid_constant__ atten
     for (int64_t t = 0; t < ntq; t++) {
         const int64_t qi = i0 + t * 64;
         const int bqq = (int)min((int64_t)64, nq - qi);
-        if (t + 1 < ntq) {
-            load_qtile(t + 1, (int)((t + 1) & 1));
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        __syncthreads();
-        if (HOLD && t == 0) {
-#pragma unroll
-            for (int kk = 0; kk < (HOLD ? D / 16 : 0); kk++) {
-                ldsm_a<LDS>(ka[kk], Ks, warp * 16, kk, lane);
-                ldsm_a<LDS>(va[kk], Vs, warp * 16, kk, lane);
-            }
-        }
+        next_tile_ready(t, ntq, load_qtile);
+        if (HOLD && t == 0) hold_rows<T, D, HOLD>(ka, Ks, va, Vs, warp, lane);
         const T *Qs = Qbuf + (t & 1) * 64 * LDS, *Gs = Gbuf + (t & 1) * 64 * LDS;
         const float *Ls = Lbuf + (t & 1) * 64, *Ds = Dbuf + (t & 1) * 64;
         float s[8][4], dp[8][4]; /* S^T and dP^T: 16 keys x 64 queries */

@@ -835,6 +835,19 @@ static rda_status cuda_clear(rda_context *ctx, void *dst, size_t bytes) {
 
 /* ---- backward (attend_bwd.cuh) ---- */
 
+/* A host table of the context grown to hold `need` elements of `elem`
+ * bytes (kept: it only grows, to the largest call seen). */
+static rda_status host_grow(rda_context *ctx, void **p, int64_t *cap, int64_t need, size_t elem) {
+    if (need <= *cap) return RDA_STATUS_SUCCESS;
+    void *q = realloc(*p, elem * (size_t)need);
+    if (!q) {
+        rda_set_msg(ctx->msg, "out of host memory for %lld backward table entries", (long long)need);
+        return RDA_STATUS_OUT_OF_MEMORY;
+    }
+    *p = q, *cap = need;
+    return RDA_STATUS_SUCCESS;
+}
+
 static rda_status cuda_bwd_begin(rda_context *ctx, const rda_problem *p, const rda_rows *qr, int64_t nk_max,
                                  size_t block, void *kv[2], const rda_bwd_tensors *t) {
     (void)nk_max;
@@ -856,6 +869,10 @@ static rda_status cuda_bwd_begin(rda_context *ctx, const rda_problem *p, const r
     if ((st = rda_context_reserve(ctx, tables, &hc))) return st;
     if ((st = rda_plan_phase_init(&c->phase, &hc, p, qr, bq))) return st;
     c->phase.zero_uncovered = false; /* rows no key reaches keep dQ = 0 */
+    /* the key tiles' classes, and heads of one residue (rda_plan_key_tiles) */
+    if ((st = host_grow(ctx, (void **)&c->kclasses, &c->kclasses_cap, c->phase.classes_cap, sizeof(rda_class))) ||
+        (st = host_grow(ctx, (void **)&c->kheads, &c->kheads_cap, c->phase.heads_cap, sizeof(int64_t))))
+        return st;
     const size_t home = block ? 0 : 2 * sizeof(float) * (size_t)(p->B * n * p->Hkv * p->D);
     const size_t need = RDA_ALIGN(sizeof(float) * (size_t)(rows_hd * p->D)) + RDA_ALIGN(sizeof(float) * (size_t)rows_hd) +
                         (block ? 2 * RDA_ALIGN(block) : RDA_ALIGN(home));
@@ -952,37 +969,16 @@ static rda_status run_bwd_phase(void *arg, const rda_phase *ph) {
         CUDA_LAUNCHED();                                                                                  \
     } while (0)
     RDA_BWD_LAUNCH(bwd_dq_mma, grid, a);
-    if (ph->nclasses > c->kclasses_cap) { /* the tables grow to the largest phase seen */
-        rda_class *k = static_cast<rda_class *>(realloc(c->kclasses, sizeof(rda_class) * (size_t)ph->classes_cap));
-        if (!k) {
-            rda_set_msg(ctx->msg, "out of host memory for %lld key tile classes", (long long)ph->classes_cap);
-            return RDA_STATUS_OUT_OF_MEMORY;
-        }
-        c->kclasses = k, c->kclasses_cap = ph->classes_cap;
-    }
     /* deterministic: one launch per residue of the query head modulo H / Hkv,
      * whose items add to disjoint rows (the step plans one query range at a
      * time), without atomics */
     const int64_t hmod = p->deterministic ? p->H / p->Hkv : 1;
-    if (hmod > 1 && ph->nheads > c->kheads_cap) {
-        int64_t *h = static_cast<int64_t *>(realloc(c->kheads, sizeof(int64_t) * (size_t)ph->heads_cap));
-        if (!h) {
-            rda_set_msg(ctx->msg, "out of host memory for %lld heads", (long long)ph->heads_cap);
-            return RDA_STATUS_OUT_OF_MEMORY;
-        }
-        c->kheads = h, c->kheads_cap = ph->heads_cap;
-    }
     for (int64_t rem = 0; rem < hmod; rem++) {
         rda_phase kph;
         int64_t *heads = hmod > 1 ? c->kheads : NULL;
         const int64_t need = rda_plan_key_tiles(ph, p, 64, hmod, rem, c->ktiles, c->ktiles_cap, c->kclasses, heads, &kph);
-        if (need > c->ktiles_cap) {
-            rda_tile *t = static_cast<rda_tile *>(realloc(c->ktiles, sizeof(rda_tile) * (size_t)need));
-            if (!t) {
-                rda_set_msg(ctx->msg, "out of host memory for %lld key tiles", (long long)need);
-                return RDA_STATUS_OUT_OF_MEMORY;
-            }
-            c->ktiles = t, c->ktiles_cap = need;
+        if (need > c->ktiles_cap) { /* (grows to the largest phase seen) */
+            if ((st = host_grow(ctx, (void **)&c->ktiles, &c->ktiles_cap, need, sizeof(rda_tile)))) return st;
             rda_plan_key_tiles(ph, p, 64, hmod, rem, c->ktiles, c->ktiles_cap, c->kclasses, heads, &kph);
         }
         if (kph.items == 0) continue;

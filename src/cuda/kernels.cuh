@@ -250,6 +250,51 @@ __device__ __forceinline__ item_keys keys_of(const attend_args &a, const rda_job
     return k;
 }
 
+/* Tile t of a work item's key sequence (item_keys): its first key in its
+ * progression, that progression's local row, the causal offset dq and the
+ * keys it holds (at most BK). */
+struct key_tile {
+    int64_t k0, kl, dq;
+    int bk;
+};
+
+template <int BK> __device__ __forceinline__ key_tile tile_of(const item_keys &k, int64_t t) {
+    const bool second = t >= k.nt0;
+    key_tile kt;
+    kt.k0 = (t - (second ? k.nt0 : 0)) * BK;
+    kt.kl = second ? k.kl1 : k.kl0;
+    kt.dq = second ? k.dq1 : k.dq0;
+    kt.bk = (int)min((int64_t)BK, (second ? k.kc1 : k.kc0) - kt.k0);
+    return kt;
+}
+
+/* 64 rows (row0 + i) * r + local of a [.., D] tensor with row stride rs
+ * into a padded shared tile, zeros from row `rows` on; asynchronous
+ * (cp.async; the caller commits and waits). */
+template <typename T, int D>
+__device__ __forceinline__ void load_rows_async(T *dst, const T *base, int64_t rs, int64_t local, int64_t row0,
+                                                int64_t r, int rows, int tid) {
+    constexpr int LDS = mma_lds<D>(), CH = D / 8;
+    for (int i = tid; i < 64 * CH; i += 128) {
+        const int row = i / CH, ch = i % CH;
+        const int64_t at = local + (row0 + (row < rows ? row : 0)) * r;
+        cp_async16(dst + row * LDS + ch * 8, base + at * rs + ch * 8, row < rows);
+    }
+}
+
+/* The double-buffered loop's turn at tile t of n: tile t + 1 starts
+ * streaming into the other buffer (load(t + 1, buffer)), then tile t is
+ * waited for and is in shared memory for every thread. */
+template <typename F> __device__ __forceinline__ void next_tile_ready(int64_t t, int64_t n, F &&load) {
+    if (t + 1 < n) {
+        load(t + 1, (int)((t + 1) & 1));
+        cp_async_wait<1>();
+    } else {
+        cp_async_wait<0>();
+    }
+    __syncthreads();
+}
+
 /* The sum l of query qi of the job after the job: unchanged, or NaN where
  * it is 0 although the query has an allowed key among the job's keys (it
  * saw only scores of -inf, an overflow: NaN, as softmax in fp32 gives,
@@ -356,31 +401,23 @@ __global__ void __launch_bounds__(128) attend_mma(const __grid_constant__ attend
     /* the key tiles in one sequence, so that the next tile streams in
      * (cp.async, double buffered) while this one is used */
     const item_keys ks = keys_of<64>(a, job, qi0, bq);
-    auto load_tile = [&](int64_t t, int buf) {
-        const bool second = t >= ks.nt0;
-        const int64_t k0 = (t - (second ? ks.nt0 : 0)) * 64, kl = second ? ks.kl1 : ks.kl0;
-        const int bk = (int)min((int64_t)64, (second ? ks.kc1 : ks.kc0) - k0);
+    auto load_tile = [&](int64_t t, int buf) { /* (K and V rows share their addressing) */
+        const key_tile kt = tile_of<64>(ks, t);
         T *Kd = Kbuf + buf * 64 * LDS, *Vd = Vbuf + buf * 64 * LDS;
         for (int i = tid; i < 64 * CH; i += 128) {
             int row = i / CH, ch = i % CH;
-            int64_t kr = kl + (k0 + (row < bk ? row : 0)) * r;
-            cp_async16(Kd + row * LDS + ch * 8, kb + kr * a.ks[1] + ch * 8, row < bk);
-            cp_async16(Vd + row * LDS + ch * 8, vb + kr * a.vs[1] + ch * 8, row < bk);
+            int64_t kr = kt.kl + (kt.k0 + (row < kt.bk ? row : 0)) * r;
+            cp_async16(Kd + row * LDS + ch * 8, kb + kr * a.ks[1] + ch * 8, row < kt.bk);
+            cp_async16(Vd + row * LDS + ch * 8, vb + kr * a.vs[1] + ch * 8, row < kt.bk);
         }
         cp_async_commit();
     };
     if (ks.ntiles > 0) load_tile(0, 0);
     for (int64_t t = 0; t < ks.ntiles; t++) {
-        const bool second = t >= ks.nt0;
-        const int64_t k0 = (t - (second ? ks.nt0 : 0)) * 64, dq = second ? ks.dq1 : ks.dq0;
-        const int bk = (int)min((int64_t)64, (second ? ks.kc1 : ks.kc0) - k0);
-        if (t + 1 < ks.ntiles) {
-            load_tile(t + 1, (int)((t + 1) & 1));
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        __syncthreads(); /* tile t is in shared memory for every warp */
+        const key_tile kt = tile_of<64>(ks, t);
+        const int64_t k0 = kt.k0, dq = kt.dq;
+        const int bk = kt.bk;
+        next_tile_ready(t, ks.ntiles, load_tile);
         const T *Ks = Kbuf + (t & 1) * 64 * LDS, *Vs = Vbuf + (t & 1) * 64 * LDS;
         {
             /* S = Q K^T: 16 queries x 64 keys per warp */

@@ -79,18 +79,26 @@ def worker(rank, world, init, queue):
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("world", [1, 2, 3])
-def test_ring_cpu_against_one_process(world):
+def run_world(target, world):
+    """target(rank, world, init, queue) in `world` spawned processes that
+    meet at a file rendezvous; each puts (rank, failures) on the queue.
+    Returns the processes (ended) and what they put."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     with tempfile.TemporaryDirectory() as tmp:
         init = "file://" + os.path.join(tmp, "rendezvous")
-        procs = [ctx.Process(target=worker, args=(r, world, init, queue)) for r in range(world)]
+        procs = [ctx.Process(target=target, args=(r, world, init, queue)) for r in range(world)]
         for p in procs:
             p.start()
         results = [queue.get(timeout=300) for _ in range(world)]
         for p in procs:
             p.join(timeout=60)
+    return procs, results
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_ring_cpu_against_one_process(world):
+    procs, results = run_world(worker, world)
     assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
     assert len(results) == world
     failures = [f for _, fs in results for f in fs]

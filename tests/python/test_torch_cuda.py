@@ -131,7 +131,7 @@ def _ring_worker(rank, world, init, queue):
     except Exception as e:  # noqa: BLE001
         failures.append(f"rank {rank}: {type(e).__name__}: {e}")
     finally:
-        queue.put(failures)
+        queue.put((rank, failures))
         dist.destroy_process_group()
 
 
@@ -139,21 +139,9 @@ def test_cuda_ring_over_nccl():
     """rda.ring_attention on CUDA tensors: the library's NCCL engine from a
     unique id broadcast over the group; a world of one per GPU there is
     (the multi-GPU worlds run on multi-GPU machines)."""
-    import os
-    import tempfile
-
-    import torch.multiprocessing as mp
-    world = torch.cuda.device_count()
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    with tempfile.TemporaryDirectory() as tmp:
-        init = "file://" + os.path.join(tmp, "rendezvous")
-        procs = [ctx.Process(target=_ring_worker, args=(r, world, init, queue)) for r in range(world)]
-        for p in procs:
-            p.start()
-        failures = [f for _ in range(world) for f in queue.get(timeout=300)]
-        for p in procs:
-            p.join(timeout=60)
+    from test_ring_torch import run_world
+    _, results = run_world(_ring_worker, torch.cuda.device_count())
+    failures = [f for _, fs in results for f in fs]
     assert not failures, "\n".join(failures)
 
 
