@@ -1,14 +1,20 @@
 #!/usr/bin/env python3
-"""Host time the Python package adds to a call: rda.attention on a tiny CPU
-input (B=1, N=1, H=1, D=8) against the same C call made directly through
-ctypes with its arguments prepared once. Both are medians of many calls;
-the difference is what the operator, the argument checks, the output
-allocation and the context lookup cost.
+"""Host time the Python package adds to a call: rda.attention on a tiny input
+(B=1, N=1, H=1, D=8; fp32 on the CPU, fp16 on a GPU when there is one)
+against the same C calls made directly through ctypes with their arguments
+prepared once. Medians of rounds of many calls; the difference is what the
+argument checks, the output allocations, the context lookup, the tensor
+descriptions and autograd cost.
 
-    python3 bench/python_overhead.py [--calls 20000]
-"""
+    python3 bench/python_overhead.py [--calls 20000] [--device cpu|cuda]
+
+Rows: the forward without autograd, the forward recording autograd, and
+forward+backward (loss.backward() of the output's sum against the C
+forward and backward calls); last, for scale, the same calls on PyTorch's
+scaled_dot_product_attention. On CUDA the calls are asynchronous launches and
+the figure is host time per call (the stream is synchronised only between
+rounds)."""
 import argparse
-import ctypes
 import statistics
 import time
 
@@ -18,12 +24,14 @@ import rda
 from rda import _lib, ops
 
 
-def median_us(fn, calls, rounds=7):
+def median_us(fn, calls, sync, rounds=7):
     per = []
     for _ in range(rounds):
+        sync()
         t0 = time.perf_counter()
         for _ in range(calls):
             fn()
+        sync()
         per.append((time.perf_counter() - t0) / calls * 1e6)
     return statistics.median(per)
 
@@ -31,22 +39,55 @@ def median_us(fn, calls, rounds=7):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--calls", type=int, default=20000)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default=None)
     args = ap.parse_args()
+    dev = args.device or ("cuda" if torch.cuda.is_available() and rda.cuda_available() else "cpu")
     torch.set_num_threads(1)
-    q, k, v = (torch.randn(1, 1, 1, 8) for _ in range(3))
-    o, lse = torch.empty_like(q), torch.empty(1, 1, 1)
-    ctx = _lib.context(_lib.BACKEND_CPU, threads=1)
-    cfg = _lib.config(_lib.DENSE, False, 0.0, [])
-    views = [ops._view(t) for t in (q, k, v, o, lse)]
-    refs = [ctypes.byref(x) for x in views]
-    c_call = lambda: _lib.lib.rda_attention_forward(ctx, ctypes.byref(cfg), *refs)  # noqa: E731
-    assert c_call() == 0
-    py_call = lambda: rda.attention(q, k, v)  # noqa: E731
+    dtype = torch.float16 if dev == "cuda" else torch.float32
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    q, k, v = (torch.randn(1, 1, 1, 8, device=dev, dtype=dtype) for _ in range(3))
+    o, do = torch.empty_like(q), torch.ones_like(q)
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    lse = torch.empty(1, 1, 1, device=dev)
+    ctx = ops._context_for(q)
+    cfg = ops._config(_lib.DENSE, False, 0.0, [], [])
+    fwd_views = [ops._view(t) for t in (q, k, v, o, lse)]
+    bwd_views = [ops._view(t) for t in (q, k, v, o, lse, do, dq, dk, dv)]
+    c_fwd = lambda: _lib.lib.rda_attention_forward(ctx, cfg, *fwd_views)  # noqa: E731
+    c_bwd = lambda: _lib.lib.rda_attention_backward(ctx, cfg, *bwd_views)  # noqa: E731
+    assert c_fwd() == 0 and c_bwd() == 0
+    qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
+
+    def train_step():
+        rda.attention(qg, kg, vg).sum().backward()
+
+    def c_step():
+        c_fwd()
+        c_bwd()
+
+    rows = []
     with torch.no_grad():
-        t_c = median_us(c_call, args.calls)
-        t_py = median_us(py_call, args.calls)
-    print(f"torch {torch.__version__}, 1 thread: the C call through ctypes {t_c:.2f} us, "
-          f"rda.attention {t_py:.2f} us: {t_py - t_c:.2f} us added per call")
+        rows.append(("forward, no autograd", median_us(c_fwd, args.calls, sync),
+                     median_us(lambda: rda.attention(q, k, v), args.calls, sync)))
+    rows.append(("forward, recording autograd", median_us(c_fwd, args.calls, sync),
+                 median_us(lambda: rda.attention(qg, kg, vg), args.calls, sync)))
+    # the step's sum() and its gradient are PyTorch's, in the step and not in the C calls
+    sum_cost = median_us(lambda: o.sum(), args.calls, sync)
+    rows.append(("forward+backward (loss.backward)", median_us(c_step, args.calls // 4, sync),
+                 median_us(train_step, args.calls // 4, sync)))
+    # for scale: the same step on PyTorch's own attention ([B, H, N, D] views of the same tensors)
+    qt, kt, vt = (t.transpose(1, 2) for t in (qg, kg, vg))
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    sdpa_fwd = median_us(lambda: sdpa(qt, kt, vt), args.calls, sync)
+    sdpa_step = median_us(lambda: sdpa(qt, kt, vt).sum().backward(), args.calls // 4, sync)
+    print(f"torch {torch.__version__}, {dev} ({dtype}), 1 thread; host time per call, us (median of 7 rounds)")
+    print(f"| call | C calls through ctypes | rda | added by the package |")
+    print(f"|---|---:|---:|---:|")
+    for name, c, py in rows:
+        print(f"| {name} | {c:.2f} | {py:.2f} | {py - c:.2f} |")
+    print(f"(forward+backward includes PyTorch's own sum() and its backward: the sum alone is {sum_cost:.2f} us)")
+    print(f"For scale, PyTorch's scaled_dot_product_attention on the same tensors: forward recording autograd "
+          f"{sdpa_fwd:.2f} us, forward+backward {sdpa_step:.2f} us")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ class ContextParams(ctypes.Structure):
 
 _P = ctypes.POINTER
 _ctx_t = ctypes.c_void_p
+_tensor_t = ctypes.c_char_p  # an rda_tensor passed as its bytes (ops._view); the library only reads it
 lib.rda_context_create.argtypes = [_P(ContextParams), _P(_ctx_t)]
 lib.rda_context_create.restype = ctypes.c_int
 lib.rda_context_destroy.argtypes = [_ctx_t]
@@ -67,9 +68,9 @@ lib.rda_cuda_available.argtypes = []
 lib.rda_cuda_available.restype = ctypes.c_int
 lib.rda_version_string.argtypes = []
 lib.rda_version_string.restype = ctypes.c_char_p
-lib.rda_attention_forward.argtypes = [_ctx_t, _P(Config)] + [_P(Tensor)] * 5
+lib.rda_attention_forward.argtypes = [_ctx_t, _P(Config)] + [_tensor_t] * 5
 lib.rda_attention_forward.restype = ctypes.c_int
-lib.rda_attention_backward.argtypes = [_ctx_t, _P(Config)] + [_P(Tensor)] * 9
+lib.rda_attention_backward.argtypes = [_ctx_t, _P(Config)] + [_tensor_t] * 9
 lib.rda_attention_backward.restype = ctypes.c_int
 lib.rda_ring_partition.argtypes = [ctypes.c_int64, ctypes.c_int32, ctypes.c_int, ctypes.c_int32,
                                    ctypes.c_int64 * 2, ctypes.c_int64 * 2, _P(ctypes.c_int32)]
@@ -100,9 +101,9 @@ lib.rda_comm_create_nccl_id.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes
 lib.rda_comm_create_nccl_id.restype = ctypes.c_int
 lib.rda_comm_destroy.argtypes = [_comm_t]
 lib.rda_comm_destroy.restype = None
-lib.rda_ring_forward.argtypes = [_ctx_t, _comm_t, _P(Config), ctypes.c_int64] + [_P(Tensor)] * 5 + [ctypes.c_void_p]
+lib.rda_ring_forward.argtypes = [_ctx_t, _comm_t, _P(Config), ctypes.c_int64] + [_tensor_t] * 5 + [ctypes.c_void_p]
 lib.rda_ring_forward.restype = ctypes.c_int
-lib.rda_ring_backward.argtypes = [_ctx_t, _comm_t, _P(Config), ctypes.c_int64] + [_P(Tensor)] * 9 + [ctypes.c_void_p]
+lib.rda_ring_backward.argtypes = [_ctx_t, _comm_t, _P(Config), ctypes.c_int64] + [_tensor_t] * 9 + [ctypes.c_void_p]
 lib.rda_ring_backward.restype = ctypes.c_int
 
 # status codes (rda_status) and the Python exception each becomes

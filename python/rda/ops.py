@@ -7,6 +7,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from . import _lib
 
@@ -14,17 +15,19 @@ _DTYPES = {torch.float32: _lib.F32, torch.float16: _lib.F16, torch.bfloat16: _li
 _MODES = {"groups": _lib.GROUPS, "longnet": _lib.LONGNET}
 
 
-# rda_tensor's bytes: data, dtype, ndim, shape[4], strides[4] (native layout;
-# packing them is a third of the time of filling the ctypes fields)
-_TENSOR = struct.Struct("@Pii4q4q")
-assert _TENSOR.size == _lib.ctypes.sizeof(_lib.Tensor)
-_PAD = ((), (0,), (0, 0), (0, 0, 0), (0, 0, 0, 0))
+# An rda_tensor's bytes (data, dtype, ndim, shape[4], strides[4] in the
+# native layout), passed to the C calls as they are: packing them is a third
+# of the time of filling a ctypes structure's fields.
+_TENSOR4 = struct.Struct("@Pii4q4q")
+_TENSOR3 = struct.Struct("@Pii3qq3qq")
+assert _TENSOR4.size == _TENSOR3.size == _lib.ctypes.sizeof(_lib.Tensor)
 
 
-def _view(t: Tensor) -> _lib.Tensor:
-    pad = _PAD[_lib.MAX_DIMS - t.dim()]
-    return _lib.Tensor.from_buffer_copy(_TENSOR.pack(t.data_ptr(), _DTYPES[t.dtype], t.dim(), *t.shape, *pad,
-                                                     *t.stride(), *pad))
+def _view(t: Tensor) -> bytes:
+    """The rda_tensor describing t (4-D, or 3-D for an LSE)."""
+    if t.dim() == 4:
+        return _TENSOR4.pack(t.data_ptr(), _DTYPES[t.dtype], 4, *t.shape, *t.stride())
+    return _TENSOR3.pack(t.data_ptr(), _DTYPES[t.dtype], 3, *t.shape, 0, *t.stride(), 0)
 
 
 _configs = {}
@@ -50,44 +53,41 @@ def _strided(t: Tensor) -> Tensor:
     return t
 
 
+# PyTorch's current stream on a device, as the raw cudaStream_t (the private
+# binding Triton also uses: a tenth of the cost of torch.cuda.current_stream)
+_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None) or \
+    (lambda dev: torch.cuda.current_stream(dev).cuda_stream)
+
+
 def _context_for(t: Tensor):
     """The library context for tensors like t: the CUDA backend on t's device
     and PyTorch's current stream there; on the CPU the fast path (PyTorch's
     thread count), or the fp64 reference backend for float64."""
-    if t.device.type == "cuda":
-        dev = t.device.index if t.device.index is not None else torch.cuda.current_device()
-        return _lib.context(_lib.BACKEND_CUDA, dev, torch.cuda.current_stream(dev).cuda_stream)
-    if t.device.type != "cpu":
+    if t.is_cuda:
+        dev = t.get_device()
+        return _lib.context(_lib.BACKEND_CUDA, dev, _raw_stream(dev))
+    if not t.is_cpu:
         raise ValueError(f"rda: tensors on {t.device.type} are not supported (CPU and CUDA only)")
     if t.dtype == torch.float64:
         return _lib.context(_lib.BACKEND_REFERENCE, threads=torch.get_num_threads())
     return _lib.context(_lib.BACKEND_CPU, threads=torch.get_num_threads())
 
 
-@torch.library.custom_op("rda::attention_forward", mutates_args=())
-def _forward(q: Tensor, k: Tensor, v: Tensor, mode: int, causal: bool, scale: float, segments: List[int],
-             dilations: List[int], deterministic: bool) -> Tuple[Tensor, Tensor]:
+def _forward_impl(q: Tensor, k: Tensor, v: Tensor, mode: int, causal: bool, scale: float, segments: List[int],
+                  dilations: List[int], deterministic: bool) -> Tuple[Tensor, Tensor]:
     B, N, H, _ = q.shape
     q, k, v = _strided(q), _strided(k), _strided(v)
     o = torch.empty_like(q, memory_format=torch.contiguous_format)
     lse = q.new_empty((B, H, N), dtype=torch.float32)
     ctx = _context_for(q)
     cfg = _config(mode, causal, scale, segments, dilations)
-    tq, tk, tv, to, tl = _view(q), _view(k), _view(v), _view(o), _view(lse)
-    _lib.check(_lib.lib.rda_attention_forward(ctx, cfg, tq, tk, tv, to, tl), ctx)
+    _lib.check(_lib.lib.rda_attention_forward(ctx, cfg, _view(q), _view(k), _view(v), _view(o), _view(lse)), ctx)
     return o, lse
 
 
-@_forward.register_fake
-def _(q, k, v, mode, causal, scale, segments, dilations, deterministic):
-    B, N, H, _ = q.shape
-    return q.new_empty(q.shape), q.new_empty((B, H, N), dtype=torch.float32)
-
-
-@torch.library.custom_op("rda::attention_backward", mutates_args=())
-def _backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, mode: int, causal: bool,
-              scale: float, segments: List[int], dilations: List[int],
-              deterministic: bool) -> Tuple[Tensor, Tensor, Tensor]:
+def _backward_impl(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, mode: int, causal: bool,
+                   scale: float, segments: List[int], dilations: List[int],
+                   deterministic: bool) -> Tuple[Tensor, Tensor, Tensor]:
     dq = torch.empty_like(q, memory_format=torch.contiguous_format)
     dk = torch.empty_like(k, memory_format=torch.contiguous_format)
     dv = torch.empty_like(v, memory_format=torch.contiguous_format)
@@ -99,6 +99,18 @@ def _backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Ten
     views = [_view(t) for t in (q, k, v, o, lse, dout, dq, dk, dv)]
     _lib.check(_lib.lib.rda_attention_backward(ctx, cfg, *views), ctx)
     return dq, dk, dv
+
+
+# The operators: what torch.compile, tracing, fake tensors, tensor subclasses
+# and functorch see.
+_forward = torch.library.custom_op("rda::attention_forward", _forward_impl, mutates_args=())
+_backward = torch.library.custom_op("rda::attention_backward", _backward_impl, mutates_args=())
+
+
+@_forward.register_fake
+def _(q, k, v, mode, causal, scale, segments, dilations, deterministic):
+    B, N, H, _ = q.shape
+    return q.new_empty(q.shape), q.new_empty((B, H, N), dtype=torch.float32)
 
 
 @_backward.register_fake
@@ -118,11 +130,54 @@ def _grad(ctx, do, dlse):
     q, k, v, o, lse = ctx.saved_tensors
     if do is None:
         do = torch.zeros_like(o)
-    dq, dk, dv = _backward(do, q, k, v, o, lse, *ctx.args)
+    backward = _backward_impl if _plain(do, q, k, v) else _backward
+    dq, dk, dv = backward(do, q, k, v, o, lse, *ctx.args)
     return dq, dk, dv, None, None, None, None, None, None
 
 
 _forward.register_autograd(_grad, setup_context=_setup_context)
+
+
+# Plain eager calls skip the operator dispatch (its custom_op layers cost
+# ~20 us of host time a call, and its autograd ~30 us more): the same
+# implementation, with autograd by a torch.autograd.Function.
+_is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+_torch_function_mode = torch._C._is_torch_function_mode_enabled
+_dispatch_modes = torch._C._len_torch_dispatch_stack
+
+
+def _plain(*ts) -> bool:
+    """Whether a call on these tensors may bypass the operator: eager mode
+    (not compiling or tracing, no torch function or dispatch mode), plain
+    torch.Tensor objects (no subclass, no functorch wrapper)."""
+    if torch.compiler.is_compiling() or _torch_function_mode() or _dispatch_modes():
+        return False
+    for t in ts:
+        if type(t) is not Tensor or _is_wrapped(t):
+            return False
+    return True
+
+
+class _Eager(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, *args):
+        o, lse = _forward_impl(q, k, v, *args)
+        _setup_context(ctx, (q, k, v) + args, (o, lse))
+        return o, lse
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, do, dlse):
+        return _grad(ctx, do, dlse)
+
+
+def _attend(q, k, v, *args):
+    """(O, LSE) of the forward, through the operator or its eager path."""
+    if not _plain(q, k, v):
+        return _forward(q, k, v, *args)
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        return _Eager.apply(q, k, v, *args)
+    return _forward_impl(q, k, v, *args)
 
 
 def _check_inputs(q, k, v, softmax_scale):
@@ -169,7 +224,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, is_causal: bool = False, softm
     deterministic: the backward's gradients bit-identical from run to run
     (on CUDA: fp16/bf16 at head dim 64 or 128; other shapes raise)."""
     scale = _check_inputs(q, k, v, softmax_scale)
-    o, lse = _forward(q, k, v, _lib.DENSE, bool(is_causal), scale, [], [], bool(deterministic))
+    o, lse = _attend(q, k, v, _lib.DENSE, bool(is_causal), scale, [], [], bool(deterministic))
     return (o, lse) if return_lse else o
 
 
@@ -183,5 +238,5 @@ def dilated_attention(q: Tensor, k: Tensor, v: Tensor, segment_lengths: Sequence
     (O, LSE); deterministic as for attention."""
     scale = _check_inputs(q, k, v, softmax_scale)
     seg, dil = _check_patterns(mode, segment_lengths, dilation_rates)
-    o, lse = _forward(q, k, v, _MODES[mode], bool(is_causal), scale, seg, dil, bool(deterministic))
+    o, lse = _attend(q, k, v, _MODES[mode], bool(is_causal), scale, seg, dil, bool(deterministic))
     return (o, lse) if return_lse else o

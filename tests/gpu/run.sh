@@ -93,8 +93,10 @@ if has baseline; then
     summary+=("pytorch baseline: rc=$?")
 fi
 if has backward; then
-    # the backward and forward+backward against PyTorch's autograd (cuDNN and FlashAttention backends)
-    timeout 900 python3 -u bench/gpu_backward.py --rda build-gpu/rda --reps 5 > "$OUT/gpu_backward.md" 2> "$OUT/gpu_backward.err"
+    # the backward and forward+backward against PyTorch's autograd (cuDNN and FlashAttention backends), the
+    # library through its package on this build; RDA_BEFORE=OLD/rda times an older build's forward next to it
+    RDA_LIBRARY=$PWD/build-gpu/librda.so PYTHONPATH=$PWD/python timeout 900 python3 -u bench/gpu_backward.py \
+        --rda build-gpu/rda --reps 5 ${RDA_BEFORE:+--before "$RDA_BEFORE"} > "$OUT/gpu_backward.md" 2> "$OUT/gpu_backward.err"
     summary+=("backward against PyTorch: rc=$?")
     cp bench/results/gpu_backward.json "$OUT/" 2>/dev/null
 fi

@@ -196,6 +196,55 @@ def test_opcheck():
                           (do, q, k, v, o, lse, 2, True, 0.0, [16, 32], [1, 2], False))
 
 
+def _op_path(q, k, v, mode, causal, seg, dil):
+    """The operator itself (what torch.compile and tracing see), not the eager path."""
+    o, _ = torch.ops.rda.attention_forward(q, k, v, mode, causal, 0.0, seg, dil, False)
+    return o
+
+
+@pytest.mark.parametrize("mode,seg,dil", [(0, [], []), (1, [16, 32], [1, 2]), (2, [16, 32], [1, 2])])
+def test_eager_path_equals_operator(mode, seg, dil, monkeypatch):
+    """Plain eager calls skip the operator's dispatch; they must give the
+    operator's outputs and gradients bit for bit, and the operator must still
+    be what every other caller sees."""
+    from rda import ops
+    x = [torch.randn(2, 48, 4, 8) for _ in range(3)]
+    do = torch.randn(2, 48, 4, 8)
+    a = [t.clone().requires_grad_() for t in x]
+    b = [t.clone().requires_grad_() for t in x]
+    name = {0: "dense", 1: "groups", 2: "longnet"}[mode]
+    oa = call(name, *a, list(zip(seg, dil)), True)
+    (oa * do).sum().backward()
+    ob = _op_path(*b, mode, True, seg, dil)
+    (ob * do).sum().backward()
+    assert type(oa.grad_fn).__name__ != type(ob.grad_fn).__name__  # the two paths really differ
+    assert torch.equal(oa, ob)
+    for s, t in zip(a, b):
+        assert torch.equal(s.grad, t.grad)
+    # no autograd: the implementation itself, without the operator
+    calls = []
+    monkeypatch.setattr(ops, "_forward", lambda *args: calls.append(1))
+    with torch.no_grad():
+        assert torch.equal(call(name, *x, list(zip(seg, dil)), True), ob)
+    assert not calls
+    # a dispatch mode (fake tensors) goes through the operator
+    monkeypatch.undo()
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode() as mode_:
+        f = [mode_.from_tensor(t) for t in x]
+        of = call(name, *f, list(zip(seg, dil)), True)
+        assert of.shape == ob.shape and type(of).__name__ == "FakeTensor"
+
+
+def test_eager_path_refuses_double_backward():
+    """Second derivatives are not implemented: asking for one raises, it is
+    not silently zero."""
+    q, k, v, w = (torch.randn(1, 16, 2, 8, requires_grad=True) for _ in range(4))
+    (g,) = torch.autograd.grad((rda.attention(q, k, v) * w).sum(), q, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        g.sum().backward()
+
+
 @pytest.mark.parametrize("mode,patterns", [("dense", []), ("groups", [(8, 1), (16, 2)]), ("longnet", [(8, 1), (16, 2)])])
 def test_gradcheck_fp64(mode, patterns):
     q, k, v = (torch.randn(1, 20, 2, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
