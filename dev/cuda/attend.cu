@@ -48,23 +48,10 @@
  * segments.
  */
 #include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-
-#include <algorithm>
-#include <vector>
 
 #include "attend_v1.cuh"
 #include "cuda/attend_wgmma.cuh"
-
-#define CK(x)                                                                                 \
-    do {                                                                                      \
-        cudaError_t e = (x);                                                                  \
-        if (e != cudaSuccess) {                                                               \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
-            exit(1);                                                                          \
-        }                                                                                     \
-    } while (0)
+#include "playground.cuh"
 
 /* wgmma variants: <BK, NW, ST, MINB> */
 #ifndef WG_VARIANTS
@@ -119,31 +106,14 @@ int main(int argc, char **argv) {
     CK(cudaFuncSetAttribute(attend_mma_v1<__half, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mma_smem_bytes<128>()));
     if (D == 64) setup<64>(); else setup<128>();
     std::vector<__half> hq(n), hk(n), hv(n), ho(n);
-    uint64_t rng = 0x9E3779B97F4A7C15ull; /* xorshift64: uniform in [-1, 1) */
-    auto uni = [&rng]() {
-        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-        return (float)(rng >> 40) * (2.0f / 16777216.0f) - 1.0f;
-    };
-    for (int64_t i = 0; i < n; i++) {
-        hq[i] = __float2half(uni());
-        hk[i] = __float2half(uni());
-        hv[i] = __float2half(uni());
-    }
-    /* the phase the planner makes for dense attention on one rank */
-    /* one job per segment (the groups/longnet shape with dilation 1) */
-    if (W <= 0 || W > N) W = N;
-    const int64_t njobs = (N + W - 1) / W, bq = query_rows(kernel);
-    std::vector<rda_job> jobs(njobs);
+    pg_fill({&hq, &hk, &hv});
+    /* the phase the planner makes for dense attention on one rank: one job
+     * per segment (the groups/longnet shape with dilation 1) */
+    const int64_t bq = query_rows(kernel);
+    std::vector<rda_job> jobs;
     std::vector<rda_tile> tiles;
-    for (int64_t j = 0; j < njobs; j++) {
-        rda_job &job = jobs[j];
-        job = {};
-        job.stride = 1;
-        job.q_first = job.q_local = job.k_first[0] = job.k_local[0] = j * W;
-        job.q_count = job.k_count[0] = std::min(W, N - j * W);
-        job.nk = 1;
-        for (int64_t t = 0; t < job.q_count; t += bq) tiles.push_back({j, t});
-    }
+    W = pg_segment_jobs(N, W, bq, jobs, tiles);
+    const int64_t njobs = (int64_t)jobs.size();
     const int64_t ntiles = (int64_t)tiles.size();
     std::vector<int64_t> heads(H);
     for (int64_t h = 0; h < H; h++) heads[h] = h;

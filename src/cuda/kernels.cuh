@@ -578,7 +578,7 @@ __global__ void __launch_bounds__(128) attend_generic(const __grid_constant__ at
 
 /* ------------------------------------------------------------------ state, finish, copies */
 
-__global__ void fill_state(float *m, float *l, int64_t n) {
+static __global__ void fill_state(float *m, float *l, int64_t n) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
         m[i] = -INFINITY;
         l[i] = 0.f;

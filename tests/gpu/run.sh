@@ -139,13 +139,26 @@ if has playground; then
         RDA_PG_SAMPLES=16 timeout 60 "$pg" $args >> "$OUT/playground.log" 2>&1 ||
             echo "kernel $args: exit $?" >> "$OUT/playground.log"
     done
+    # the backward's versions (dev/cuda/attend_bwd.cu: "version N D [causal [segment]]" per entry;
+    # PG_BWD_ARGS replaces the list)
+    if cmake --build build-gpu --target rda_bwd_playground >> "$OUT/playground.log" 2>&1; then
+        default="1 16384 64,2 16384 64,3 16384 64,2 16384 64 1,1 16384 128,2 16384 128,2 16384 128 1"
+        default+=",2 65536 64,2 65536 128,1 262144 64 0 1024,2 262144 64 0 1024,2 262144 64 1 1024"
+        IFS=, read -ra entries <<< "${PG_BWD_ARGS:-$default}"
+        for args in "${entries[@]}"; do
+            RDA_PG_SAMPLES=16 timeout 120 build-gpu/rda_bwd_playground $args >> "$OUT/playground.log" 2>&1 ||
+                echo "backward version $args: exit $?" >> "$OUT/playground.log"
+        done
+    else
+        echo "backward playground: build failed" >> "$OUT/playground.log"
+    fi
     # PyTorch's dense attention on the same shapes (PG_SDPA: dev/cuda/sdpa.py's
     # arguments; empty: none)
     sdpa=${PG_SDPA-"--backends flash,cudnn 16384 64 0 16384 64 1 65536 64 0 65536 64 1"}
     if [ -n "$sdpa" ]; then
         timeout 240 python3 dev/cuda/sdpa.py $sdpa >> "$OUT/playground.log" 2>&1
     fi
-    summary+=("playground:" "$(grep -E 'kernel|sdpa' "$OUT/playground.log")")
+    summary+=("playground:" "$(grep -E 'kernel|backward version|sdpa' "$OUT/playground.log")")
 fi
 echo
 [ -f "$OUT/bench-summary.txt" ] && cat "$OUT/bench-summary.txt"
