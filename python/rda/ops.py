@@ -24,10 +24,17 @@ assert _TENSOR4.size == _TENSOR3.size == _lib.ctypes.sizeof(_lib.Tensor)
 
 
 def _view(t: Tensor) -> bytes:
-    """The rda_tensor describing t (4-D, or 3-D for an LSE)."""
-    if t.dim() == 4:
+    """The rda_tensor describing t (4-D, and 3-D for an LSE, directly; the
+    library refuses other ranks with its message)."""
+    nd = t.dim()
+    if nd == 4:
         return _TENSOR4.pack(t.data_ptr(), _DTYPES[t.dtype], 4, *t.shape, *t.stride())
-    return _TENSOR3.pack(t.data_ptr(), _DTYPES[t.dtype], 3, *t.shape, 0, *t.stride(), 0)
+    if nd == 3:
+        return _TENSOR3.pack(t.data_ptr(), _DTYPES[t.dtype], 3, *t.shape, 0, *t.stride(), 0)
+    if nd > _lib.MAX_DIMS:
+        raise ValueError(f"rda: tensors of at most {_lib.MAX_DIMS} dimensions are taken (got {nd})")
+    pad = (0,) * (_lib.MAX_DIMS - nd)
+    return _TENSOR4.pack(t.data_ptr(), _DTYPES[t.dtype], nd, *t.shape, *pad, *t.stride(), *pad)
 
 
 _configs = {}
@@ -75,6 +82,8 @@ def _context_for(t: Tensor):
 
 def _forward_impl(q: Tensor, k: Tensor, v: Tensor, mode: int, causal: bool, scale: float, segments: List[int],
                   dilations: List[int], deterministic: bool) -> Tuple[Tensor, Tensor]:
+    if q.dim() != 4:  # (the rest is checked by the library)
+        raise ValueError(f"rda: q must have shape [B, N, H, D] (got {tuple(q.shape)})")
     B, N, H, _ = q.shape
     q, k, v = _strided(q), _strided(k), _strided(v)
     o = torch.empty_like(q, memory_format=torch.contiguous_format)

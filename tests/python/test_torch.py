@@ -296,6 +296,14 @@ def test_bad_arguments():
         rda.attention(q, torch.randn(1, 31, 2, 8), torch.randn(1, 31, 2, 8))
     with pytest.raises(ValueError, match="rda: "):
         rda.attention(q, torch.randn(1, 32, 3, 8), torch.randn(1, 32, 3, 8))  # 2 query heads over 3
+    # the operators themselves, called with tensors of the wrong rank
+    o, lse = torch.ops.rda.attention_forward(q, q, q, 0, False, 0.0, [], [], False)
+    with pytest.raises(ValueError, match="lse must have 3 dimensions"):
+        torch.ops.rda.attention_backward(torch.randn_like(o), q, q, q, o, lse[0], 0, False, 0.0, [], [], False)
+    with pytest.raises(ValueError, match="B, N, H, D"):
+        torch.ops.rda.attention_forward(q[None], q[None], q[None], 0, False, 0.0, [], [], False)
+    with pytest.raises(ValueError, match="at most 4 dimensions"):
+        torch.ops.rda.attention_forward(q, q[None], q, 0, False, 0.0, [], [], False)
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "zigzag"])
