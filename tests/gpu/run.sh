@@ -75,6 +75,10 @@ if has bench; then
     rc=$?
     summary+=("seed report on the GPU: rc=$rc, $(grep 'rows ran' "$OUT/bench.log")")
     grep -A24 '## Summary' "$OUT/gpu-seed-report.md" | cut -c1-150 > "$OUT/bench-summary.txt"
+    # the same rows with the backward: each also checks dQ, dK and dV against the fp64 reference
+    timeout 600 ./build-gpu/rda bench --backend cuda --backward --out-md "$OUT/gpu-seed-report-backward.md" \
+        --out-json "$OUT/gpu-seed-report-backward.json" > "$OUT/bench-backward.log" 2>&1
+    summary+=("seed report with the backward on the GPU: rc=$?, $(grep 'rows ran' "$OUT/bench-backward.log")")
 fi
 if has long; then
     # a LongNet-like longnet row at N = 16,777,216 (inputs made on the GPU,
