@@ -183,30 +183,10 @@ int main(int argc, char **argv) {
     }
     double rel = sqrt(num / den);
     /* time */
-    for (int i = 0; i < 3; i++) {
-        if (D == 64) launch<64>(kernel, items, a, s); else launch<128>(kernel, items, a, s);
-    }
-    std::vector<float> ms;
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    for (int i = 0; i < 20; i++) {
-        CK(cudaEventRecord(e0, s));
-        if (D == 64) launch<64>(kernel, items, a, s); else launch<128>(kernel, items, a, s);
-        CK(cudaEventRecord(e1, s));
-        CK(cudaEventSynchronize(e1));
-        float t;
-        CK(cudaEventElapsedTime(&t, e0, e1));
-        ms.push_back(t);
-    }
-    std::sort(ms.begin(), ms.end());
-    double pairs = 0;
-    for (const rda_job &job : jobs) {
-        double c = (double)job.q_count;
-        pairs += causal ? c * (c + 1) / 2 : c * c;
-    }
-    double flops = 4.0 * D * pairs * H * B;
+    const double t = pg_median_ms([&] { if (D == 64) launch<64>(kernel, items, a, s); else launch<128>(kernel, items, a, s); },
+                                  s, 3, 20);
+    const double flops = 4.0 * D * pg_pairs(jobs, causal) * H * B;
     printf("kernel %d N=%lld D=%lld causal=%d W=%lld: rel_l2 %.2e (%s), %.3f ms, %.1f TFLOP/s\n", kernel, (long long)N,
-           (long long)D, causal, (long long)W, rel, rel < 1e-3 ? "pass" : "FAIL", ms[10], flops / (ms[10] * 1e-3) / 1e12);
+           (long long)D, causal, (long long)W, rel, rel < 1e-3 ? "pass" : "FAIL", t, flops / (t * 1e-3) / 1e12);
     return rel < 1e-3 ? 0 : 1;
 }

@@ -233,33 +233,13 @@ int main(int argc, char **argv) {
     const bool pass = finite && rq <= 2e-3 && rk <= 2e-3 && rv <= 2e-3;
 
     /* time */
-    for (int i = 0; i < 3; i++) {
+    const double t = pg_median_ms([&] {
         if (D == 64) backward<64>(version, a, ka, items, kitems, b, s); else backward<128>(version, a, ka, items, kitems, b, s);
-    }
-    std::vector<float> ms;
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    for (int i = 0; i < 15; i++) {
-        CK(cudaEventRecord(e0, s));
-        if (D == 64) backward<64>(version, a, ka, items, kitems, b, s); else backward<128>(version, a, ka, items, kitems, b, s);
-        CK(cudaEventRecord(e1, s));
-        CK(cudaEventSynchronize(e1));
-        float t;
-        CK(cudaEventElapsedTime(&t, e0, e1));
-        ms.push_back(t);
-    }
-    CK(cudaGetLastError());
-    std::sort(ms.begin(), ms.end());
-    double pairs = 0;
-    for (const rda_job &job : jobs) {
-        const double c = (double)job.q_count;
-        pairs += causal ? c * (c + 1) / 2 : c * c;
-    }
-    const double flops = 2.5 * 4.0 * D * pairs * H * B; /* SPEC.md: the backward counts 2.5x the forward */
+    }, s, 3, 15);
+    const double flops = 2.5 * 4.0 * D * pg_pairs(jobs, causal) * H * B; /* SPEC.md: the backward counts 2.5x the forward */
     printf("backward version %d N=%lld D=%lld causal=%d W=%lld: rel_l2 dQ %.2e dK %.2e dV %.2e (%s), %.3f ms, "
            "%.1f TFLOP/s\n",
-           version, (long long)N, (long long)D, causal, (long long)W, rq, rk, rv, pass ? "pass" : "FAIL", ms[7],
-           flops / (ms[7] * 1e-3) / 1e12);
+           version, (long long)N, (long long)D, causal, (long long)W, rq, rk, rv, pass ? "pass" : "FAIL", t,
+           flops / (t * 1e-3) / 1e12);
     return pass ? 0 : 1;
 }

@@ -51,3 +51,37 @@ static int64_t pg_segment_jobs(int64_t N, int64_t W, int64_t bq, std::vector<rda
     }
     return W;
 }
+
+/* run() timed on stream s by CUDA events after `warmups` runs: the median of
+ * `reps` (the upper one for an even count), in ms. */
+template <typename F> static double pg_median_ms(F run, cudaStream_t s, int warmups, int reps) {
+    for (int i = 0; i < warmups; i++) run();
+    std::vector<float> ms;
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    for (int i = 0; i < reps; i++) {
+        CK(cudaEventRecord(e0, s));
+        run();
+        CK(cudaEventRecord(e1, s));
+        CK(cudaEventSynchronize(e1));
+        float t;
+        CK(cudaEventElapsedTime(&t, e0, e1));
+        ms.push_back(t);
+    }
+    CK(cudaGetLastError());
+    CK(cudaEventDestroy(e0));
+    CK(cudaEventDestroy(e1));
+    std::sort(ms.begin(), ms.end());
+    return ms[reps / 2];
+}
+
+/* Allowed (query, key) pairs of the segment jobs. */
+static double pg_pairs(const std::vector<rda_job> &jobs, bool causal) {
+    double pairs = 0;
+    for (const rda_job &job : jobs) {
+        const double c = (double)job.q_count;
+        pairs += causal ? c * (c + 1) / 2 : c * c;
+    }
+    return pairs;
+}

@@ -172,6 +172,18 @@ __device__ __forceinline__ void times_tile(float (*acc)[4], const float x[8][4],
     }
 }
 
+/* An item's rows of its batch and heads: Q and dO of its query head, K and
+ * V of its K/V head (row 0 of each; rows by the tensors' row strides). */
+template <typename T> struct head_rows {
+    const T *q, *g, *k, *v;
+};
+template <typename T> __device__ __forceinline__ head_rows<T> head_rows_of(const attend_args &a, const item_pos &ip) {
+    return {static_cast<const T *>(a.q) + ip.b * a.qs[0] + ip.h * a.qs[2],
+            static_cast<const T *>(a.dout) + ip.b * a.gs[0] + ip.h * a.gs[2],
+            static_cast<const T *>(a.k) + ip.b * a.ks[0] + ip.kh * a.ks[2],
+            static_cast<const T *>(a.v) + ip.b * a.vs[0] + ip.kh * a.vs[2]};
+}
+
 template <typename T, int D>
 __global__ void __launch_bounds__(128) bwd_dq_mma(const __grid_constant__ attend_args a) {
     constexpr int LDS = mma_lds<D>();
@@ -185,12 +197,9 @@ __global__ void __launch_bounds__(128) bwd_dq_mma(const __grid_constant__ attend
     if (job.nk == 0) return; /* rows no key reaches: dQ stays 0 */
     const int64_t qi0 = ip.first, r = job.stride;
     const int bq = (int)min((int64_t)64, job.q_count - qi0);
-    const T *qb = static_cast<const T *>(a.q) + ip.b * a.qs[0] + ip.h * a.qs[2];
-    const T *gb = static_cast<const T *>(a.dout) + ip.b * a.gs[0] + ip.h * a.gs[2];
-    const T *kb = static_cast<const T *>(a.k) + ip.b * a.ks[0] + ip.kh * a.ks[2];
-    const T *vb = static_cast<const T *>(a.v) + ip.b * a.vs[0] + ip.kh * a.vs[2];
-    load_rows_async<T, D>(Qs, qb, a.qs[1], job.q_local, qi0, r, bq, tid);
-    load_rows_async<T, D>(Gs, gb, a.gs[1], job.q_local, qi0, r, bq, tid);
+    const head_rows<T> hr = head_rows_of<T>(a, ip);
+    load_rows_async<T, D>(Qs, hr.q, a.qs[1], job.q_local, qi0, r, bq, tid);
+    load_rows_async<T, D>(Gs, hr.g, a.gs[1], job.q_local, qi0, r, bq, tid);
     cp_async_commit();
 
     /* the thread's two rows: LSE (log2 units) and Delta */
@@ -214,8 +223,8 @@ __global__ void __launch_bounds__(128) bwd_dq_mma(const __grid_constant__ attend
     const item_keys ks = keys_of<64>(a, job, qi0, bq);
     auto load_tile = [&](int64_t t, int buf) {
         const key_tile kt = tile_of<64>(ks, t);
-        load_rows_async<T, D>(Kbuf + buf * 64 * LDS, kb, a.ks[1], kt.kl, kt.k0, r, kt.bk, tid);
-        load_rows_async<T, D>(Vbuf + buf * 64 * LDS, vb, a.vs[1], kt.kl, kt.k0, r, kt.bk, tid);
+        load_rows_async<T, D>(Kbuf + buf * 64 * LDS, hr.k, a.ks[1], kt.kl, kt.k0, r, kt.bk, tid);
+        load_rows_async<T, D>(Vbuf + buf * 64 * LDS, hr.v, a.vs[1], kt.kl, kt.k0, r, kt.bk, tid);
         cp_async_commit();
     };
     if (ks.ntiles > 0) load_tile(0, 0);
@@ -279,12 +288,9 @@ __global__ void __launch_bounds__(128) bwd_dkv_mma(const __grid_constant__ atten
     const int64_t r = job.stride, k0 = ip.first - (c ? job.k_count[0] : 0), kl = job.k_local[c];
     const int64_t dqc = (job.q_first - job.k_first[c]) / r; /* key k allowed for query i iff k <= i + dqc */
     const int bk = (int)min((int64_t)64, job.k_count[c] - k0);
-    const T *qb = static_cast<const T *>(a.q) + ip.b * a.qs[0] + ip.h * a.qs[2];
-    const T *gb = static_cast<const T *>(a.dout) + ip.b * a.gs[0] + ip.h * a.gs[2];
-    const T *kb = static_cast<const T *>(a.k) + ip.b * a.ks[0] + ip.kh * a.ks[2];
-    const T *vb = static_cast<const T *>(a.v) + ip.b * a.vs[0] + ip.kh * a.vs[2];
-    load_rows_async<T, D>(Ks, kb, a.ks[1], kl, k0, r, bk, tid);
-    load_rows_async<T, D>(Vs, vb, a.vs[1], kl, k0, r, bk, tid);
+    const head_rows<T> hr = head_rows_of<T>(a, ip);
+    load_rows_async<T, D>(Ks, hr.k, a.ks[1], kl, k0, r, bk, tid);
+    load_rows_async<T, D>(Vs, hr.v, a.vs[1], kl, k0, r, bk, tid);
     cp_async_commit();
 
     /* the queries: causal, from the first that sees key k0 */
@@ -293,8 +299,8 @@ __global__ void __launch_bounds__(128) bwd_dkv_mma(const __grid_constant__ atten
     auto load_qtile = [&](int64_t t, int buf) {
         const int64_t qi = i0 + t * 64;
         const int bqq = (int)min((int64_t)64, nq - qi);
-        load_rows_async<T, D>(Qbuf + buf * 64 * LDS, qb, a.qs[1], job.q_local, qi, r, bqq, tid);
-        load_rows_async<T, D>(Gbuf + buf * 64 * LDS, gb, a.gs[1], job.q_local, qi, r, bqq, tid);
+        load_rows_async<T, D>(Qbuf + buf * 64 * LDS, hr.q, a.qs[1], job.q_local, qi, r, bqq, tid);
+        load_rows_async<T, D>(Gbuf + buf * 64 * LDS, hr.g, a.gs[1], job.q_local, qi, r, bqq, tid);
         cp_async_commit();
         if (tid < 64) {
             float L = INFINITY, Dd = 0.f;
