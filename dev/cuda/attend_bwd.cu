@@ -15,6 +15,12 @@
  *                                 the library's for fp16/bf16 at D = 64, 128)
  *   version 3  version 2 with plain adds in bwd_dkv_mma's epilogue (the
  *              deterministic mode's form: here every item owns its key rows)
+ *   version 4  bwd_wgmma          Hopper warpgroup MMA, one fused kernel over
+ *                                 the 64-key tiles: S^T, dP^T, dV, dK and dQ
+ *                                 (dS transposed into shared memory by
+ *                                 stmatrix) per 64-query tile, dQ by fp32
+ *                                 atomics; five products per tile pair instead
+ *                                 of seven (sm_90a builds only)
  *
  * Each version runs after the same forward (attend_mma, which also writes
  * the LSE) and the Delta pre-pass; its timed span is what the library's
@@ -34,6 +40,7 @@
 
 #include "cuda/attend_bwd.cuh"
 #include "cuda/attend_bwd_mma.cuh"
+#include "cuda/attend_bwd_wgmma.cuh"
 #include "playground.cuh"
 
 template <typename X> static X *upload(const std::vector<X> &h) {
@@ -52,6 +59,8 @@ template <int D> static void setup() {
                             (int)bwd_mma_smem_bytes<D>()));
     CK(cudaFuncSetAttribute(attend_bwd<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                             (int)bwd_smem_bytes(D, 64)));
+    CK(cudaFuncSetAttribute(bwd_wgmma<__half, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            (int)bwd_wg_smem_bytes<D>()));
 }
 
 struct bufs {
@@ -72,6 +81,8 @@ static void backward(int version, const attend_args &a, const attend_args &ka, i
         H * D, D, 1, b.delta, a.B, N, H, D);
     if (version == 1) {
         attend_bwd<__half><<<(unsigned)items, BWD_THREADS, bwd_smem_bytes(D, 64), s>>>(a);
+    } else if (version == 4) {
+        bwd_wgmma<__half, D><<<(unsigned)kitems, 128, bwd_wg_smem_bytes<D>(), s>>>(ka);
     } else {
         bwd_dq_mma<__half, D><<<(unsigned)items, 128, bwd_mma_smem_bytes<D>(), s>>>(a);
         bwd_dkv_mma<__half, D><<<(unsigned)kitems, 128, bwd_mma_smem_bytes<D>(), s>>>(ka);
@@ -84,8 +95,8 @@ int main(int argc, char **argv) {
     const int causal = argc > 4 ? atoi(argv[4]) : 0;
     int64_t W = argc > 5 ? atoll(argv[5]) : 0; /* segment length (0: one segment, dense) */
     const int64_t B = 1, H = 8, n = B * N * H * D;
-    if ((D != 64 && D != 128) || version < 1 || version > 3 || N < 1) {
-        fprintf(stderr, "usage: %s [version 1-3] [N >= 1] [D 64|128] [causal] [segment]\n", argv[0]);
+    if ((D != 64 && D != 128) || version < 1 || version > 4 || N < 1) {
+        fprintf(stderr, "usage: %s [version 1-4] [N >= 1] [D 64|128] [causal] [segment]\n", argv[0]);
         return 2;
     }
     if (D == 64) setup<64>(); else setup<128>();

@@ -273,6 +273,37 @@ __global__ void __launch_bounds__(128) bwd_dq_mma(const __grid_constant__ attend
     }
 }
 
+/* A key-tile item of rda_plan_key_tiles: 64 keys of one job's progression. */
+struct key_item {
+    int64_t r, k0, kl; /* stride, first key in the progression, its local row */
+    int64_t dqc;       /* key k allowed for query i iff k <= i + dqc */
+    int bk;            /* keys of the tile */
+};
+__device__ __forceinline__ key_item key_item_of(const item_pos &ip) {
+    const rda_job &job = *ip.job;
+    const int c = job.nk > 1 && ip.first >= job.k_count[0];
+    key_item it;
+    it.r = job.stride;
+    it.k0 = ip.first - (c ? job.k_count[0] : 0);
+    it.kl = job.k_local[c];
+    it.dqc = (job.q_first - job.k_first[c]) / it.r;
+    it.bk = (int)min((int64_t)64, job.k_count[c] - it.k0);
+    return it;
+}
+
+/* The job's queries a key tile meets: causal, from the first that sees
+ * its first key; 64 at a time. */
+struct query_span {
+    int64_t i0, nq, ntq; /* first query, the job's queries, query tiles */
+};
+__device__ __forceinline__ query_span query_span_of(const attend_args &a, const rda_job &job, const key_item &it) {
+    query_span qs;
+    qs.i0 = a.causal ? max((int64_t)0, it.k0 - it.dqc) : 0;
+    qs.nq = job.q_count;
+    qs.ntq = qs.nq > qs.i0 ? (qs.nq - qs.i0 + 63) / 64 : 0;
+    return qs;
+}
+
 template <typename T, int D>
 __global__ void __launch_bounds__(128) bwd_dkv_mma(const __grid_constant__ attend_args a) {
     constexpr int LDS = mma_lds<D>();
@@ -284,18 +315,16 @@ __global__ void __launch_bounds__(128) bwd_dkv_mma(const __grid_constant__ atten
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const item_pos ip = decode_item(a, blockIdx.x);
     const rda_job &job = *ip.job;
-    const int c = job.nk > 1 && ip.first >= job.k_count[0];
-    const int64_t r = job.stride, k0 = ip.first - (c ? job.k_count[0] : 0), kl = job.k_local[c];
-    const int64_t dqc = (job.q_first - job.k_first[c]) / r; /* key k allowed for query i iff k <= i + dqc */
-    const int bk = (int)min((int64_t)64, job.k_count[c] - k0);
+    const key_item it = key_item_of(ip);
+    const int64_t r = it.r, k0 = it.k0, kl = it.kl, dqc = it.dqc;
+    const int bk = it.bk;
     const head_rows<T> hr = head_rows_of<T>(a, ip);
     load_rows_async<T, D>(Ks, hr.k, a.ks[1], kl, k0, r, bk, tid);
     load_rows_async<T, D>(Vs, hr.v, a.vs[1], kl, k0, r, bk, tid);
     cp_async_commit();
 
-    /* the queries: causal, from the first that sees key k0 */
-    const int64_t i0 = a.causal ? max((int64_t)0, k0 - dqc) : 0, nq = job.q_count;
-    const int64_t ntq = nq > i0 ? (nq - i0 + 63) / 64 : 0;
+    const query_span qsp = query_span_of(a, job, it);
+    const int64_t i0 = qsp.i0, nq = qsp.nq, ntq = qsp.ntq;
     auto load_qtile = [&](int64_t t, int buf) {
         const int64_t qi = i0 + t * 64;
         const int bqq = (int)min((int64_t)64, nq - qi);

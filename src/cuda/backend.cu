@@ -10,6 +10,7 @@
 
 #include "attend_bwd.cuh"
 #include "attend_bwd_mma.cuh"
+#include "attend_bwd_wgmma.cuh"
 #include "attend_wgmma.cuh"
 
 extern "C" {
@@ -56,6 +57,7 @@ typedef struct {
     int occ_wg64, occ_wg64s, occ_wg64p2, occ_wg64p3;
     int wg64_rows;    /* this call's D = 64 Hopper kernels: 64 (WG64, WG64S), 128 (WG64P2) or 192 (WG64P3) */
     int force_rows;   /* RDA_CUDA_TILE_ROWS: that choice made for every call (0: by the key spans, -1: a bad value) */
+    bool bwd_fused;   /* RDA_CUDA_BWD_FUSED=1: the Hopper backward by bwd_wgmma (not yet the default: see below) */
     /* the call in progress */
     float *acc, *m, *l;
     int64_t n;     /* rows of the rank */
@@ -171,6 +173,14 @@ static rda_status detect_wgmma(rda_context *ctx, cuda_ctx *c) {
         CUDA_TRY(wg_prepare(WG64P2(__half), WG64P2(__nv_bfloat16), WG64P2_THREADS, WG64P2_SMEM, &c->occ_wg64p2));
         CUDA_TRY(wg_prepare(WG64P3(__half), WG64P3(__nv_bfloat16), WG64P3_THREADS, WG64P3_SMEM, &c->occ_wg64p3));
         CUDA_TRY(wg_prepare(WG128(__half), WG128(__nv_bfloat16), 128 * WG128_NW, WG128_SMEM, &occ128));
+        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma<__half, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      (int)bwd_wg_smem_bytes<64>()));
+        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma<__nv_bfloat16, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      (int)bwd_wg_smem_bytes<64>()));
+        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma<__half, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      (int)bwd_wg_smem_bytes<128>()));
+        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma<__nv_bfloat16, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      (int)bwd_wg_smem_bytes<128>()));
     }
     return RDA_STATUS_SUCCESS;
 }
@@ -243,6 +253,9 @@ static rda_status context_init(rda_context *ctx, int32_t device, void *stream, r
         c->force_rows = atoi(f);
         if (c->force_rows != 64 && c->force_rows != 128 && c->force_rows != 192) c->force_rows = -1; /* refused by calls */
     }
+    /* the fused Hopper backward (attend_bwd_wgmma.cuh) is chosen only on
+     * request until the GPU sweep has passed on it */
+    if (const char *f = getenv("RDA_CUDA_BWD_FUSED")) c->bwd_fused = atoi(f) == 1;
     return detect_wgmma(ctx, c);
 }
 
@@ -954,21 +967,24 @@ static rda_status run_bwd_phase(void *arg, const rda_phase *ph) {
         CUDA_LAUNCHED();
         return RDA_STATUS_SUCCESS;
     }
-    /* tensor cores: dQ over the query tiles, then dK/dV over the key tiles */
-    const bool bf = p->dtype == RDA_DTYPE_BF16;
+    /* tensor cores. Hopper with RDA_CUDA_BWD_FUSED=1: one fused kernel over
+     * the key tiles, dQ by fp32 atomics (attend_bwd_wgmma.cuh); otherwise,
+     * and always in the deterministic mode, dQ over the query tiles, then
+     * dK/dV over the key tiles (attend_bwd_mma.cuh) */
+    const bool bf = p->dtype == RDA_DTYPE_BF16, fused = c->wgmma && c->bwd_fused && !p->deterministic;
     cudaStream_t s = c->stream;
-#define RDA_BWD_LAUNCH(K, g, args)                                                                        \
+#define RDA_BWD_LAUNCH(K, SMEM, g, args)                                                                  \
     do {                                                                                                  \
         if (p->D == 64) {                                                                                 \
-            if (bf) K<__nv_bfloat16, 64><<<g, 128, bwd_mma_smem_bytes<64>(), s>>>(args);                  \
-            else K<__half, 64><<<g, 128, bwd_mma_smem_bytes<64>(), s>>>(args);                            \
+            if (bf) K<__nv_bfloat16, 64><<<g, 128, SMEM<64>(), s>>>(args);                                \
+            else K<__half, 64><<<g, 128, SMEM<64>(), s>>>(args);                                          \
         } else {                                                                                          \
-            if (bf) K<__nv_bfloat16, 128><<<g, 128, bwd_mma_smem_bytes<128>(), s>>>(args);                \
-            else K<__half, 128><<<g, 128, bwd_mma_smem_bytes<128>(), s>>>(args);                          \
+            if (bf) K<__nv_bfloat16, 128><<<g, 128, SMEM<128>(), s>>>(args);                              \
+            else K<__half, 128><<<g, 128, SMEM<128>(), s>>>(args);                                        \
         }                                                                                                 \
         CUDA_LAUNCHED();                                                                                  \
     } while (0)
-    RDA_BWD_LAUNCH(bwd_dq_mma, grid, a);
+    if (!fused) RDA_BWD_LAUNCH(bwd_dq_mma, bwd_mma_smem_bytes, grid, a);
     /* deterministic: one launch per residue of the query head modulo H / Hkv,
      * whose items add to disjoint rows (the step plans one query range at a
      * time), without atomics */
@@ -985,7 +1001,8 @@ static rda_status run_bwd_phase(void *arg, const rda_phase *ph) {
         attend_args ka = a; /* the same arguments over the key tiles */
         ka.plain_add = p->deterministic;
         if ((st = phase_tables(ctx, &kph, ka))) return st;
-        RDA_BWD_LAUNCH(bwd_dkv_mma, dim3((unsigned)kph.items), ka);
+        if (fused) RDA_BWD_LAUNCH(bwd_wgmma, bwd_wg_smem_bytes, dim3((unsigned)kph.items), ka);
+        else RDA_BWD_LAUNCH(bwd_dkv_mma, bwd_mma_smem_bytes, dim3((unsigned)kph.items), ka);
     }
 #undef RDA_BWD_LAUNCH
     return RDA_STATUS_SUCCESS;

@@ -51,6 +51,11 @@ if has test; then
     rc=$?
     grep FAIL "$OUT/test_cuda_backward.log" | head -20
     summary+=("test_cuda_backward: rc=$rc, $(tail -1 "$OUT/test_cuda_backward.log")")
+    # the same sweep on the fused Hopper backward (bwd_wgmma), chosen on request
+    RDA_CUDA_BWD_FUSED=1 timeout 600 ./build-gpu/tests/test_cuda_backward > "$OUT/test_cuda_backward_fused.log" 2>&1
+    rc=$?
+    grep FAIL "$OUT/test_cuda_backward_fused.log" | head -20
+    summary+=("test_cuda_backward (RDA_CUDA_BWD_FUSED=1): rc=$rc, $(tail -1 "$OUT/test_cuda_backward_fused.log")")
 fi
 if has sanitize; then
     for tool in memcheck racecheck; do
@@ -64,6 +69,10 @@ if has sanitize; then
             ./build-gpu/tests/test_cuda_backward > "$OUT/$tool-backward.log" 2>&1
         rc=$?
         summary+=("compute-sanitizer $tool (backward): rc=$rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/$tool-backward.log" | tail -1)")
+        RDA_CUDA_BWD_FUSED=1 RDA_TEST_QUICK=1 timeout 300 compute-sanitizer --tool $tool --error-exitcode 3 \
+            ./build-gpu/tests/test_cuda_backward > "$OUT/$tool-backward-fused.log" 2>&1
+        rc=$?
+        summary+=("compute-sanitizer $tool (fused backward): rc=$rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/$tool-backward-fused.log" | tail -1)")
     done
     timeout 300 compute-sanitizer --tool memcheck --error-exitcode 3 ./build-gpu/tests/test_cuda_stream \
         > "$OUT/memcheck-stream.log" 2>&1
@@ -146,7 +155,8 @@ if has playground; then
     # the backward's versions (dev/cuda/attend_bwd.cu: "version N D [causal [segment]]" per entry;
     # PG_BWD_ARGS replaces the list)
     if cmake --build build-gpu --target rda_bwd_playground >> "$OUT/playground.log" 2>&1; then
-        default="1 16384 64,2 16384 64,3 16384 64,2 16384 64 1,1 16384 128,2 16384 128,2 16384 128 1"
+        default="1 16384 64,2 16384 64,3 16384 64,4 16384 64,2 16384 64 1,4 16384 64 1,1 16384 128,2 16384 128"
+        default+=",4 16384 128,2 16384 128 1,4 16384 128 1,4 65536 64,4 65536 128,4 262144 64 0 1024"
         default+=",2 65536 64,2 65536 128,1 262144 64 0 1024,2 262144 64 0 1024,2 262144 64 1 1024"
         IFS=, read -ra entries <<< "${PG_BWD_ARGS:-$default}"
         for args in "${entries[@]}"; do
