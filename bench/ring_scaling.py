@@ -254,6 +254,22 @@ def worker(rank, world, init, device, configs, reps, queue):
         dist.destroy_process_group()
 
 
+def spawn_world(target, world, args, timeout=3600):
+    """target(rank, world, init, *args, queue) in `world` spawned processes
+    meeting at a file rendezvous; returns what each put on the queue."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    with tempfile.TemporaryDirectory() as tmp:
+        init = "file://" + os.path.join(tmp, "rendezvous")
+        procs = [ctx.Process(target=target, args=(r, world, init) + tuple(args) + (queue,)) for r in range(world)]
+        for p in procs:
+            p.start()
+        got = [queue.get(timeout=timeout) for _ in range(world)]
+        for p in procs:
+            p.join(timeout=60)
+    return got
+
+
 def pairs_of(cfg):
     """Allowed pairs (B=1, H=8), by the library's own count."""
     import ctypes
@@ -279,17 +295,7 @@ def main():
     worlds = [int(w) for w in args.worlds.split(",")]
     results = {}
     for world in worlds:
-        ctx = mp.get_context("spawn")
-        queue = ctx.Queue()
-        with tempfile.TemporaryDirectory() as tmp:
-            init = "file://" + os.path.join(tmp, "rendezvous")
-            procs = [ctx.Process(target=worker, args=(r, world, init, args.device, configs, args.reps, queue))
-                     for r in range(world)]
-            for p in procs:
-                p.start()
-            got = [queue.get(timeout=3600) for _ in range(world)]
-            for p in procs:
-                p.join(timeout=60)
+        got = spawn_world(worker, world, (args.device, configs, args.reps))
         results[world] = [rows for _, rows in sorted(got)]
         for _, rows in got:
             for r in rows:

@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from . import _lib
 from .ops import _MODES, _check_inputs, _check_patterns, _config, _context_for, _strided, _view
@@ -143,6 +144,7 @@ class _Ring(torch.autograd.Function):
         return o, lse
 
     @staticmethod
+    @once_differentiable  # (the ring's backward is not itself differentiable: a second derivative raises)
     def backward(ctx, do, dlse):
         q, k, v, o, lse = ctx.saved_tensors
         do = torch.zeros_like(o) if do is None else _strided(do.to(q.dtype))

@@ -5,7 +5,8 @@
 # against one rank, a configuration mismatch, a hung peer and a dead peer;
 # then the PyTorch package's rings over torch.distributed (NCCL) on every
 # GPU against one GPU, and the scaling table against a plain PyTorch ring
-# (bench/ring_scaling.py). PyTorch: the system's, with the package on
+# (bench/ring_scaling.py), and the longest LongNet-like sequence that runs
+# forward and backward (bench/ring_longest.py). PyTorch: the system's, with the package on
 # PYTHONPATH and RDA_LIBRARY pointing at build-gpu/librda.so.
 #     tests/gpu/run_multi.sh [trials]      (logs under $OUT)
 set -uo pipefail
@@ -49,3 +50,9 @@ timeout 3000 python3 bench/ring_scaling.py --device cuda --worlds "$worlds" --re
 echo "ring scaling (P = $worlds): rc=$?"
 cat "$OUT/ring_scaling.md"
 cp bench/results/ring_scaling.json "$OUT/" 2>/dev/null
+# the longest LongNet-like sequence forward and backward on all the GPUs
+timeout 1800 python3 bench/ring_longest.py --world "$ngpu" --device cuda --start 16777216 --step 16777216 \
+    > "$OUT/ring_longest.md" 2> "$OUT/ring_longest.err"
+echo "longest ring sequence ($ngpu GPUs): rc=$?"
+cat "$OUT/ring_longest.md"
+cp bench/results/ring_longest.json "$OUT/" 2>/dev/null

@@ -3,7 +3,9 @@ torch.distributed on CPU tensors (gloo): worlds of 1, 2 and 3 processes,
 each rank with only its rows; every rank's outputs and gradients against
 the one-process rda.attention / rda.dilated_attention of the full tensors,
 every mode, causal and not, both layouts, N divisible by the world and not;
-the errors of bad calls."""
+a short sequence-parallel training loop against the same model trained in
+one process; a second derivative through the ring refused; the errors of
+bad calls."""
 import os
 import tempfile
 
@@ -79,6 +81,83 @@ def worker(rank, world, init, queue):
         dist.destroy_process_group()
 
 
+def ring_training_losses(rank, world, device, steps=5):
+    """A small model trained for `steps` SGD steps twice: in one process on
+    the whole sequence (rda.dilated_attention), and sequence-parallel over
+    the group (each rank its rows, rda.ring_dilated_attention with segments
+    that span ranks, the parameters' gradients summed over the ranks).
+    Returns both loss curves (the ring's is the group's total)."""
+    B, N, E, heads, vocab = 2, 96, 32, 4, 16
+    segs, dils = [32, 64], [1, 2]
+    g = torch.Generator().manual_seed(11)
+    x = torch.randint(vocab, (B, N), generator=g).to(device)
+    target = x.roll(-1, 1)
+
+    def model():
+        torch.manual_seed(3)
+        return torch.nn.ModuleDict(dict(embed=torch.nn.Embedding(vocab, E), qkv=torch.nn.Linear(E, 3 * E),
+                                         out=torch.nn.Linear(E, E), head=torch.nn.Linear(E, vocab))).to(device)
+
+    def loss_of(m, xr, tr, attend):
+        h = m["embed"](xr)
+        q, k, v = m["qkv"](h).view(B, xr.shape[1], 3, heads, E // heads).unbind(2)
+        o = attend(q, k, v)
+        y = m["out"](o.reshape(B, xr.shape[1], E)) + h
+        return torch.nn.functional.cross_entropy(m["head"](y).flatten(0, 1), tr.flatten(), reduction="sum") / (B * N)
+
+    def train(m, xr, tr, attend, ring):
+        opt = torch.optim.SGD(m.parameters(), lr=0.5)
+        out = []
+        for _ in range(steps):
+            loss = loss_of(m, xr, tr, attend)
+            opt.zero_grad()
+            loss.backward()
+            total = loss.detach().clone()
+            if ring:
+                dist.all_reduce(total)
+                for p in m.parameters():
+                    dist.all_reduce(p.grad)
+            opt.step()
+            out.append(total.item())
+        return out
+
+    one = train(model(), x, target, lambda q, k, v: rda.dilated_attention(q, k, v, segs, dils, mode="longnet",
+                                                                         is_causal=True), False)
+    parts = rda.ring_partition(N, world, "zigzag", rank)
+    ring = train(model(), rows_of(x, parts), rows_of(target, parts),
+                 lambda q, k, v: rda.ring_dilated_attention(q, k, v, segs, dils, mode="longnet", is_causal=True,
+                                                            layout="zigzag"), True)
+    return one, ring
+
+
+def train_worker(rank, world, init, queue):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    failures = []
+    try:
+        one, ring = ring_training_losses(rank, world, "cpu")
+        if not one[-1] < one[0]:
+            failures.append(f"rank {rank}: the loss did not decrease: {one}")
+        if max(abs(a - b) for a, b in zip(one, ring)) > 1e-5 * abs(one[0]):
+            failures.append(f"rank {rank}: ring losses {ring} against one process {one}")
+        # the ring's backward is not differentiable: a second derivative raises
+        parts = rda.ring_partition(16, world, "contiguous", rank)
+        q = torch.rand(1, sum(c for _, c in parts), 2, 8, requires_grad=True)
+        # (dO = q requires grad, so the gradient would be differentiated through the ring)
+        (gq,) = torch.autograd.grad((rda.ring_attention(q, q, q) * q).sum(), q, create_graph=True)
+        try:
+            gq.sum().backward()
+            failures.append(f"rank {rank}: a second derivative through the ring did not raise")
+        except RuntimeError as e:  # (PyTorch's own message for once_differentiable functions)
+            if "differentiate twice" not in str(e):
+                failures.append(f"rank {rank}: a second derivative through the ring: {e}")
+    except Exception as e:  # noqa: BLE001
+        failures.append(f"world {world} rank {rank}: {type(e).__name__}: {e}")
+    finally:
+        queue.put((rank, failures))
+        dist.destroy_process_group()
+
+
 def run_world(target, world):
     """target(rank, world, init, queue) in `world` spawned processes that
     meet at a file rendezvous; each puts (rank, failures) on the queue.
@@ -101,6 +180,14 @@ def test_ring_cpu_against_one_process(world):
     procs, results = run_world(worker, world)
     assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
     assert len(results) == world
+    failures = [f for _, fs in results for f in fs]
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_ring_training_loop(world):
+    procs, results = run_world(train_worker, world)
+    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
     failures = [f for _, fs in results for f in fs]
     assert not failures, "\n".join(failures)
 

@@ -106,28 +106,15 @@ def test_cuda_training_loop():
     assert max(abs(a - b) for a, b in zip(ours, theirs)) <= 1e-3 * max(1.0, abs(theirs[0]))
 
 
-def _ring_worker(rank, world, init, queue):
+def _nccl_worker(body, rank, world, init, queue):
+    """body(rank, world) -> failures, on GPU `rank` of a NCCL process group
+    (a run_world target through functools.partial)."""
     import torch.distributed as dist
     torch.cuda.set_device(rank)
     dist.init_process_group("nccl", init_method=init, rank=rank, world_size=world)
     failures = []
     try:
-        g = torch.Generator().manual_seed(7)
-        N, layout = 4096, "zigzag"
-        q, k, v, do = ((torch.rand(1, N, h, 64, generator=g) * 2 - 1).to(torch.float16).cuda() for h in (8, 8, 8, 8))
-        fq, fk, fv = (t.clone().requires_grad_(True) for t in (q, k, v))
-        fo = rda.attention(fq, fk, fv, is_causal=True)
-        (fo.float() * do.float()).sum().backward()
-        parts = rda.ring_partition(N, world, layout, rank)
-        rows = lambda x: torch.cat([x[:, s:s + c] for s, c in parts], dim=1)  # noqa: E731
-        lq, lk, lv = (rows(t).requires_grad_(True) for t in (q, k, v))
-        lo = rda.ring_attention(lq, lk, lv, is_causal=True, layout=layout)
-        (lo.float() * rows(do).float()).sum().backward()
-        for name, got, want in (("o", lo, rows(fo)), ("dq", lq.grad, rows(fq.grad)), ("dk", lk.grad, rows(fk.grad)),
-                                ("dv", lv.grad, rows(fv.grad))):
-            err = ((got.float() - want.float()).norm() / want.float().norm()).item()
-            if err > 2e-3:
-                failures.append(f"rank {rank}: {name} rel_l2 {err:.3g}")
+        failures = body(rank, world)
     except Exception as e:  # noqa: BLE001
         failures.append(f"rank {rank}: {type(e).__name__}: {e}")
     finally:
@@ -135,14 +122,55 @@ def _ring_worker(rank, world, init, queue):
         dist.destroy_process_group()
 
 
+def _on_every_gpu(body):
+    import functools
+    from test_ring_torch import run_world
+    _, results = run_world(functools.partial(_nccl_worker, body), torch.cuda.device_count())
+    failures = [f for _, fs in results for f in fs]
+    assert not failures, "\n".join(failures)
+
+
+def _ring_outputs_and_gradients(rank, world):
+    failures = []
+    g = torch.Generator().manual_seed(7)
+    N, layout = 4096, "zigzag"
+    q, k, v, do = ((torch.rand(1, N, h, 64, generator=g) * 2 - 1).to(torch.float16).cuda() for h in (8, 8, 8, 8))
+    fq, fk, fv = (t.clone().requires_grad_(True) for t in (q, k, v))
+    fo = rda.attention(fq, fk, fv, is_causal=True)
+    (fo.float() * do.float()).sum().backward()
+    parts = rda.ring_partition(N, world, layout, rank)
+    rows = lambda x: torch.cat([x[:, s:s + c] for s, c in parts], dim=1)  # noqa: E731
+    lq, lk, lv = (rows(t).requires_grad_(True) for t in (q, k, v))
+    lo = rda.ring_attention(lq, lk, lv, is_causal=True, layout=layout)
+    (lo.float() * rows(do).float()).sum().backward()
+    for name, got, want in (("o", lo, rows(fo)), ("dq", lq.grad, rows(fq.grad)), ("dk", lk.grad, rows(fk.grad)),
+                            ("dv", lv.grad, rows(fv.grad))):
+        err = ((got.float() - want.float()).norm() / want.float().norm()).item()
+        if err > 2e-3:
+            failures.append(f"rank {rank}: {name} rel_l2 {err:.3g}")
+    return failures
+
+
 def test_cuda_ring_over_nccl():
     """rda.ring_attention on CUDA tensors: the library's NCCL engine from a
     unique id broadcast over the group; a world of one per GPU there is
     (the multi-GPU worlds run on multi-GPU machines)."""
-    from test_ring_torch import run_world
-    _, results = run_world(_ring_worker, torch.cuda.device_count())
-    failures = [f for _, fs in results for f in fs]
-    assert not failures, "\n".join(failures)
+    _on_every_gpu(_ring_outputs_and_gradients)
+
+
+def _ring_training(rank, world):
+    from test_ring_torch import ring_training_losses
+    one, ring = ring_training_losses(rank, world, "cuda")
+    if not one[-1] < one[0] or max(abs(a - b) for a, b in zip(one, ring)) > 1e-4 * abs(one[0]):
+        return [f"rank {rank}: ring losses {ring} against one GPU {one}"]
+    return []
+
+
+def test_cuda_ring_training_loop():
+    """A sequence-parallel training loop over NCCL on every GPU there is
+    (rda.ring_dilated_attention, segments spanning ranks) gives one GPU's
+    losses."""
+    _on_every_gpu(_ring_training)
 
 
 def test_cuda_deterministic():
