@@ -99,6 +99,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: %s [version 1-4] [N >= 1] [D 64|128] [causal] [segment]\n", argv[0]);
         return 2;
     }
+    int major = 0;
+    CK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
+    if (version == 4 && major != 9) {
+        fprintf(stderr, "version 4 (warpgroup MMA) runs on Hopper (sm_90a builds) only\n");
+        return 2;
+    }
     if (D == 64) setup<64>(); else setup<128>();
     std::vector<__half> hq(n), hk(n), hv(n), hg(n), ho(n);
     pg_fill({&hq, &hk, &hv, &hg});

@@ -416,13 +416,13 @@ __global__ void __launch_bounds__(wg_threads<NW, V>(), MINB) attend_wgmma(const 
 #pragma unroll
     for (int i = 0; i < 2; i++) {
         if (a.done_l == 0.f || rl[i] >= bq) continue;
-        const int64_t ai = (ip.b * a.n + job.q_local + (qi0 + rl[i]) * r) * a.H + ip.h;
+        const int64_t row = job.q_local + (qi0 + rl[i]) * r, ai = (ip.b * a.n + row) * a.H + ip.h;
         const float lst = a.l[ai];
         if (lst <= 0.f) continue; /* nothing earlier (0) or done (-1); NaN is merged */
         const float mst = a.m[ai], mx = fmaxf(mrow[i], mst), fo = ex2(mrow[i] - mx), fs = ex2(mst - mx);
 #pragma unroll
         for (int nt = 0; nt < D / 8; nt++) {
-            const float2 x = *reinterpret_cast<const float2 *>(a.acc + ai * D + nt * 8 + (lane & 3) * 2);
+            const float2 x = state_load2<T>(a, ip, row, ai, nt * 8 + (lane & 3) * 2, lst);
             o[nt * 4 + 2 * i] = o[nt * 4 + 2 * i] * fo + x.x * fs;
             o[nt * 4 + 2 * i + 1] = o[nt * 4 + 2 * i + 1] * fo + x.y * fs;
         }

@@ -58,6 +58,7 @@ typedef struct {
     int wg64_rows;    /* this call's D = 64 Hopper kernels: 64 (WG64, WG64S), 128 (WG64P2) or 192 (WG64P3) */
     int force_rows;   /* RDA_CUDA_TILE_ROWS: that choice made for every call (0: by the key spans, -1: a bad value) */
     bool bwd_fused;   /* RDA_CUDA_BWD_FUSED=1: the Hopper backward by bwd_wgmma (not yet the default: see below) */
+    bool out_state;   /* RDA_CUDA_OUT_STATE=1: rows' running state in the output, no fp32 accumulator (kernels.cuh) */
     /* the call in progress */
     float *acc, *m, *l;
     int64_t n;     /* rows of the rank */
@@ -256,6 +257,9 @@ static rda_status context_init(rda_context *ctx, int32_t device, void *stream, r
     /* the fused Hopper backward (attend_bwd_wgmma.cuh) is chosen only on
      * request until the GPU sweep has passed on it */
     if (const char *f = getenv("RDA_CUDA_BWD_FUSED")) c->bwd_fused = atoi(f) == 1;
+    /* likewise the forward's row state kept in the output (no O(N) fp32
+     * accumulator between patterns and ring steps) */
+    if (const char *f = getenv("RDA_CUDA_OUT_STATE")) c->out_state = atoi(f) == 1;
     return detect_wgmma(ctx, c);
 }
 
@@ -567,14 +571,16 @@ static rda_status cuda_begin(rda_context *ctx, const rda_problem *p, const rda_r
     c->one_pass = block == 0 && (p->mode == RDA_MODE_DENSE || p->mode == RDA_MODE_GROUPS);
     c->phase.zero_uncovered = c->one_pass;
     c->phase.zero_bq = RDA_ZERO_BQ;
-    size_t need = RDA_ALIGN(sizeof(float) * (size_t)(rows_hd * p->D)) + 2 * RDA_ALIGN(sizeof(float) * (size_t)rows_hd) +
-                  (block ? 2 * RDA_ALIGN(block) : 0);
+    /* the fp32 accumulator, unless the rows' state is kept in the output */
+    const bool acc = !c->out_state;
+    size_t need = (acc ? RDA_ALIGN(sizeof(float) * (size_t)(rows_hd * p->D)) : 0) +
+                  2 * RDA_ALIGN(sizeof(float) * (size_t)rows_hd) + (block ? 2 * RDA_ALIGN(block) : 0);
     if ((st = reserve_device(ctx, need))) return st;
     rda_carver dc = {static_cast<char *>(c->dws), need};
     /* l first, so that it stays where the last call left it zeroed */
     c->l = static_cast<float *>(rda_carve(&dc, sizeof(float) * (size_t)rows_hd));
     c->m = static_cast<float *>(rda_carve(&dc, sizeof(float) * (size_t)rows_hd));
-    c->acc = static_cast<float *>(rda_carve(&dc, sizeof(float) * (size_t)(rows_hd * p->D)));
+    c->acc = acc ? static_cast<float *>(rda_carve(&dc, sizeof(float) * (size_t)(rows_hd * p->D))) : NULL;
     if (block) {
         kv[0] = rda_carve(&dc, block);
         kv[1] = rda_carve(&dc, block);

@@ -306,6 +306,50 @@ __device__ __forceinline__ float empty_or_nan(const attend_args &a, const rda_jo
     return l;
 }
 
+/* The running state of a row between the work items of a call (patterns,
+ * ring steps): its unnormalised fp32 accumulator in a.acc [B, n, H, D], or,
+ * where a.acc is NULL (RDA_CUDA_OUT_STATE=1), the output row itself,
+ * normalised and times the output factor (o / l * factor, in the output's
+ * type), so that no O(N) fp32 matrix is kept; m and l stay fp32 either way.
+ * Read only where l > 0 or NaN. Two elements d, d + 1 (a contiguous head
+ * dim: the tensor-core kernels) or one (any strides). */
+template <typename T> __device__ __forceinline__ T *out_row(const attend_args &a, const item_pos &ip, int64_t row) {
+    return static_cast<T *>(a.o) + ip.b * a.os[0] + row * a.os[1] + ip.h * a.os[2];
+}
+template <typename T>
+__device__ __forceinline__ float2 state_load2(const attend_args &a, const item_pos &ip, int64_t row, int64_t ai, int d,
+                                              float l) {
+    if (a.acc) return *reinterpret_cast<const float2 *>(a.acc + ai * a.D + d);
+    const float s = l / a.factor;
+    const T *o = out_row<T>(a, ip, row) + d;
+    return make_float2(to_f32<T>(o[0]) * s, to_f32<T>(o[1]) * s);
+}
+template <typename T>
+__device__ __forceinline__ void state_store2(const attend_args &a, const item_pos &ip, int64_t row, int64_t ai, int d,
+                                             float x, float y, float l) {
+    if (a.acc) {
+        *reinterpret_cast<float2 *>(a.acc + ai * a.D + d) = make_float2(x, y);
+        return;
+    }
+    const float s = l != 0.f ? a.factor / l : 0.f;
+    *reinterpret_cast<uint32_t *>(out_row<T>(a, ip, row) + d) = pack2<T>(x * s, y * s);
+}
+template <typename T>
+__device__ __forceinline__ float state_load1(const attend_args &a, const item_pos &ip, int64_t row, int64_t ai,
+                                             int64_t d, float l) {
+    if (a.acc) return a.acc[ai * a.D + d];
+    return to_f32<T>(out_row<T>(a, ip, row)[d * a.os[3]]) * (l / a.factor);
+}
+template <typename T>
+__device__ __forceinline__ void state_store1(const attend_args &a, const item_pos &ip, int64_t row, int64_t ai,
+                                             int64_t d, float x, float l) {
+    if (a.acc) {
+        a.acc[ai * a.D + d] = x;
+        return;
+    }
+    out_row<T>(a, ip, row)[d * a.os[3]] = from_f32<T>(x * (l != 0.f ? a.factor / l : 0.f));
+}
+
 /* The end of a work item for the thread's two rows rl[i] of the tile, held
  * as m16n8 accumulator fragments o[nt * 4 + 2 * i + e] (nt < D / 8): rows
  * then complete are normalised into O (and LSE), the others go back to the
@@ -338,8 +382,8 @@ __device__ __forceinline__ void store_rows(const attend_args &a, const item_pos 
         } else {
 #pragma unroll
             for (int nt = 0; nt < D / 8; nt++)
-                *reinterpret_cast<float2 *>(a.acc + ai * D + nt * 8 + (lane & 3) * 2) =
-                    make_float2(o[nt * 4 + 2 * i], o[nt * 4 + 2 * i + 1]);
+                state_store2<T>(a, ip, row, ai, nt * 8 + (lane & 3) * 2, o[nt * 4 + 2 * i], o[nt * 4 + 2 * i + 1],
+                                lrow[i]);
             if ((lane & 3) == 0) {
                 a.m[ai] = mrow[i];
                 a.l[ai] = lrow[i];
@@ -382,14 +426,14 @@ __global__ void __launch_bounds__(128) attend_mma(const __grid_constant__ attend
 #pragma unroll
     for (int i = 0; i < 2; i++) {
         if (rl[i] >= bq) continue;
-        int64_t ai = (ip.b * a.n + job.q_local + (qi0 + rl[i]) * r) * a.H + ip.h;
+        const int64_t row = job.q_local + (qi0 + rl[i]) * r, ai = (ip.b * a.n + row) * a.H + ip.h;
         float L = a.l[ai];
         if (!(L <= 0.f)) { /* earlier steps reached this row (NaN too: it must reach O) */
             lrow[i] = L;
             mrow[i] = a.m[ai];
 #pragma unroll
             for (int nt = 0; nt < D / 8; nt++) {
-                float2 x = *reinterpret_cast<const float2 *>(a.acc + ai * D + nt * 8 + (lane & 3) * 2);
+                float2 x = state_load2<T>(a, ip, row, ai, nt * 8 + (lane & 3) * 2, L);
                 o[nt][2 * i] = x.x;
                 o[nt][2 * i + 1] = x.y;
             }
@@ -526,7 +570,7 @@ __global__ void __launch_bounds__(128) attend_generic(const __grid_constant__ at
             l = a.l[ai];
 #pragma unroll
             for (int e = 0; e < E; e++)
-                if (lane + 32 * e < D) acc[e] = a.acc[ai * D + lane + 32 * e];
+                if (lane + 32 * e < D) acc[e] = state_load1<T>(a, ip, row, ai, lane + 32 * e, l);
         }
         for (int c = 0; c < job.nk; c++) {
             int64_t kcount = job.k_count[c], dq = (job.q_first - job.k_first[c]) / r;
@@ -567,7 +611,7 @@ __global__ void __launch_bounds__(128) attend_generic(const __grid_constant__ at
         } else {
 #pragma unroll
             for (int e = 0; e < E; e++)
-                if (lane + 32 * e < D) a.acc[ai * D + lane + 32 * e] = acc[e];
+                if (lane + 32 * e < D) state_store1<T>(a, ip, row, ai, lane + 32 * e, acc[e], l);
             if (lane == 0) {
                 a.m[ai] = m;
                 a.l[ai] = l;
@@ -585,8 +629,9 @@ static __global__ void fill_state(float *m, float *l, int64_t n) {
     }
 }
 
-/* Rows not yet written: O = acc / l * factor (0 where l == 0), LSE. One warp
- * a row. Leaves l = 0 on every row (the next call's initial state). */
+/* Rows not yet written: O = acc / l * factor (0 where l == 0), LSE; with
+ * the state in the output (a.acc NULL) O is already that where l != 0. One
+ * warp a row. Leaves l = 0 on every row (the next call's initial state). */
 template <typename T>
 __global__ void finalize_rows(const attend_args a) {
     int64_t idx = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
@@ -598,8 +643,9 @@ __global__ void finalize_rows(const attend_args a) {
         int64_t b = idx / (a.n * a.H), row = (idx / a.H) % a.n, h = idx % a.H;
         float inv = l != 0.f ? a.factor / l : 0.f;
         T *orow = static_cast<T *>(a.o) + b * a.os[0] + row * a.os[1] + h * a.os[2];
-        for (int64_t d = lane; d < a.D; d += 32)
-            orow[d * a.os[3]] = from_f32<T>(l != 0.f ? a.acc[idx * a.D + d] * inv : 0.f);
+        if (a.acc || l == 0.f)
+            for (int64_t d = lane; d < a.D; d += 32)
+                orow[d * a.os[3]] = from_f32<T>(l != 0.f ? a.acc[idx * a.D + d] * inv : 0.f);
         if (lane == 0 && a.lse)
             a.lse[b * a.ls[0] + h * a.ls[1] + row * a.ls[2]] =
                 l != 0.f ? (a.m[idx] + log2f(l)) * 0.6931471805599453f : -INFINITY;

@@ -41,6 +41,11 @@ if has test; then
     rc=$?
     grep FAIL "$OUT/test_cuda.log" | head -20
     summary+=("test_cuda: rc=$rc, $(tail -1 "$OUT/test_cuda.log")")
+    # the same sweep with the rows' state kept in the output (no fp32 accumulator)
+    RDA_CUDA_OUT_STATE=1 timeout 560 ./build-gpu/tests/test_cuda > "$OUT/test_cuda_out_state.log" 2>&1
+    rc=$?
+    grep FAIL "$OUT/test_cuda_out_state.log" | head -20
+    summary+=("test_cuda (RDA_CUDA_OUT_STATE=1): rc=$rc, $(tail -1 "$OUT/test_cuda_out_state.log")")
     # the caller's streams and CUDA graph capture
     timeout 200 ./build-gpu/tests/test_cuda_stream > "$OUT/test_cuda_stream.log" 2>&1
     rc=$?
@@ -99,6 +104,18 @@ if has long; then
         > "$OUT/long.log" 2>&1
     rc=$?
     summary+=("long row N=16777216: rc=$rc, $(( $(date +%s) - t0 )) s end to end, $(grep ImprovedDilated "$OUT/long.log"), host $(grep 'Maximum resident' "$OUT/long.log" | awk '{print $NF}') KB")
+    # the rows' state kept in the output (RDA_CUDA_OUT_STATE=1: no fp32
+    # accumulator), the same row, then N = 33,554,432 with one more pattern
+    segs=2048,16384,131072,1048576,4194304,16777216 dils=1,8,64,512,2048,8192
+    for n in 16777216 33554432; do
+        [ "$n" = 33554432 ] && segs+=",33554432" && dils+=",16384"
+        t0=$(date +%s)
+        RDA_CUDA_OUT_STATE=1 /usr/bin/time -v timeout 400 ./build-gpu/rda bench --backend cuda --seq-lens $n \
+            --mode longnet --segments $segs --dilations $dils --variants ImprovedDilatedAttention --reps 3 \
+            --out-md "$OUT/long-out-state-$n.md" --out-json "$OUT/long-out-state-$n.json" > "$OUT/long-out-state-$n.log" 2>&1
+        rc=$?
+        summary+=("long row N=$n, RDA_CUDA_OUT_STATE=1: rc=$rc, $(( $(date +%s) - t0 )) s end to end, $(grep ImprovedDilated "$OUT/long-out-state-$n.log"), host $(grep 'Maximum resident' "$OUT/long-out-state-$n.log" | awk '{print $NF}') KB")
+    done
 fi
 if has baseline; then
     timeout 400 python3 bench/pytorch_baseline.py --device cuda --rda build-gpu/rda --reps 20 \
