@@ -12,7 +12,9 @@ Rows: the forward without autograd, the forward recording autograd, and
 forward+backward (loss.backward() of the output's sum against the C
 forward and backward calls); then the same calls through the operator
 (torch.ops.rda.attention_forward, which plain eager calls skip) and, for
-scale, on PyTorch's scaled_dot_product_attention. On CUDA the calls are asynchronous launches and
+scale, on PyTorch's scaled_dot_product_attention and on a
+torch.autograd.Function that does nothing (the floor of any Python-defined
+autograd function). On CUDA the calls are asynchronous launches and
 the figure is host time per call (the stream is synchronised only between
 rounds)."""
 import argparse
@@ -81,6 +83,19 @@ def main():
     sdpa = torch.nn.functional.scaled_dot_product_attention
     sdpa_fwd = median_us(lambda: sdpa(qt, kt, vt), args.calls, sync)
     sdpa_step = median_us(lambda: sdpa(qt, kt, vt).sum().backward(), args.calls // 4, sync)
+    # the floor of any Python-defined autograd function: one that does nothing (outputs allocated like
+    # the package's, no C call), forward+backward in the same step
+    class _Nothing(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, a, b, c):
+            ctx.save_for_backward(a, b, c)
+            return torch.empty_like(a)
+
+        @staticmethod
+        def backward(ctx, g):
+            return g, g, g
+
+    nothing_step = median_us(lambda: _Nothing.apply(qg, kg, vg).sum().backward(), args.calls // 4, sync)
     # the operator itself (what torch.compile and tracing call), which plain eager calls skip
     op = torch.ops.rda.attention_forward
     op_args = (_lib.DENSE, False, 0.0, [], [], False)
@@ -97,7 +112,8 @@ def main():
     print(f"Through the operator torch.ops.rda.attention_forward instead (the path of torch.compile and tracing): "
           f"forward {op_fwd:.2f} us, recording autograd {op_grad:.2f} us, forward+backward {op_step:.2f} us")
     print(f"For scale, PyTorch's scaled_dot_product_attention on the same tensors: forward recording autograd "
-          f"{sdpa_fwd:.2f} us, forward+backward {sdpa_step:.2f} us")
+          f"{sdpa_fwd:.2f} us, forward+backward {sdpa_step:.2f} us; a torch.autograd.Function that does "
+          f"nothing, forward+backward {nothing_step:.2f} us")
 
 
 if __name__ == "__main__":
