@@ -59,45 +59,31 @@ __device__ __forceinline__ void wgmma_ss_first(float *d, uint64_t desc_a, uint64
 """)
 
 
-def emit(name, t, ptx, n, tb, first):
-    """One wrapper: `first` writes D only (scale-d = 0, no input registers)."""
+def emit(name, t, ptx, n, first, ta=None, tb=0):
+    """One wrapper: A from registers (ta None) or from shared memory (a
+    descriptor, ta its transpose flag); `first` writes D only (scale-d = 0,
+    no input registers)."""
     nr = n // 2
     regs = ", ".join(f"%{i}" for i in range(nr))
     ops_d = ", ".join(f'"{"=" if first else "+"}f"(d[{i}])' for i in range(nr))
     a0 = nr
     args = "" if first else ", int accumulate"
-    print(f"template <> __device__ __forceinline__ void {name}<{t}, {n}, {tb}>(float *d, const uint32_t a[4], uint64_t desc_b{args}) {{")
+    if ta is None:  # A: four registers, then the B descriptor
+        tparams, a_param, na = f"{tb}", "const uint32_t a[4]", 4
+        a_ops, a_in, flags = f"{{%{a0}, %{a0 + 1}, %{a0 + 2}, %{a0 + 3}}}", '"r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3])', f"{tb}"
+    else:  # A: a descriptor
+        tparams, a_param, na = f"{ta}, {tb}", "uint64_t desc_a", 1
+        a_ops, a_in, flags = f"%{a0}", '"l"(desc_a)', f"{ta}, {tb}"
+    print(f"template <> __device__ __forceinline__ void {name}<{t}, {n}, {tparams}>(float *d, {a_param}, uint64_t desc_b{args}) {{")
     print("#ifdef RDA_WGMMA")
     print("    asm volatile(")
     print('        "{\\n.reg .pred p;\\n"')
-    print(f'        "setp.ne.b32 p, %{a0 + 5}, 0;\\n"')
+    print(f'        "setp.ne.b32 p, %{a0 + na + 1}, 0;\\n"')
     print(f'        "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ptx}.{ptx} "')
     print(f'        "{{{regs}}}, "')
-    print(f'        "{{%{a0}, %{a0 + 1}, %{a0 + 2}, %{a0 + 3}}}, %{a0 + 4}, p, 1, 1, {tb};\\n}}\\n"')
+    print(f'        "{a_ops}, %{a0 + na}, p, 1, 1, {flags};\\n}}\\n"')
     print(f"        : {ops_d}")
-    print(f'        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"({"0" if first else "accumulate"}));')
-    print("#endif")
-    print("}")
-    print()
-
-
-def emit_ss(name, t, ptx, n, ta, tb, first):
-    """A and B from shared memory (descriptors)."""
-    nr = n // 2
-    regs = ", ".join(f"%{i}" for i in range(nr))
-    ops_d = ", ".join(f'"{"=" if first else "+"}f"(d[{i}])' for i in range(nr))
-    a0 = nr
-    args = "" if first else ", int accumulate"
-    print(f"template <> __device__ __forceinline__ void {name}<{t}, {n}, {ta}, {tb}>(float *d, uint64_t desc_a, uint64_t desc_b{args}) {{")
-    print("#ifdef RDA_WGMMA")
-    print("    asm volatile(")
-    print('        "{\\n.reg .pred p;\\n"')
-    print(f'        "setp.ne.b32 p, %{a0 + 2}, 0;\\n"')
-    print(f'        "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ptx}.{ptx} "')
-    print(f'        "{{{regs}}}, "')
-    print(f'        "%{a0}, %{a0 + 1}, p, 1, 1, {ta}, {tb};\\n}}\\n"')
-    print(f"        : {ops_d}")
-    print(f'        : "l"(desc_a), "l"(desc_b), "r"({"0" if first else "accumulate"}));')
+    print(f'        : {a_in}, "l"(desc_b), "r"({"0" if first else "accumulate"}));')
     print("#endif")
     print("}")
     print()
@@ -108,11 +94,11 @@ SS_SHAPES = [64]  # the backward's score products and dQ halves
 for t, ptx in TYPES.items():
     for n in SS_SHAPES:
         for ta, tb in ((0, 0), (0, 1)):
-            emit_ss("wgmma_ss_first", t, ptx, n, ta, tb, True)
-            emit_ss("wgmma_ss", t, ptx, n, ta, tb, False)
+            emit("wgmma_ss_first", t, ptx, n, True, ta, tb)
+            emit("wgmma_ss", t, ptx, n, False, ta, tb)
 
 for t, ptx in TYPES.items():
     for n in SHAPES:
         for tb in (0, 1):
-            emit("wgmma_rs_first", t, ptx, n, tb, True)
-            emit("wgmma_rs", t, ptx, n, tb, False)
+            emit("wgmma_rs_first", t, ptx, n, True, tb=tb)
+            emit("wgmma_rs", t, ptx, n, False, tb=tb)

@@ -239,24 +239,25 @@ __global__ void __launch_bounds__(128, 2) bwd_wgmma(const __grid_constant__ atte
         fence_proxy_async(); /* stmatrix (generic) -> the MMA's reads */
         __syncthreads();
         float dq[32]; /* dQ_t, 64 queries x 64 head columns at a time */
+        auto issue_dq = [&](int half) { /* dQ_t's head columns 64 half .. = dS times K's column block */
+            const uint32_t kb = ks_s + half * 64 * 128;
+            wgmma_ss_first<T, 64, 0, 1>(dq, sw_kmajor(ds_s, 0), sw_nmajor(kb, 0));
+#pragma unroll
+            for (int kk = 1; kk < 4; kk++) wgmma_ss<T, 64, 0, 1>(dq, sw_kmajor(ds_s, kk), sw_nmajor(kb, kk), 1);
+        };
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) wgmma_rs<T, D, 1>(dv, pa[kk], sw_nmajor(gs_s, kk), 1);
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) wgmma_rs<T, D, 1>(dk, da[kk], sw_nmajor(qs_s, kk), 1);
-        wgmma_ss_first<T, 64, 0, 1>(dq, sw_kmajor(ds_s, 0), sw_nmajor(ks_s, 0));
-#pragma unroll
-        for (int kk = 1; kk < 4; kk++) wgmma_ss<T, 64, 0, 1>(dq, sw_kmajor(ds_s, kk), sw_nmajor(ks_s, kk), 1);
+        issue_dq(0);
         wgmma_commit();
         const float un = SCALED ? pow2i(-sh) : 1.f;
 #pragma unroll
         for (int half = 0; half < D / 64; half++) {
-            if (half > 0) {
+            if (half > 0) { /* (its registers were read by the atomics of the last half) */
                 wgmma_fence();
-                wgmma_ss_first<T, 64, 0, 1>(dq, sw_kmajor(ds_s, 0), sw_nmajor(ks_s + half * 64 * 128, 0));
-#pragma unroll
-                for (int kk = 1; kk < 4; kk++)
-                    wgmma_ss<T, 64, 0, 1>(dq, sw_kmajor(ds_s, kk), sw_nmajor(ks_s + half * 64 * 128, kk), 1);
+                issue_dq(half);
                 wgmma_commit();
             }
             wgmma_wait<0>();

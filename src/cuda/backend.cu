@@ -143,6 +143,19 @@ static cudaError_t wg_prepare(wg_kernel kh, wg_kernel kb, int threads, size_t sm
     return e;
 }
 
+/* The dynamic shared memory of a backward tensor-core kernel K<T, D>, for
+ * fp16 and bf16 at D = 64 and 128 (BYTES<D>() each). */
+#define RDA_BWD_SMEM(K, BYTES)                                                                              \
+    do {                                                                                                    \
+        CUDA_TRY(cudaFuncSetAttribute(K<__half, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)BYTES<64>())); \
+        CUDA_TRY(cudaFuncSetAttribute(K<__nv_bfloat16, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize,            \
+                                      (int)BYTES<64>()));                                                          \
+        CUDA_TRY(cudaFuncSetAttribute(K<__half, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,                  \
+                                      (int)BYTES<128>()));                                                         \
+        CUDA_TRY(cudaFuncSetAttribute(K<__nv_bfloat16, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,           \
+                                      (int)BYTES<128>()));                                                         \
+    } while (0)
+
 /* Sets *ok when this binary's code for the device has the warpgroup MMA. */
 __global__ void wgmma_probe(int *ok) {
 #ifdef RDA_WGMMA
@@ -174,14 +187,7 @@ static rda_status detect_wgmma(rda_context *ctx, cuda_ctx *c) {
         CUDA_TRY(wg_prepare(WG64P2(__half), WG64P2(__nv_bfloat16), WG64P2_THREADS, WG64P2_SMEM, &c->occ_wg64p2));
         CUDA_TRY(wg_prepare(WG64P3(__half), WG64P3(__nv_bfloat16), WG64P3_THREADS, WG64P3_SMEM, &c->occ_wg64p3));
         CUDA_TRY(wg_prepare(WG128(__half), WG128(__nv_bfloat16), 128 * WG128_NW, WG128_SMEM, &occ128));
-        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma<__half, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      (int)bwd_wg_smem_bytes<64>()));
-        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma<__nv_bfloat16, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      (int)bwd_wg_smem_bytes<64>()));
-        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma<__half, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      (int)bwd_wg_smem_bytes<128>()));
-        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma<__nv_bfloat16, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      (int)bwd_wg_smem_bytes<128>()));
+        RDA_BWD_SMEM(bwd_wgmma, bwd_wg_smem_bytes);
     }
     return RDA_STATUS_SUCCESS;
 }
@@ -236,16 +242,8 @@ static rda_status context_init(rda_context *ctx, int32_t device, void *stream, r
         CUDA_TRY(cudaFuncSetAttribute(attend_bwd<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize, bwd_max));
         CUDA_TRY(cudaFuncSetAttribute(attend_bwd<__nv_bfloat16>, cudaFuncAttributeMaxDynamicSharedMemorySize, bwd_max));
         CUDA_TRY(cudaFuncSetAttribute(attend_bwd<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, bwd_max));
-#define RDA_BWD_SMEM(T, D)                                                                                    \
-    CUDA_TRY(cudaFuncSetAttribute(bwd_dq_mma<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,            \
-                                  (int)bwd_mma_smem_bytes<D>()));                                           \
-    CUDA_TRY(cudaFuncSetAttribute(bwd_dkv_mma<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,           \
-                                  (int)bwd_mma_smem_bytes<D>()))
-        RDA_BWD_SMEM(__half, 64);
-        RDA_BWD_SMEM(__half, 128);
-        RDA_BWD_SMEM(__nv_bfloat16, 64);
-        RDA_BWD_SMEM(__nv_bfloat16, 128);
-#undef RDA_BWD_SMEM
+        RDA_BWD_SMEM(bwd_dq_mma, bwd_mma_smem_bytes);
+        RDA_BWD_SMEM(bwd_dkv_mma, bwd_mma_smem_bytes);
     }
     CUDA_TRY(cudaFuncSetAttribute(attend_mma<__nv_bfloat16, 128>,
                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mma_smem_bytes<128>()));

@@ -36,48 +36,38 @@ if has build; then
         exit 1
     fi
 fi
+# run_test LABEL LOG LIMIT ENV BINARY: a test binary (ENV: VAR=value settings
+# or ""), its failures shown, its last line in the summary
+run_test() {
+    env $4 timeout "$3" "$5" > "$OUT/$2" 2>&1
+    local rc=$?
+    grep FAIL "$OUT/$2" | head -20
+    summary+=("$1: rc=$rc, $(tail -1 "$OUT/$2")")
+}
+# sanitize TOOL LABEL LOG ENV BINARY: compute-sanitizer on the binary's quick subset
+sanitize() {
+    env RDA_TEST_QUICK=1 $4 timeout 300 compute-sanitizer --tool "$1" --error-exitcode 3 "$5" > "$OUT/$3" 2>&1
+    local rc=$?
+    summary+=("compute-sanitizer $1$2: rc=$rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/$3" | tail -1)")
+}
 if has test; then
-    timeout 560 ./build-gpu/tests/test_cuda > "$OUT/test_cuda.log" 2>&1
-    rc=$?
-    grep FAIL "$OUT/test_cuda.log" | head -20
-    summary+=("test_cuda: rc=$rc, $(tail -1 "$OUT/test_cuda.log")")
+    run_test test_cuda test_cuda.log 560 "" ./build-gpu/tests/test_cuda
     # the same sweep with the rows' state kept in the output (no fp32 accumulator)
-    RDA_CUDA_OUT_STATE=1 timeout 560 ./build-gpu/tests/test_cuda > "$OUT/test_cuda_out_state.log" 2>&1
-    rc=$?
-    grep FAIL "$OUT/test_cuda_out_state.log" | head -20
-    summary+=("test_cuda (RDA_CUDA_OUT_STATE=1): rc=$rc, $(tail -1 "$OUT/test_cuda_out_state.log")")
+    run_test "test_cuda (RDA_CUDA_OUT_STATE=1)" test_cuda_out_state.log 560 RDA_CUDA_OUT_STATE=1 \
+        ./build-gpu/tests/test_cuda
     # the caller's streams and CUDA graph capture
-    timeout 200 ./build-gpu/tests/test_cuda_stream > "$OUT/test_cuda_stream.log" 2>&1
-    rc=$?
-    grep FAIL "$OUT/test_cuda_stream.log" | head -20
-    summary+=("test_cuda_stream: rc=$rc, $(tail -1 "$OUT/test_cuda_stream.log")")
-    # the backward: one rank, rings, N = 65536, graph capture
-    timeout 600 ./build-gpu/tests/test_cuda_backward > "$OUT/test_cuda_backward.log" 2>&1
-    rc=$?
-    grep FAIL "$OUT/test_cuda_backward.log" | head -20
-    summary+=("test_cuda_backward: rc=$rc, $(tail -1 "$OUT/test_cuda_backward.log")")
-    # the same sweep on the fused Hopper backward (bwd_wgmma), chosen on request
-    RDA_CUDA_BWD_FUSED=1 timeout 600 ./build-gpu/tests/test_cuda_backward > "$OUT/test_cuda_backward_fused.log" 2>&1
-    rc=$?
-    grep FAIL "$OUT/test_cuda_backward_fused.log" | head -20
-    summary+=("test_cuda_backward (RDA_CUDA_BWD_FUSED=1): rc=$rc, $(tail -1 "$OUT/test_cuda_backward_fused.log")")
+    run_test test_cuda_stream test_cuda_stream.log 200 "" ./build-gpu/tests/test_cuda_stream
+    # the backward: one rank, rings, N = 65536, graph capture; then on the
+    # fused Hopper backward (bwd_wgmma), chosen on request
+    run_test test_cuda_backward test_cuda_backward.log 600 "" ./build-gpu/tests/test_cuda_backward
+    run_test "test_cuda_backward (RDA_CUDA_BWD_FUSED=1)" test_cuda_backward_fused.log 600 RDA_CUDA_BWD_FUSED=1 \
+        ./build-gpu/tests/test_cuda_backward
 fi
 if has sanitize; then
     for tool in memcheck racecheck; do
-        RDA_TEST_QUICK=1 timeout 300 compute-sanitizer --tool $tool --error-exitcode 3 \
-            ./build-gpu/tests/test_cuda > "$OUT/$tool.log" 2>&1
-        rc=$?
-        summary+=("compute-sanitizer $tool: rc=$rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/$tool.log" | tail -1)")
-    done
-    for tool in memcheck racecheck; do
-        RDA_TEST_QUICK=1 timeout 300 compute-sanitizer --tool $tool --error-exitcode 3 \
-            ./build-gpu/tests/test_cuda_backward > "$OUT/$tool-backward.log" 2>&1
-        rc=$?
-        summary+=("compute-sanitizer $tool (backward): rc=$rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/$tool-backward.log" | tail -1)")
-        RDA_CUDA_BWD_FUSED=1 RDA_TEST_QUICK=1 timeout 300 compute-sanitizer --tool $tool --error-exitcode 3 \
-            ./build-gpu/tests/test_cuda_backward > "$OUT/$tool-backward-fused.log" 2>&1
-        rc=$?
-        summary+=("compute-sanitizer $tool (fused backward): rc=$rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/$tool-backward-fused.log" | tail -1)")
+        sanitize $tool "" $tool.log "" ./build-gpu/tests/test_cuda
+        sanitize $tool " (backward)" $tool-backward.log "" ./build-gpu/tests/test_cuda_backward
+        sanitize $tool " (fused backward)" $tool-backward-fused.log RDA_CUDA_BWD_FUSED=1 ./build-gpu/tests/test_cuda_backward
     done
     timeout 300 compute-sanitizer --tool memcheck --error-exitcode 3 ./build-gpu/tests/test_cuda_stream \
         > "$OUT/memcheck-stream.log" 2>&1
