@@ -101,9 +101,11 @@ static rda_status cpu_pack_kv(rda_context *ctx, const rda_tensor *k, const rda_t
 
 static rda_status cpu_step(rda_context *ctx, const rda_problem *p, const rda_rows *qr,
                            const rda_rows *kr, const rda_tensor *q, const rda_tensor *k,
-                           const rda_tensor *v, rda_tensor *o, rda_tensor *lse, int64_t *pairs) {
+                           const rda_tensor *v, rda_tensor *o, rda_tensor *lse, bool last,
+                           int64_t *pairs) {
     cpu_call *call = ctx->call;
-    return rda_cpu_attend_step(ctx, call->ws, p, qr, kr, q, k, v, &call->acc, o, lse, pairs);
+    return rda_cpu_attend_step(ctx, call->ws, p, qr, kr, q, k, v, &call->acc, last ? o : NULL,
+                               last ? lse : NULL, pairs);
 }
 
 static rda_status cpu_finish(rda_context *ctx, const rda_problem *p, rda_tensor *o,

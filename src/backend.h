@@ -17,11 +17,14 @@ typedef struct rda_backend_ops {
     /* Copies the rank's n rows of k then v, contiguous, into buf. */
     rda_status (*pack_kv)(rda_context *ctx, const rda_tensor *k, const rda_tensor *v, int64_t n,
                           void *buf);
-    /* Folds every job between qr and the key block kr into the state. On the
-     * last step o (and lse) are given: rows then complete are written. */
+    /* Folds every job between qr and the key block kr into the state. o is
+     * the output on every step (a backend may keep the rows' running state
+     * in it); on the last step (last) rows then complete are written, with
+     * lse. */
     rda_status (*step)(rda_context *ctx, const rda_problem *p, const rda_rows *qr,
                        const rda_rows *kr, const rda_tensor *q, const rda_tensor *k,
-                       const rda_tensor *v, rda_tensor *o, rda_tensor *lse, int64_t *pairs);
+                       const rda_tensor *v, rda_tensor *o, rda_tensor *lse, bool last,
+                       int64_t *pairs);
     /* Writes every row not yet written. */
     rda_status (*finish)(rda_context *ctx, const rda_problem *p, rda_tensor *o, rda_tensor *lse);
     /* Returns once the work issued so far is done (a rank's time, engines

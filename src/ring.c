@@ -190,7 +190,7 @@ rda_status rda_ring_run(rda_context *ctx, rda_comm *comm, const rda_config *cfg,
             if (bwd)
                 st = be->bwd_step(ctx, &p, &qr, &kr, bt, &kt, &vt, dk, dv, &pairs);
             else
-                st = be->step(ctx, &p, &qr, &kr, q, &kt, &vt, more ? NULL : w->o, more ? NULL : w->lse, &pairs);
+                st = be->step(ctx, &p, &qr, &kr, q, &kt, &vt, w->o, w->lse, !more, &pairs);
             if (st) goto fail;
         }
         if (more && !early) { /* the accumulators are complete once the step is */

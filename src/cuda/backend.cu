@@ -57,7 +57,7 @@ typedef struct {
     int occ_wg64, occ_wg64s, occ_wg64p2, occ_wg64p3;
     int wg64_rows;    /* this call's D = 64 Hopper kernels: 64 (WG64, WG64S), 128 (WG64P2) or 192 (WG64P3) */
     int force_rows;   /* RDA_CUDA_TILE_ROWS: that choice made for every call (0: by the key spans, -1: a bad value) */
-    bool bwd_fused;   /* RDA_CUDA_BWD_FUSED=1: the Hopper backward by bwd_wgmma (not yet the default: see below) */
+    bool bwd_fused;   /* the Hopper backward by bwd_wgmma (the default; RDA_CUDA_BWD_FUSED=0: the two-kernel form) */
     bool out_state;   /* RDA_CUDA_OUT_STATE=1: rows' running state in the output, no fp32 accumulator (kernels.cuh) */
     /* the call in progress */
     float *acc, *m, *l;
@@ -252,11 +252,13 @@ static rda_status context_init(rda_context *ctx, int32_t device, void *stream, r
         c->force_rows = atoi(f);
         if (c->force_rows != 64 && c->force_rows != 128 && c->force_rows != 192) c->force_rows = -1; /* refused by calls */
     }
-    /* the fused Hopper backward (attend_bwd_wgmma.cuh) is chosen only on
-     * request until the GPU sweep has passed on it */
-    if (const char *f = getenv("RDA_CUDA_BWD_FUSED")) c->bwd_fused = atoi(f) == 1;
-    /* likewise the forward's row state kept in the output (no O(N) fp32
-     * accumulator between patterns and ring steps) */
+    /* the fused Hopper backward (attend_bwd_wgmma.cuh) unless the
+     * two-kernel form is asked for, for tests and measurements */
+    c->bwd_fused = true;
+    if (const char *f = getenv("RDA_CUDA_BWD_FUSED")) c->bwd_fused = atoi(f) != 0;
+    /* the forward's row state kept in the output (no O(N) fp32 accumulator
+     * between patterns and ring steps): chosen only on request until the
+     * whole GPU sweep has passed on it */
     if (const char *f = getenv("RDA_CUDA_OUT_STATE")) c->out_state = atoi(f) == 1;
     return detect_wgmma(ctx, c);
 }
@@ -781,12 +783,14 @@ static rda_status run_phase(void *arg, const rda_phase *ph) {
 
 static rda_status cuda_step(rda_context *ctx, const rda_problem *p, const rda_rows *qr, const rda_rows *kr,
                             const rda_tensor *q, const rda_tensor *k, const rda_tensor *v, rda_tensor *o,
-                            rda_tensor *lse, int64_t *pairs) {
+                            rda_tensor *lse, bool last, int64_t *pairs) {
     cuda_ctx *c = cctx(ctx);
     double scale = p->scale != 0.0 ? p->scale : 1.0 / sqrt((double)p->D);
     c->qscale = (float)(scale * 1.4426950408889634);
-    step_arg sa = {ctx, p, q, k, v, o, lse};
-    return rda_plan_step(&c->phase, p, qr, kr, o != NULL, run_phase, &sa, pairs, ctx->msg);
+    /* the output on every step: with the rows' state kept in it (out_state)
+     * the earlier steps read and write it too */
+    step_arg sa = {ctx, p, q, k, v, last || c->out_state ? o : NULL, last ? lse : NULL};
+    return rda_plan_step(&c->phase, p, qr, kr, last, run_phase, &sa, pairs, ctx->msg);
 }
 
 static rda_status cuda_finish(rda_context *ctx, const rda_problem *p, rda_tensor *o, rda_tensor *lse) {
@@ -971,7 +975,7 @@ static rda_status run_bwd_phase(void *arg, const rda_phase *ph) {
         CUDA_LAUNCHED();
         return RDA_STATUS_SUCCESS;
     }
-    /* tensor cores. Hopper with RDA_CUDA_BWD_FUSED=1: one fused kernel over
+    /* tensor cores. Hopper (unless RDA_CUDA_BWD_FUSED=0): one fused kernel over
      * the key tiles, dQ by fp32 atomics (attend_bwd_wgmma.cuh); otherwise,
      * and always in the deterministic mode, dQ over the query tiles, then
      * dK/dV over the key tiles (attend_bwd_mma.cuh) */

@@ -57,17 +57,17 @@ if has test; then
         ./build-gpu/tests/test_cuda
     # the caller's streams and CUDA graph capture
     run_test test_cuda_stream test_cuda_stream.log 200 "" ./build-gpu/tests/test_cuda_stream
-    # the backward: one rank, rings, N = 65536, graph capture; then on the
-    # fused Hopper backward (bwd_wgmma), chosen on request
+    # the backward: one rank, rings, N = 65536, graph capture (on Hopper the
+    # fused bwd_wgmma); then the two-kernel tensor-core form on its own
     run_test test_cuda_backward test_cuda_backward.log 600 "" ./build-gpu/tests/test_cuda_backward
-    run_test "test_cuda_backward (RDA_CUDA_BWD_FUSED=1)" test_cuda_backward_fused.log 600 RDA_CUDA_BWD_FUSED=1 \
+    run_test "test_cuda_backward (RDA_CUDA_BWD_FUSED=0)" test_cuda_backward_pair.log 600 RDA_CUDA_BWD_FUSED=0 \
         ./build-gpu/tests/test_cuda_backward
 fi
 if has sanitize; then
     for tool in memcheck racecheck; do
         sanitize $tool "" $tool.log "" ./build-gpu/tests/test_cuda
         sanitize $tool " (backward)" $tool-backward.log "" ./build-gpu/tests/test_cuda_backward
-        sanitize $tool " (fused backward)" $tool-backward-fused.log RDA_CUDA_BWD_FUSED=1 ./build-gpu/tests/test_cuda_backward
+        sanitize $tool " (two-kernel backward)" $tool-backward-pair.log RDA_CUDA_BWD_FUSED=0 ./build-gpu/tests/test_cuda_backward
     done
     timeout 300 compute-sanitizer --tool memcheck --error-exitcode 3 ./build-gpu/tests/test_cuda_stream \
         > "$OUT/memcheck-stream.log" 2>&1
