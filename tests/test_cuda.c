@@ -357,6 +357,7 @@ int main(void) {
     rda_context_create(&cp, &ref);
     cp.backend = RDA_BACKEND_REFERENCE_SAME_TYPE;
     rda_context_create(&cp, &naive);
+    harness_begin();
     int quick = getenv("RDA_TEST_QUICK") != NULL;
     const int rings_only = getenv("RDA_TEST_PART") && !strcmp(getenv("RDA_TEST_PART"), "rings");
 
@@ -374,6 +375,7 @@ int main(void) {
                         if (N == 4097 && (D == 40 || ti == 2)) continue; /* the slow paths: smaller sizes */
                         sweep_case("", N, D, dts[ti], mode, causal, seed++);
                     }
+    harness_part("one rank, N <= 4097");
     /* enough work items of short key spans that the backend takes its
      * 64-key-tile kernel (chosen by whole waves: here 2 against 3) */
     for (int c = 0; c < 2 && !quick && !rings_only; c++) {
@@ -389,6 +391,7 @@ int main(void) {
         run_case(s, &cfg, c ? RDA_DTYPE_BF16 : RDA_DTYPE_F16, 1, seed++, what);
     }
     ring_cases("", quick ? 96 : 2000, false, false, &seed);
+    harness_part("short spans, rings");
     if (!rings_only) growing_calls(&seed);
     nonfinite_cases(&seed);
     /* pattern values far beyond N (SPEC.md, "Edge values"), up to INT64_MAX */
@@ -409,7 +412,9 @@ int main(void) {
                 run_case(s, &cfg, RDA_DTYPE_F16, 1, seed++, what);
                 run_case(s, &cfg, RDA_DTYPE_F16, 3, seed++, what);
             }
+    harness_part("growing calls, non-finite inputs, large patterns");
     ring_sweep("", quick, &seed);
+    harness_part("ring sweep");
     /* the Hopper D = 64 kernels of 128 and 192 queries per item (a producer
      * warpgroup, consumers taking turns), which the backend picks for long
      * key spans only, forced onto every shape: odd sizes, tails, dilations,
@@ -431,6 +436,8 @@ int main(void) {
                             sweep_case(tag, Ns[ni], 64, dts[ti], mode, causal, seed++);
         ring_cases(tag, quick ? 400 : 3000, true, quick, &seed);
         if (!quick) ring_sweep(tag, false, &seed);
+        snprintf(tag, sizeof tag, "%d-row items", rows);
+        harness_part(tag);
         rda_context_destroy(gpu);
         gpu = saved;
         unsetenv("RDA_CUDA_TILE_ROWS");

@@ -320,15 +320,8 @@ static void deterministic_case(rda_config cfg, size5 s, rda_dtype dt, int P, uin
     cudaFree(out.raw), cudaFree(lse.raw);
 }
 
-/* progress after each part (a run cut short still says how far it got) */
-static double t_start;
-static void part_done(const char *part) {
-    printf("  %s: %d passed, %d failed so far (%.0f s)\n", part, h_pass, h_fail, rda_now() - t_start);
-    fflush(stdout);
-}
-
 int main(void) {
-    t_start = rda_now();
+    harness_begin();
     if (!rda_cuda_available()) {
         printf("test_cuda_backward: no CUDA device, skipped\n");
         return 77;
@@ -363,12 +356,12 @@ int main(void) {
                         rda_config cfg = config((rda_mode)mode, causal, pt == geo ? 4 : 2, pt);
                         bwd_case(s, cfg, dts[ti], 1, seed++, "");
                     }
-    part_done("one rank, N <= 4097");
+    harness_part("one rank, N <= 4097");
     /* D = 256 (the largest head dim, smaller tiles) */
     for (int mode = 0; mode < 3 && !quick; mode++)
         bwd_case((size5){1, 700, 2, 1, 256}, config((rda_mode)mode, mode != 1, 4, geo), RDA_DTYPE_BF16, 1, seed++,
                  "");
-    part_done("D = 256");
+    harness_part("D = 256");
     /* rings: P = 2..8, both layouts, N divisible by P and not */
     const int64_t rN[] = {1000, 4099};
     for (int P = 2; P <= 8; P++)
@@ -380,7 +373,7 @@ int main(void) {
                 bwd_case((size5){1, quick ? 200 : rN[(P + mode) % 2], 4, 2, 64}, cfg,
                          (P + lay) % 2 ? RDA_DTYPE_BF16 : RDA_DTYPE_F16, P, seed++, "ring ");
             }
-    part_done("rings");
+    harness_part("rings");
     /* deterministic mode: GQA, zig-zag rings, every mode; a refused shape */
     for (int mode = 0; mode < 3; mode++)
         for (int causal = 0; causal < 2; causal++) {
@@ -418,7 +411,7 @@ int main(void) {
         free(hq);
         cudaFree(x.raw), cudaFree(l.raw), cudaFree(dq.raw), cudaFree(dk.raw), cudaFree(dv.raw);
     }
-    part_done("deterministic");
+    harness_part("deterministic");
     /* long sequences: several waves per SM, tables too big for a launch,
      * sampled reference rows */
     if (!quick) {
@@ -434,7 +427,7 @@ int main(void) {
                 cfg.layout = P == 5 ? RDA_LAYOUT_CONTIGUOUS : RDA_LAYOUT_ZIGZAG;
                 bwd_case((size5){1, 65536, 4, 2, 64}, cfg, RDA_DTYPE_BF16, P, seed++, "long ring ");
             }
-        part_done("N = 65536, one rank and rings");
+        harness_part("N = 65536, one rank and rings");
         graph_case(seed++);
     }
     rda_context_destroy(gpu);
