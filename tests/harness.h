@@ -25,15 +25,15 @@ static int h_pass, h_fail;
         }                                                                 \
     } while (0)
 
-/* Progress after each part of a long test program, flushed, so that a run
- * cut short still says how far it got and how long each part took. */
-static double h_start = -1.0;
+/* Progress after each part of a long test program (times from
+ * harness_begin), flushed, so that a run cut short still says how far it
+ * got and how long each part took. */
+static double h_start;
+static inline void harness_begin(void) { h_start = rda_now(); }
 static inline void harness_part(const char *part) {
-    if (h_start < 0.0) h_start = rda_now();
     printf("  %s: %d passed, %d failed so far (%.0f s)\n", part, h_pass, h_fail, rda_now() - h_start);
     fflush(stdout);
 }
-static inline void harness_begin(void) { h_start = rda_now(); }
 
 static inline int harness_done(const char *name) {
     printf("%s: %d passed, %d failed\n", name, h_pass, h_fail);
