@@ -15,12 +15,24 @@
  *                                 the library's for fp16/bf16 at D = 64, 128)
  *   version 3  version 2 with plain adds in bwd_dkv_mma's epilogue (the
  *              deterministic mode's form: here every item owns its key rows)
- *   version 4  bwd_wgmma          Hopper warpgroup MMA, one fused kernel over
+ *   version 4  bwd_wgmma1         Hopper warpgroup MMA, one fused kernel over
  *                                 the 64-key tiles: S^T, dP^T, dV, dK and dQ
  *                                 (dS transposed into shared memory by
  *                                 stmatrix) per 64-query tile, dQ by fp32
  *                                 atomics; five products per tile pair instead
  *                                 of seven (sm_90a builds only)
+ *                                 (the library's at D = 64)
+ *   version 5  bwd_wgmma<., 2>    two warpgroups over 128-key tiles sharing
+ *                                 the Q/dO stream, dQ over the 128 keys (each
+ *                                 warpgroup half the head columns): half the
+ *                                 dQ atomics; the fp16 dS exponent decided at
+ *                                 the barrier that publishes dS (one barrier
+ *                                 fewer a tile), dV's product issued before
+ *                                 it, dQ's atomics beside dK's product (the
+ *                                 library's at D = 128)
+ *   version 6  bwd_wgmma<., 1>    version 5's kernel with one warpgroup over
+ *                                 64-key tiles (two CTAs per multiprocessor;
+ *                                 D = 64 only)
  *
  * Each version runs after the same forward (attend_mma, which also writes
  * the LSE) and the Delta pre-pass; its timed span is what the library's
@@ -59,8 +71,13 @@ template <int D> static void setup() {
                             (int)bwd_mma_smem_bytes<D>()));
     CK(cudaFuncSetAttribute(attend_bwd<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                             (int)bwd_smem_bytes(D, 64)));
-    CK(cudaFuncSetAttribute(bwd_wgmma<__half, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                            (int)bwd_wg_smem_bytes<D>()));
+    CK(cudaFuncSetAttribute(bwd_wgmma1<__half, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            (int)bwd_wg1_smem_bytes<D>()));
+    CK(cudaFuncSetAttribute(bwd_wgmma<__half, D, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            (int)bwd_wg_smem_bytes<D, 2>()));
+    if constexpr (D == 64)
+        CK(cudaFuncSetAttribute(bwd_wgmma<__half, D, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)bwd_wg_smem_bytes<D, 1>()));
 }
 
 struct bufs {
@@ -71,7 +88,7 @@ struct bufs {
 /* The backward of one version: clears, Delta, kernels. */
 template <int D>
 static void backward(int version, const attend_args &a, const attend_args &ka, int64_t items, int64_t kitems,
-                     const bufs &b, cudaStream_t s) {
+                     const bufs &b, cudaStream_t s) { /* (version 5: ka, kitems over 128-key tiles) */
     CK(cudaMemsetAsync(b.dq, 0, b.n * 4, s));
     CK(cudaMemsetAsync(b.dk, 0, b.n * 4, s));
     CK(cudaMemsetAsync(b.dv, 0, b.n * 4, s));
@@ -82,7 +99,11 @@ static void backward(int version, const attend_args &a, const attend_args &ka, i
     if (version == 1) {
         attend_bwd<__half><<<(unsigned)items, BWD_THREADS, bwd_smem_bytes(D, 64), s>>>(a);
     } else if (version == 4) {
-        bwd_wgmma<__half, D><<<(unsigned)kitems, 128, bwd_wg_smem_bytes<D>(), s>>>(ka);
+        bwd_wgmma1<__half, D><<<(unsigned)kitems, 128, bwd_wg1_smem_bytes<D>(), s>>>(ka);
+    } else if (version == 5) {
+        bwd_wgmma<__half, D, 2><<<(unsigned)kitems, 256, bwd_wg_smem_bytes<D, 2>(), s>>>(ka);
+    } else if (version == 6) {
+        if constexpr (D == 64) bwd_wgmma<__half, D, 1><<<(unsigned)kitems, 128, bwd_wg_smem_bytes<D, 1>(), s>>>(ka);
     } else {
         bwd_dq_mma<__half, D><<<(unsigned)items, 128, bwd_mma_smem_bytes<D>(), s>>>(a);
         bwd_dkv_mma<__half, D><<<(unsigned)kitems, 128, bwd_mma_smem_bytes<D>(), s>>>(ka);
@@ -95,14 +116,14 @@ int main(int argc, char **argv) {
     const int causal = argc > 4 ? atoi(argv[4]) : 0;
     int64_t W = argc > 5 ? atoll(argv[5]) : 0; /* segment length (0: one segment, dense) */
     const int64_t B = 1, H = 8, n = B * N * H * D;
-    if ((D != 64 && D != 128) || version < 1 || version > 4 || N < 1) {
-        fprintf(stderr, "usage: %s [version 1-4] [N >= 1] [D 64|128] [causal] [segment]\n", argv[0]);
+    if ((D != 64 && D != 128) || version < 1 || version > 6 || N < 1 || (version == 6 && D != 64)) {
+        fprintf(stderr, "usage: %s [version 1-6 (6: D = 64)] [N >= 1] [D 64|128] [causal] [segment]\n", argv[0]);
         return 2;
     }
     int major = 0;
     CK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
-    if (version == 4 && major != 9) {
-        fprintf(stderr, "version 4 (warpgroup MMA) runs on Hopper (sm_90a builds) only\n");
+    if (version >= 4 && major != 9) {
+        fprintf(stderr, "versions 4 to 6 (warpgroup MMA) run on Hopper (sm_90a builds) only\n");
         return 2;
     }
     if (D == 64) setup<64>(); else setup<128>();
@@ -123,14 +144,16 @@ int main(int argc, char **argv) {
     ph.heads = heads.data(), ph.nheads = ph.heads_cap = H;
     ph.classes = cls.data(), ph.nclasses = ph.classes_cap = 1;
     ph.items = (int64_t)tiles.size() * B * H;
-    /* the key tiles of the same phase, by the library's planner */
+    /* the key tiles of the same phase, by the library's planner (64 keys;
+     * version 5: 128) */
+    const int64_t kbk = version == 5 ? 128 : 64;
     rda_problem p = {};
     p.causal = causal != 0;
     p.B = B, p.N = N, p.H = H, p.Hkv = H, p.D = D;
     std::vector<rda_class> kcls(1);
     rda_phase kph;
-    std::vector<rda_tile> ktiles(rda_plan_key_tiles(&ph, &p, 64, 1, 0, NULL, 0, kcls.data(), NULL, &kph));
-    rda_plan_key_tiles(&ph, &p, 64, 1, 0, ktiles.data(), (int64_t)ktiles.size(), kcls.data(), NULL, &kph);
+    std::vector<rda_tile> ktiles(rda_plan_key_tiles(&ph, &p, kbk, 1, 0, NULL, 0, kcls.data(), NULL, &kph));
+    rda_plan_key_tiles(&ph, &p, kbk, 1, 0, ktiles.data(), (int64_t)ktiles.size(), kcls.data(), NULL, &kph);
     kcls.resize(kph.nclasses);
 
     __half *dq16 = upload(hq), *dk16 = upload(hk), *dv16 = upload(hv), *dg16 = upload(hg), *do16;
@@ -158,7 +181,7 @@ int main(int argc, char **argv) {
     a.qscale = (float)(scale * 1.4426950408889634), a.factor = 1.0f, a.scale = (float)scale;
     a.dout = dg16, a.dq = b.dq, a.delta = b.delta, a.dk = b.dk, a.dv = b.dv, a.nk = N;
     attend_args ka = a;
-    ka.tiles = upload(ktiles), ka.classes = upload(kcls), ka.nclasses = kph.nclasses, ka.bq = 64;
+    ka.tiles = upload(ktiles), ka.classes = upload(kcls), ka.nclasses = kph.nclasses, ka.bq = kbk;
     ka.plain_add = version == 3;
     const int64_t items = ph.items, kitems = kph.items;
     cudaStream_t s;

@@ -89,7 +89,7 @@ def emit(name, t, ptx, n, first, ta=None, tb=0):
     print()
 
 
-SS_SHAPES = [64]  # the backward's score products and dQ halves
+SS_SHAPES = [32, 64]  # the backward: score products (64), dQ column blocks (32 at D = 64, 64 at D = 128)
 
 for t, ptx in TYPES.items():
     for n in SS_SHAPES:

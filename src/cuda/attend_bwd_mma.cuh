@@ -273,13 +273,15 @@ __global__ void __launch_bounds__(128) bwd_dq_mma(const __grid_constant__ attend
     }
 }
 
-/* A key-tile item of rda_plan_key_tiles: 64 keys of one job's progression. */
+/* A key-tile item of rda_plan_key_tiles: bk keys (the tile size it was
+ * planned with: 64 here, 64 per warpgroup in bwd_wgmma) of one job's
+ * progression. */
 struct key_item {
     int64_t r, k0, kl; /* stride, first key in the progression, its local row */
     int64_t dqc;       /* key k allowed for query i iff k <= i + dqc */
     int bk;            /* keys of the tile */
 };
-__device__ __forceinline__ key_item key_item_of(const item_pos &ip) {
+__device__ __forceinline__ key_item key_item_of(const item_pos &ip, int bk = 64) {
     const rda_job &job = *ip.job;
     const int c = job.nk > 1 && ip.first >= job.k_count[0];
     key_item it;
@@ -287,7 +289,7 @@ __device__ __forceinline__ key_item key_item_of(const item_pos &ip) {
     it.k0 = ip.first - (c ? job.k_count[0] : 0);
     it.kl = job.k_local[c];
     it.dqc = (job.q_first - job.k_first[c]) / it.r;
-    it.bk = (int)min((int64_t)64, job.k_count[c] - it.k0);
+    it.bk = (int)min((int64_t)bk, job.k_count[c] - it.k0);
     return it;
 }
 

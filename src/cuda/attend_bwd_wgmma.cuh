@@ -1,33 +1,43 @@
-/* bwd_wgmma<T, D>: the Hopper backward (sm_90a), one fused kernel on the
- * warpgroup MMA (wgmma.mma_async) for fp16/bf16 at D = 64 and 128.
+/* bwd_wgmma<T, D, NWG>: the Hopper backward (sm_90a), one fused kernel on
+ * the warpgroup MMA (wgmma.mma_async) for fp16/bf16 at D = 64 and 128.
  *
- * The work items are attend_bwd_mma's key tiles (rda_plan_key_tiles: 64 keys
- * of one job, causal: from the first query that sees the tile), one
- * warpgroup (128 threads) per CTA. The tile's K and V stay in shared memory
- * (and, at D = 64, K and V also in registers as A fragments) while the job's
- * queries stream by 64 at a time, Q, dO, LSE and Delta double buffered by
- * cp.async. Per query tile, all in the 128-byte swizzled layout wgmma reads
- * (attend_wgmma.cuh):
+ * The work items are key tiles of one job (rda_plan_key_tiles with bk = 64
+ * NWG; causal: from the first query that sees the tile), NWG warpgroups per
+ * CTA, warpgroup w owning keys 64 w .. 64 w + 63. The library runs NWG = 2 at
+ * D = 128 and bwd_wgmma1 (below) at D = 64, where this kernel measured slower
+ * with either NWG (backward v5 in docs/PERFORMANCE.md). Each tile's K and V
+ * stay in shared memory (and, at D = 64, in registers as A fragments) while
+ * the job's queries stream by 64 at a time, Q, dO, LSE and Delta double
+ * buffered by cp.async and shared by the warpgroups. Per query tile, all in the 128-byte
+ * swizzled layout wgmma reads (attend_wgmma.cuh), each warpgroup for its 64
+ * keys:
  *
  *   S^T  = K Q^T, dP^T = V dO^T            (A: K, V; B: Q, dO K-major)
  *   P^T  = 2^(S^T qscale - LSE log2 e), dS^T = scale P^T (factor dP^T - Delta)
  *   dV  += P^T dO, dK += dS^T Q            (A: P^T, dS^T from the accumulator
  *                                           registers; B: dO, Q N-major)
+ *
+ * and then, over all the tile's keys, warpgroup w the head columns w D/NWG ..:
+ *
  *   dQ_t = dS K                            (A: dS, stored transposed into
  *                                           shared memory by stmatrix; B: K
  *                                           N-major)
  *
  * dQ_t is added to the rank's fp32 dQ with one 8-byte atomic per element
- * pair (the "atomics in fp32" scheme: five matrix products per tile pair
- * instead of attend_bwd_mma's seven); dK and dV are added at the end as in
- * bwd_dkv_mma (atomics: GQA's query heads and patterns sharing keys meet
- * there). The deterministic mode keeps attend_bwd_mma's pair.
+ * pair (the "atomics in fp32" scheme), once per tile: at D = 128 once per
+ * 128 keys, half the atomic traffic of 64-key tiles (the atomics took a
+ * third of the time of backward v4), while dK's product runs. dK and dV are
+ * added at the end as in bwd_dkv_mma (atomics: GQA's query heads and
+ * patterns sharing keys meet there). The deterministic mode keeps
+ * attend_bwd_mma's pair.
  *
  * fp16: P enters the tensor cores times 2^BWD_P_SHIFT, and dS times 2^sh
  * with one exponent for the whole tile (it must be the same along the keys
  * for dQ and along the queries for dK), following the largest |dS| seen so
- * far; dK's accumulator is rescaled when it drops. Both are undone exactly
- * in fp32. */
+ * far; dK's accumulator is rescaled when it drops. The exponent is decided
+ * at the barrier that publishes dS anyway: dS is packed with the current
+ * one, and only a tile whose maximum asks for a smaller one is packed and
+ * stored again. Both are undone exactly in fp32. */
 #pragma once
 
 #include <type_traits>
@@ -35,11 +45,13 @@
 #include "attend_bwd_mma.cuh"
 #include "attend_wgmma.cuh"
 
-/* Shared memory: K, V, two stages of [Q, dO] (64 rows x D, swizzled), the
- * dS tile (64 x 64), two stages of [LSE, Delta] (64 floats each), four
- * floats of the block maximum, from a 1024-byte aligned base. */
-template <int D> __host__ __device__ constexpr size_t bwd_wg_smem_bytes() {
-    return 1024 + 6 * (size_t)64 * D * 2 + 64 * 64 * 2 + 4 * 64 * sizeof(float) + 4 * sizeof(float);
+/* Shared memory of bwd_wgmma: K and V (NWG 64-row swizzled tiles each), two
+ * stages of [Q, dO] (64 rows x D), the dS tile (64 queries x 64 NWG keys),
+ * two stages of [LSE, Delta] (64 floats each), eight floats of the warps'
+ * maxima, from a 1024-byte aligned base. */
+template <int D, int NWG> __host__ __device__ constexpr size_t bwd_wg_smem_bytes() {
+    return 1024 + (2 * NWG + 4) * (size_t)64 * D * 2 + 64 * 64 * NWG * 2 + 4 * 64 * sizeof(float) +
+           8 * sizeof(float);
 }
 
 /* Byte offset of 16-byte chunk ch of row `row` in a swizzled 64-row tile:
@@ -83,8 +95,262 @@ __device__ __forceinline__ uint64_t sw_kmajor(uint32_t s, int kk) {
 }
 __device__ __forceinline__ uint64_t sw_nmajor(uint32_t s, int kk) { return wg_desc(s + kk * 2048, 64 * 128, 1024); }
 
+
+template <typename T, int D, int NWG>
+__global__ void __launch_bounds__(128 * NWG, 3 - NWG) bwd_wgmma(const __grid_constant__ attend_args a) {
+#ifdef RDA_WGMMA
+    constexpr int BK = 64 * NWG; /* keys per tile */
+    constexpr uint32_t TILE = 64 * D * 2;
+    constexpr bool SCALED = std::is_same<T, __half>::value;
+    constexpr bool KREG = D <= 64; /* K and V also as register A fragments */
+    constexpr int NQ = D / NWG;    /* dQ's head columns per warpgroup */
+    static_assert(NQ <= 64, "dQ: one m64 n<=64 product per warpgroup");
+    extern __shared__ unsigned char smem_raw[];
+    const uint32_t raw = smem_u32(smem_raw), base = (raw + 1023) & ~1023u;
+    unsigned char *smem = smem_raw + (base - raw);
+    const int tid = threadIdx.x, wg = tid >> 7, wt = tid & 127, warp = tid >> 5, ww = warp & 3, lane = tid & 31;
+    /* the warpgroup's K and V tiles, the stages of [Q, dO], dS */
+    unsigned char *Ks = smem + wg * TILE, *Vs = smem + (NWG + wg) * TILE, *Q0 = smem + 2 * NWG * TILE;
+    const uint32_t ks_s = base + wg * TILE, vs_s = base + (NWG + wg) * TILE, kall_s = base,
+                   q0_s = base + 2 * NWG * TILE, ds_s = base + (2 * NWG + 4) * TILE;
+    float *LDl = reinterpret_cast<float *>(smem + (2 * NWG + 4) * TILE + 64 * BK * 2), *red = LDl + 4 * 64;
+    const item_pos ip = decode_item(a, blockIdx.x);
+    const rda_job &job = *ip.job;
+    const key_item it = key_item_of(ip, BK);
+    const int64_t r = it.r, kl = it.kl, dqc = it.dqc;
+    const int bkw = max(0, min(64, it.bk - 64 * wg)); /* the warpgroup's keys */
+    const int64_t k0 = it.k0 + (bkw > 0 ? 64 * wg : 0);
+    const head_rows<T> hr = head_rows_of<T>(a, ip);
+    load_sw_rows<T, D>(Ks, hr.k, a.ks[1], kl, k0, r, bkw, wt);
+    load_sw_rows<T, D>(Vs, hr.v, a.vs[1], kl, k0, r, bkw, wt);
+    cp_async_commit();
+
+    const query_span qsp = query_span_of(a, job, it);
+    const int64_t i0 = qsp.i0, nq = qsp.nq, ntq = qsp.ntq;
+    const float *lse_b = a.lse + ip.b * a.ls[0] + ip.h * a.ls[1];
+    const float *del_b = a.delta + ip.b * a.n * a.H + ip.h;
+    /* query tile t into stage buf: Q and LSE (x = 0), dO and Delta (x = 1),
+     * by warpgroup x % NWG */
+    auto load_qtile = [&](int64_t t, int buf) {
+        const int64_t qi = i0 + t * 64;
+        const int bqq = (int)min((int64_t)64, nq - qi);
+        auto part = [&](int x) {
+            unsigned char *dst = Q0 + buf * 2 * TILE + x * TILE;
+            if (x == 0) load_sw_rows<T, D>(dst, hr.q, a.qs[1], job.q_local, qi, r, bqq, wt);
+            else load_sw_rows<T, D>(dst, hr.g, a.gs[1], job.q_local, qi, r, bqq, wt);
+            if (wt < 64) {
+                const int64_t row = job.q_local + (qi + (wt < bqq ? wt : 0)) * r;
+                const float *src = x == 0 ? lse_b + row * a.ls[2] : del_b + row * a.H;
+                cp_async4(LDl + buf * 128 + x * 64 + wt, src, wt < bqq);
+            }
+        };
+        if (NWG == 2) {
+            part(wg);
+        } else {
+            part(0);
+            part(1);
+        }
+        cp_async_commit();
+    };
+    const int kr[2] = {ww * 16 + (lane >> 2), ww * 16 + (lane >> 2) + 8}; /* the thread's two rows */
+    float dk[D / 2], dv[D / 2];
+#pragma unroll
+    for (int i = 0; i < D / 2; i++) dk[i] = dv[i] = 0.f;
+    int sh = BWD_DS_SHIFT0; /* dS's exponent (fp16) */
+    uint32_t ka[KREG ? D / 16 : 1][4], va[KREG ? D / 16 : 1][4];
+    if (ntq > 0) load_qtile(0, 0);
+    const float L2E = 1.4426950408889634f;
+    for (int64_t t = 0; t < ntq; t++) {
+        const int64_t qi = i0 + t * 64;
+        const int bqq = (int)min((int64_t)64, nq - qi);
+        /* tile t + 1 into the other stage (free: the last iteration ended at a
+         * barrier after its products), then tile t is ready for everyone */
+        if (t + 1 < ntq) {
+            load_qtile(t + 1, (int)((t + 1) & 1));
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        fence_proxy_async(); /* the copies (generic proxy) -> the MMA's reads */
+        __syncthreads();
+        if (KREG && t == 0)
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) {
+                const int row = ww * 16 + ((lane >> 3) & 1) * 8 + (lane & 7), ch = kk * 2 + (lane >> 4);
+                ldsm_x4(ka[kk], Ks + sw_off(row, ch));
+                ldsm_x4(va[kk], Vs + sw_off(row, ch));
+            }
+        const uint32_t qs_s = q0_s + (uint32_t)(t & 1) * 2 * TILE, gs_s = qs_s + TILE;
+        const float *Ls = LDl + (t & 1) * 128, *Ds = Ls + 64;
+        float s[32], dp[32]; /* S^T and dP^T: the warpgroup's 64 keys x 64 queries */
+        wgmma_fence();
+        if (KREG) {
+            wgmma_rs_first<T, 64, 0>(s, ka[0], sw_kmajor(qs_s, 0));
+#pragma unroll
+            for (int kk = 1; kk < D / 16; kk++) wgmma_rs<T, 64, 0>(s, ka[kk], sw_kmajor(qs_s, kk), 1);
+            wgmma_rs_first<T, 64, 0>(dp, va[0], sw_kmajor(gs_s, 0));
+#pragma unroll
+            for (int kk = 1; kk < D / 16; kk++) wgmma_rs<T, 64, 0>(dp, va[kk], sw_kmajor(gs_s, kk), 1);
+        } else {
+            wgmma_ss_first<T, 64, 0, 0>(s, sw_kmajor(ks_s, 0), sw_kmajor(qs_s, 0));
+#pragma unroll
+            for (int kk = 1; kk < D / 16; kk++) wgmma_ss<T, 64, 0, 0>(s, sw_kmajor(ks_s, kk), sw_kmajor(qs_s, kk), 1);
+            wgmma_ss_first<T, 64, 0, 0>(dp, sw_kmajor(vs_s, 0), sw_kmajor(gs_s, 0));
+#pragma unroll
+            for (int kk = 1; kk < D / 16; kk++) wgmma_ss<T, 64, 0, 0>(dp, sw_kmajor(vs_s, kk), sw_kmajor(gs_s, kk), 1);
+        }
+        wgmma_commit();
+        wgmma_wait<0>();
+#pragma unroll
+        for (int i = 0; i < 32; i++) {
+            wgmma_reg_fence(s[i]);
+            wgmma_reg_fence(dp[i]);
+        }
+        const bool mask = bkw < 64 || bqq < 64 || (a.causal && k0 + 63 > qi + dqc);
+        float mx = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) {
+            const int qc = nt * 8 + (lane & 3) * 2;
+            const float2 L = *reinterpret_cast<const float2 *>(Ls + qc), Dd = *reinterpret_cast<const float2 *>(Ds + qc);
+            const float nl[2] = {-L.x * L2E, -L.y * L2E}, dd[2] = {Dd.x, Dd.y};
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                bool ok = true;
+                if (mask) {
+                    const int q = qc + (e & 1), k = kr[e >> 1];
+                    ok = k < bkw && q < bqq && (!a.causal || k0 + k <= qi + q + dqc);
+                }
+                const float p = ok ? ex2(fmaf(s[nt * 4 + e], a.qscale, nl[e & 1])) : 0.f;
+                s[nt * 4 + e] = SCALED ? p * pow2i(BWD_P_SHIFT) : p;
+                const float ds = a.scale * p * fmaf(dp[nt * 4 + e], a.factor, -dd[e & 1]); /* dS^T */
+                dp[nt * 4 + e] = ds;
+                mx = fmaxf(mx, fabsf(ds));
+            }
+        }
+        /* P^T into A fragments (the m64 accumulator's two n-tiles are one
+         * k16 A tile), and dV's product on its way */
+        uint32_t pa[4][4], da[4][4];
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) pa[kk][j] = pack2<T>(s[8 * kk + 2 * j], s[8 * kk + 2 * j + 1]);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) wgmma_rs<T, D, 1>(dv, pa[kk], sw_nmajor(gs_s, kk), 1);
+        wgmma_commit();
+        /* dS^T into A fragments times 2^sh, and transposed into shared
+         * memory as the K-major A operand of dQ = dS K: matrix m of x4 kk is
+         * query block 2 kk + (m >> 1), key half m & 1; its row j (query)
+         * holds 8 keys, chunk warp * 2 + (m & 1) of the tile's */
+        auto pack_ds = [&](float mul) {
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+                    da[kk][j] = pack2<T>(dp[8 * kk + 2 * j] * mul, dp[8 * kk + 2 * j + 1] * mul);
+            const int m = lane >> 3, j = lane & 7, ch = warp * 2 + (m & 1);
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) {
+                const int q = (2 * kk + (m >> 1)) * 8 + j;
+                stsm_x4_t(ds_s + (ch >> 3) * (64 * 128) + q * 128 + (((ch & 7) ^ (q & 7)) << 4), da[kk]);
+            }
+            fence_proxy_async(); /* stmatrix (generic) -> the MMA's reads */
+        };
+        if (SCALED) {
+#pragma unroll
+            for (int off = 1; off < 32; off <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+            if (lane == 0) red[warp] = mx;
+        }
+        pack_ds(SCALED ? pow2i(sh) : 1.f);
+        __syncthreads();
+        if (SCALED) { /* one exponent for the tile: its largest |dS| under 2^14 */
+            mx = red[0];
+#pragma unroll
+            for (int w = 1; w < 4 * NWG; w++) mx = fmaxf(mx, red[w]);
+            const int ex = ((__float_as_int(mx) >> 23) & 0xff) - 126, want = max(-100, 14 - ex);
+            if (mx > 0.f && mx <= 3.0e38f && want < sh) { /* (the same for every thread) */
+                const float f = pow2i(max(-126, want - sh));
+                wgmma_wait<0>(); /* (rare: dV's product drains first) */
+#pragma unroll
+                for (int i = 0; i < D / 2; i++) {
+                    wgmma_reg_fence(dk[i]);
+                    dk[i] *= f;
+                }
+                sh = want;
+                pack_ds(pow2i(sh));
+                __syncthreads();
+            }
+        }
+        /* dQ_t for the warpgroup's head columns over the tile's keys (A: dS,
+         * key block kk; B: keys 16 kk .. of K, in warpgroup kk / 4's tile),
+         * then dK's product; dQ's atomics run while dK's product does */
+        float dq[NQ / 2];
+        wgmma_fence();
+        {
+            const uint32_t kb = kall_s + (uint32_t)(wg * NQ * 2 / 128) * (64 * 128) + (uint32_t)(wg * NQ * 2 % 128);
+            wgmma_ss_first<T, NQ, 0, 1>(dq, sw_kmajor(ds_s, 0), sw_nmajor(kb, 0));
+#pragma unroll
+            for (int kk = 1; kk < BK / 16; kk++)
+                wgmma_ss<T, NQ, 0, 1>(dq, sw_kmajor(ds_s, kk), sw_nmajor(kb + (kk >> 2) * TILE, kk & 3), 1);
+        }
+        wgmma_commit();
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) wgmma_rs<T, D, 1>(dk, da[kk], sw_nmajor(qs_s, kk), 1);
+        wgmma_commit();
+        wgmma_wait<1>(); /* dV's and dQ's products */
+#pragma unroll
+        for (int i = 0; i < NQ / 2; i++) wgmma_reg_fence(dq[i]);
+        const float un = SCALED ? pow2i(-sh) : 1.f;
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            if (kr[i] >= bqq) continue; /* (kr: the accumulator's rows, here queries) */
+            const int64_t row = job.q_local + (qi + kr[i]) * r;
+            float *dst = a.dq + ((ip.b * a.n + row) * a.H + ip.h) * D + wg * NQ + (lane & 3) * 2;
+#pragma unroll
+            for (int nt = 0; nt < NQ / 8; nt++)
+                atomic_add2(dst + nt * 8, dq[nt * 4 + 2 * i] * un, dq[nt * 4 + 2 * i + 1] * un);
+        }
+        wgmma_wait<0>();
+#pragma unroll
+        for (int i = 0; i < D / 2; i++) {
+            wgmma_reg_fence(dk[i]);
+            wgmma_reg_fence(dv[i]);
+        }
+        __syncthreads(); /* every product of this stage and of dS is done before they are refilled */
+    }
+    if (ntq == 0) {
+        cp_async_wait<0>();
+        return;
+    }
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        if (kr[i] >= bkw) continue;
+        const int64_t at = ((ip.b * a.nk + kl + (k0 + kr[i]) * r) * a.Hkv + ip.kh) * D + (lane & 3) * 2;
+        const float uk = SCALED ? pow2i(-sh) : 1.f, uv = SCALED ? a.factor * pow2i(-BWD_P_SHIFT) : a.factor;
+#pragma unroll
+        for (int nt = 0; nt < D / 8; nt++) {
+            atomic_add2(a.dk + at + nt * 8, dk[nt * 4 + 2 * i] * uk, dk[nt * 4 + 2 * i + 1] * uk);
+            atomic_add2(a.dv + at + nt * 8, dv[nt * 4 + 2 * i] * uv, dv[nt * 4 + 2 * i + 1] * uv);
+        }
+    }
+#endif
+}
+
+/* bwd_wgmma1<T, D>: the library's Hopper backward at D = 64 (backward v4):
+ * one warpgroup per CTA over a 64-key tile, two CTAs per multiprocessor, the
+ * same products per query tile as bwd_wgmma with NWG = 1, but dV, dK and dQ
+ * issued together after dS is published, the fp16 dS exponent from a
+ * block-wide maximum behind its own barrier, and dQ's atomics after all
+ * three products. Measured against bwd_wgmma<T, 64, 1> and <T, 64, 2> it is
+ * the faster (6.00 vs 7.14 and 6.97 ms at N = 16384); why is not
+ * established: putting back those three differences did not recover it
+ * (backward v5 in docs/PERFORMANCE.md). */
+template <int D> __host__ __device__ constexpr size_t bwd_wg1_smem_bytes() {
+    return 1024 + 6 * (size_t)64 * D * 2 + 64 * 64 * 2 + 4 * 64 * sizeof(float) + 4 * sizeof(float);
+}
+
 template <typename T, int D>
-__global__ void __launch_bounds__(128, 2) bwd_wgmma(const __grid_constant__ attend_args a) {
+__global__ void __launch_bounds__(128, 2) bwd_wgmma1(const __grid_constant__ attend_args a) {
 #ifdef RDA_WGMMA
     constexpr uint32_t TILE = 64 * D * 2;
     constexpr bool SCALED = std::is_same<T, __half>::value;
@@ -98,7 +364,7 @@ __global__ void __launch_bounds__(128, 2) bwd_wgmma(const __grid_constant__ atte
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const item_pos ip = decode_item(a, blockIdx.x);
     const rda_job &job = *ip.job;
-    const key_item it = key_item_of(ip);
+    const key_item it = key_item_of(ip, 64);
     const int64_t r = it.r, k0 = it.k0, kl = it.kl, dqc = it.dqc;
     const int bk = it.bk;
     const head_rows<T> hr = head_rows_of<T>(a, ip);

@@ -187,7 +187,13 @@ static rda_status detect_wgmma(rda_context *ctx, cuda_ctx *c) {
         CUDA_TRY(wg_prepare(WG64P2(__half), WG64P2(__nv_bfloat16), WG64P2_THREADS, WG64P2_SMEM, &c->occ_wg64p2));
         CUDA_TRY(wg_prepare(WG64P3(__half), WG64P3(__nv_bfloat16), WG64P3_THREADS, WG64P3_SMEM, &c->occ_wg64p3));
         CUDA_TRY(wg_prepare(WG128(__half), WG128(__nv_bfloat16), 128 * WG128_NW, WG128_SMEM, &occ128));
-        RDA_BWD_SMEM(bwd_wgmma, bwd_wg_smem_bytes);
+        /* the fused backward: bwd_wgmma1 at D = 64, bwd_wgmma (two warpgroups) at D = 128 */
+        const int wg64 = (int)bwd_wg1_smem_bytes<64>(), wg128 = (int)bwd_wg_smem_bytes<128, 2>();
+        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma1<__half, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize, wg64));
+        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma1<__nv_bfloat16, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize, wg64));
+        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma<__half, 128, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, wg128));
+        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma<__nv_bfloat16, 128, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      wg128));
     }
     return RDA_STATUS_SUCCESS;
 }
@@ -976,7 +982,8 @@ static rda_status run_bwd_phase(void *arg, const rda_phase *ph) {
         return RDA_STATUS_SUCCESS;
     }
     /* tensor cores. Hopper (unless RDA_CUDA_BWD_FUSED=0): one fused kernel over
-     * the key tiles, dQ by fp32 atomics (attend_bwd_wgmma.cuh); otherwise,
+     * key tiles (64 keys by one warpgroup at D = 64, 128 by two at D = 128),
+     * dQ by fp32 atomics (attend_bwd_wgmma.cuh); otherwise,
      * and always in the deterministic mode, dQ over the query tiles, then
      * dK/dV over the key tiles (attend_bwd_mma.cuh) */
     const bool bf = p->dtype == RDA_DTYPE_BF16, fused = c->wgmma && c->bwd_fused && !p->deterministic;
@@ -997,20 +1004,31 @@ static rda_status run_bwd_phase(void *arg, const rda_phase *ph) {
      * whose items add to disjoint rows (the step plans one query range at a
      * time), without atomics */
     const int64_t hmod = p->deterministic ? p->H / p->Hkv : 1;
+    const int64_t kbk = fused && p->D == 128 ? 128 : 64; /* keys per tile (bwd_wgmma: 64 per warpgroup) */
     for (int64_t rem = 0; rem < hmod; rem++) {
         rda_phase kph;
         int64_t *heads = hmod > 1 ? c->kheads : NULL;
-        const int64_t need = rda_plan_key_tiles(ph, p, 64, hmod, rem, c->ktiles, c->ktiles_cap, c->kclasses, heads, &kph);
+        const int64_t need = rda_plan_key_tiles(ph, p, kbk, hmod, rem, c->ktiles, c->ktiles_cap, c->kclasses, heads, &kph);
         if (need > c->ktiles_cap) { /* (grows to the largest phase seen) */
             if ((st = host_grow(ctx, (void **)&c->ktiles, &c->ktiles_cap, need, sizeof(rda_tile)))) return st;
-            rda_plan_key_tiles(ph, p, 64, hmod, rem, c->ktiles, c->ktiles_cap, c->kclasses, heads, &kph);
+            rda_plan_key_tiles(ph, p, kbk, hmod, rem, c->ktiles, c->ktiles_cap, c->kclasses, heads, &kph);
         }
         if (kph.items == 0) continue;
         attend_args ka = a; /* the same arguments over the key tiles */
         ka.plain_add = p->deterministic;
         if ((st = phase_tables(ctx, &kph, ka))) return st;
-        if (fused) RDA_BWD_LAUNCH(bwd_wgmma, bwd_wg_smem_bytes, dim3((unsigned)kph.items), ka);
-        else RDA_BWD_LAUNCH(bwd_dkv_mma, bwd_mma_smem_bytes, dim3((unsigned)kph.items), ka);
+        const dim3 kgrid((unsigned)kph.items);
+        if (fused && p->D == 64) {
+            if (bf) bwd_wgmma1<__nv_bfloat16, 64><<<kgrid, 128, bwd_wg1_smem_bytes<64>(), s>>>(ka);
+            else bwd_wgmma1<__half, 64><<<kgrid, 128, bwd_wg1_smem_bytes<64>(), s>>>(ka);
+            CUDA_LAUNCHED();
+        } else if (fused) {
+            if (bf) bwd_wgmma<__nv_bfloat16, 128, 2><<<kgrid, 256, bwd_wg_smem_bytes<128, 2>(), s>>>(ka);
+            else bwd_wgmma<__half, 128, 2><<<kgrid, 256, bwd_wg_smem_bytes<128, 2>(), s>>>(ka);
+            CUDA_LAUNCHED();
+        } else {
+            RDA_BWD_LAUNCH(bwd_dkv_mma, bwd_mma_smem_bytes, kgrid, ka);
+        }
     }
 #undef RDA_BWD_LAUNCH
     return RDA_STATUS_SUCCESS;

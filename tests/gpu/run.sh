@@ -165,6 +165,7 @@ if has playground; then
         default="1 16384 64,2 16384 64,3 16384 64,4 16384 64,2 16384 64 1,4 16384 64 1,1 16384 128,2 16384 128"
         default+=",4 16384 128,2 16384 128 1,4 16384 128 1,4 65536 64,4 65536 128,4 262144 64 0 1024"
         default+=",2 65536 64,2 65536 128,1 262144 64 0 1024,2 262144 64 0 1024,2 262144 64 1 1024"
+        default+=",5 16384 64,5 16384 128,5 16384 128 1,5 65536 128 1,6 16384 64,5 262144 128 1 2048,5 4097 128 1"
         IFS=, read -ra entries <<< "${PG_BWD_ARGS:-$default}"
         for args in "${entries[@]}"; do
             RDA_PG_SAMPLES=16 timeout 120 build-gpu/rda_bwd_playground $args >> "$OUT/playground.log" 2>&1 ||
