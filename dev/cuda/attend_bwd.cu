@@ -33,6 +33,15 @@
  *   version 6  bwd_wgmma<., 1>    version 5's kernel with one warpgroup over
  *                                 64-key tiles (two CTAs per multiprocessor;
  *                                 D = 64 only)
+ *   version 7  bwd_wgmma1<., BULK> version 4 with dQ_t stored into a shared
+ *                                 fp32 stage and added to dQ by one bulk
+ *                                 reduction (cp.reduce.async.bulk) per row
+ *                                 instead of the threads' atomics
+ *   version 8  bwd_wgmma<., 2, BULK> version 5 with version 7's dQ
+ *   version 9  bwd_wgmma1<., RED4> version 4 with 16-byte dQ atomics: lanes
+ *                                 2j and 2j + 1 exchange accumulator pairs
+ *                                 so that each adds four columns of a row
+ *   version 10 bwd_wgmma<., 2, RED4> version 5 with version 9's dQ
  *
  * Each version runs after the same forward (attend_mma, which also writes
  * the LSE) and the Delta pre-pass; its timed span is what the library's
@@ -78,6 +87,14 @@ template <int D> static void setup() {
     if constexpr (D == 64)
         CK(cudaFuncSetAttribute(bwd_wgmma<__half, D, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 (int)bwd_wg_smem_bytes<D, 1>()));
+    CK(cudaFuncSetAttribute(bwd_wgmma1<__half, D, BWD_DQ_BULK>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            (int)bwd_wg1_smem_bytes<D, BWD_DQ_BULK>()));
+    CK(cudaFuncSetAttribute(bwd_wgmma<__half, D, 2, BWD_DQ_BULK>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            (int)bwd_wg_smem_bytes<D, 2, BWD_DQ_BULK>()));
+    CK(cudaFuncSetAttribute(bwd_wgmma1<__half, D, BWD_DQ_RED4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            (int)bwd_wg1_smem_bytes<D>()));
+    CK(cudaFuncSetAttribute(bwd_wgmma<__half, D, 2, BWD_DQ_RED4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            (int)bwd_wg_smem_bytes<D, 2>()));
 }
 
 struct bufs {
@@ -88,7 +105,7 @@ struct bufs {
 /* The backward of one version: clears, Delta, kernels. */
 template <int D>
 static void backward(int version, const attend_args &a, const attend_args &ka, int64_t items, int64_t kitems,
-                     const bufs &b, cudaStream_t s) { /* (version 5: ka, kitems over 128-key tiles) */
+                     const bufs &b, cudaStream_t s) { /* (versions 5, 8, 10: ka, kitems over 128-key tiles) */
     CK(cudaMemsetAsync(b.dq, 0, b.n * 4, s));
     CK(cudaMemsetAsync(b.dk, 0, b.n * 4, s));
     CK(cudaMemsetAsync(b.dv, 0, b.n * 4, s));
@@ -104,6 +121,14 @@ static void backward(int version, const attend_args &a, const attend_args &ka, i
         bwd_wgmma<__half, D, 2><<<(unsigned)kitems, 256, bwd_wg_smem_bytes<D, 2>(), s>>>(ka);
     } else if (version == 6) {
         if constexpr (D == 64) bwd_wgmma<__half, D, 1><<<(unsigned)kitems, 128, bwd_wg_smem_bytes<D, 1>(), s>>>(ka);
+    } else if (version == 7) {
+        bwd_wgmma1<__half, D, BWD_DQ_BULK><<<(unsigned)kitems, 128, bwd_wg1_smem_bytes<D, BWD_DQ_BULK>(), s>>>(ka);
+    } else if (version == 8) {
+        bwd_wgmma<__half, D, 2, BWD_DQ_BULK><<<(unsigned)kitems, 256, bwd_wg_smem_bytes<D, 2, BWD_DQ_BULK>(), s>>>(ka);
+    } else if (version == 9) {
+        bwd_wgmma1<__half, D, BWD_DQ_RED4><<<(unsigned)kitems, 128, bwd_wg1_smem_bytes<D>(), s>>>(ka);
+    } else if (version == 10) {
+        bwd_wgmma<__half, D, 2, BWD_DQ_RED4><<<(unsigned)kitems, 256, bwd_wg_smem_bytes<D, 2>(), s>>>(ka);
     } else {
         bwd_dq_mma<__half, D><<<(unsigned)items, 128, bwd_mma_smem_bytes<D>(), s>>>(a);
         bwd_dkv_mma<__half, D><<<(unsigned)kitems, 128, bwd_mma_smem_bytes<D>(), s>>>(ka);
@@ -116,14 +141,14 @@ int main(int argc, char **argv) {
     const int causal = argc > 4 ? atoi(argv[4]) : 0;
     int64_t W = argc > 5 ? atoll(argv[5]) : 0; /* segment length (0: one segment, dense) */
     const int64_t B = 1, H = 8, n = B * N * H * D;
-    if ((D != 64 && D != 128) || version < 1 || version > 6 || N < 1 || (version == 6 && D != 64)) {
-        fprintf(stderr, "usage: %s [version 1-6 (6: D = 64)] [N >= 1] [D 64|128] [causal] [segment]\n", argv[0]);
+    if ((D != 64 && D != 128) || version < 1 || version > 10 || N < 1 || (version == 6 && D != 64)) {
+        fprintf(stderr, "usage: %s [version 1-10 (6: D = 64)] [N >= 1] [D 64|128] [causal] [segment]\n", argv[0]);
         return 2;
     }
     int major = 0;
     CK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
     if (version >= 4 && major != 9) {
-        fprintf(stderr, "versions 4 to 6 (warpgroup MMA) run on Hopper (sm_90a builds) only\n");
+        fprintf(stderr, "versions 4 to 10 (warpgroup MMA) run on Hopper (sm_90a builds) only\n");
         return 2;
     }
     if (D == 64) setup<64>(); else setup<128>();
@@ -145,8 +170,8 @@ int main(int argc, char **argv) {
     ph.classes = cls.data(), ph.nclasses = ph.classes_cap = 1;
     ph.items = (int64_t)tiles.size() * B * H;
     /* the key tiles of the same phase, by the library's planner (64 keys;
-     * version 5: 128) */
-    const int64_t kbk = version == 5 ? 128 : 64;
+     * versions 5, 8 and 10: 128) */
+    const int64_t kbk = version == 5 || version == 8 || version == 10 ? 128 : 64;
     rda_problem p = {};
     p.causal = causal != 0;
     p.B = B, p.N = N, p.H = H, p.Hkv = H, p.D = D;

@@ -2,12 +2,14 @@
 """Where the time of the fused Hopper backward at D = 64 goes: builds the
 backward playground (dev/cuda/attend_bwd.cu) against variants of the
 library's bwd_wgmma1 (src/cuda/attend_bwd_wgmma.cuh) with one stage left out,
-and times its version 4 with each. The variants compute wrong gradients on
+and times a playground version with each: 9 (the library's form, 16-byte
+dQ atomics) unless --version says 4 (8-byte ones, backward v5's table in
+docs/PERFORMANCE.md). The variants compute wrong gradients on
 purpose (their check says FAIL); only their times mean something, as the
 differences to the whole kernel.
 
     cmake --build build-gpu --target rda_bwd_playground
-    python3 dev/cuda/bwd_ablate.py build-gpu [N D causal ...]   (default 16384 64 0)
+    python3 dev/cuda/bwd_ablate.py build-gpu [--version 4|9] [N D causal ...]   (default 16384 64 0)
 
 The variant headers and binaries go under BUILD/ablate. Needs nvcc and a
 Hopper GPU; one line per variant, the whole kernel first.
@@ -23,7 +25,8 @@ MARK = "/* bwd_wgmma1<T, D>: the library's"
 # (bit, what the variant leaves out, [(text of bwd_wgmma1, replacement)])
 STAGES = [
     (1, "dQ's atomics", [
-        ("if (kr[i] >= bqq) continue; /* (kr", "if ((ABL & 1) || kr[i] >= bqq) continue; /* (kr")]),
+        ("                dq_atomics<64, DQ == BWD_DQ_RED4>(dst, dq, kr, bqq, lane, un);",
+         "                if (!(ABL & 1)) dq_atomics<64, DQ == BWD_DQ_RED4>(dst, dq, kr, bqq, lane, un);")]),
     (2, "dQ's product and atomics", [
         ("        issue_dq(0);", "        if (!(ABL & 2)) issue_dq(0);"),
         ("            if (half > 0) {", "            if (ABL & 2) { wgmma_wait<0>(); break; }\n            if (half > 0) {")]),
@@ -63,7 +66,13 @@ def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
     build = os.path.abspath(sys.argv[1])
-    cfgs = sys.argv[2:] or ["16384", "64", "0"]
+    cfgs = sys.argv[2:]
+    version = "9"
+    if cfgs[:1] == ["--version"]:
+        if len(cfgs) < 2 or cfgs[1] not in ("4", "9"):
+            sys.exit("bwd_ablate: --version takes 4 or 9 (the playground's versions of bwd_wgmma1)")
+        version, cfgs = cfgs[1], cfgs[2:]
+    cfgs = cfgs or ["16384", "64", "0"]
     if len(cfgs) % 3:
         sys.exit("bwd_ablate: the configurations come as N D causal triples")
     link = os.path.join(build, "CMakeFiles/rda_bwd_playground.dir/link.txt")
@@ -92,7 +101,7 @@ def main():
     for i in range(0, len(cfgs), 3):
         base = None
         for bit, what in variants:
-            r = subprocess.run([os.path.join(out, f"abl{bit}"), "4"] + cfgs[i:i + 3], env=env,
+            r = subprocess.run([os.path.join(out, f"abl{bit}"), version] + cfgs[i:i + 3], env=env,
                                capture_output=True, text=True)
             line = ((r.stdout + r.stderr).strip().splitlines() or ["(no output)"])[-1]
             if " ms" not in line:

@@ -57,6 +57,17 @@ __device__ __forceinline__ void atomic_add2(float *p, float x, float y) {
 #endif
 }
 
+/* v into four consecutive floats of global memory (16-byte aligned),
+ * atomically per element: one 16-byte reduction on sm_90. */
+__device__ __forceinline__ void atomic_add4(float *p, float4 v) {
+#if __CUDA_ARCH__ >= 900
+    atomicAdd(reinterpret_cast<float4 *>(p), v);
+#else
+    atomic_add2(p, v.x, v.y);
+    atomic_add2(p + 2, v.z, v.w);
+#endif
+}
+
 /* 2^k for an integer k in [-126, 127], exactly. */
 __device__ __forceinline__ float pow2i(int k) { return __int_as_float((127 + k) << 23); }
 

@@ -23,10 +23,11 @@
  *                                           shared memory by stmatrix; B: K
  *                                           N-major)
  *
- * dQ_t is added to the rank's fp32 dQ with one 8-byte atomic per element
- * pair (the "atomics in fp32" scheme), once per tile: at D = 128 once per
- * 128 keys, half the atomic traffic of 64-key tiles (the atomics took a
- * third of the time of backward v4), while dK's product runs. dK and dV are
+ * dQ_t is added to the rank's fp32 dQ by atomics (the "atomics in fp32"
+ * scheme; the library runs 16-byte ones, bwd_dq_form below), once per
+ * tile: at D = 128 once per 128 keys, half the atomic traffic of 64-key
+ * tiles (the atomics took a third of the time of backward v4), while dK's
+ * product runs. dK and dV are
  * added at the end as in bwd_dkv_mma (atomics: GQA's query heads and
  * patterns sharing keys meet there). The deterministic mode keeps
  * attend_bwd_mma's pair.
@@ -45,13 +46,30 @@
 #include "attend_bwd_mma.cuh"
 #include "attend_wgmma.cuh"
 
+/* How the fused kernels add each query tile's dQ_t into the rank's fp32 dQ
+ * (their DQ parameter; the library runs BWD_DQ_RED2, the others are
+ * playground versions, backward v6 in docs/PERFORMANCE.md): */
+enum bwd_dq_form {
+    BWD_DQ_RED2 = 0, /* one 8-byte atomic per accumulator pair (dq_atomics) */
+    BWD_DQ_RED4 = 1, /* pairs exchanged by neighbouring lanes, one 16-byte atomic per 4 columns */
+    BWD_DQ_BULK = 2, /* a shared fp32 stage, one bulk reduction per row (dq_stage_store) */
+};
+
+/* A dQ stage of the BULK form (dq_stage_store below): 64 rows of D floats. */
+template <int D> __host__ __device__ constexpr uint32_t dq_stage_row() { return D * 4 + 32; }
+template <int D> __host__ __device__ constexpr size_t dq_stage_bytes() { return 64 * (size_t)dq_stage_row<D>(); }
+
 /* Shared memory of bwd_wgmma: K and V (NWG 64-row swizzled tiles each), two
  * stages of [Q, dO] (64 rows x D), the dS tile (64 queries x 64 NWG keys),
  * two stages of [LSE, Delta] (64 floats each), eight floats of the warps'
  * maxima, from a 1024-byte aligned base. */
-template <int D, int NWG> __host__ __device__ constexpr size_t bwd_wg_smem_bytes() {
-    return 1024 + (2 * NWG + 4) * (size_t)64 * D * 2 + 64 * 64 * NWG * 2 + 4 * 64 * sizeof(float) +
-           8 * sizeof(float);
+template <int D, int NWG> __host__ __device__ constexpr size_t bwd_wg_base_bytes() {
+    return (2 * NWG + 4) * (size_t)64 * D * 2 + 64 * 64 * NWG * 2 + 4 * 64 * sizeof(float) + 8 * sizeof(float);
+}
+/* (BWD_DQ_BULK: and the two dQ stages, 128-byte aligned, after them) */
+template <int D, int NWG, int DQ = BWD_DQ_RED2> __host__ __device__ constexpr size_t bwd_wg_smem_bytes() {
+    return 1024 + (DQ == BWD_DQ_BULK ? ((bwd_wg_base_bytes<D, NWG>() + 127) & ~(size_t)127) + 2 * dq_stage_bytes<D>()
+                        : bwd_wg_base_bytes<D, NWG>());
 }
 
 /* Byte offset of 16-byte chunk ch of row `row` in a swizzled 64-row tile:
@@ -95,10 +113,101 @@ __device__ __forceinline__ uint64_t sw_kmajor(uint32_t s, int kk) {
 }
 __device__ __forceinline__ uint64_t sw_nmajor(uint32_t s, int kk) { return wg_desc(s + kk * 2048, 64 * 128, 1024); }
 
+/* dQ_t through shared memory (the kernels' BULK form): each thread stores its
+ * accumulator pairs into a 64-row fp32 stage, rows D * 4 + 32 bytes apart
+ * (the padding puts the four rows of a half-warp's 8-byte stores on distinct
+ * banks), and one warp hands every row to the copy engine as one
+ * cp.reduce.async.bulk .add.f32 of D * 4 bytes into the rank's fp32 dQ: the
+ * same fp32 additions at L2 as the atomics, issued as 64 instructions a tile
+ * instead of D / 4 per thread. Two stages: a stage is refilled two query
+ * tiles later, after its reduction has read it (wait_group.read 1). */
+__device__ __forceinline__ void bulk_reduce_add_f32(float *dst, uint32_t src, uint32_t bytes) {
+#ifdef RDA_WGMMA
+    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;" ::"l"(dst), "r"(src),
+                 "r"(bytes)
+                 : "memory");
+#endif
+}
+__device__ __forceinline__ void bulk_commit() {
+#ifdef RDA_WGMMA
+    asm volatile("cp.async.bulk.commit_group;" ::: "memory");
+#endif
+}
+/* the calling thread's bulk groups but the newest N have read their source
+ * (READ) or are complete */
+template <int N, bool READ> __device__ __forceinline__ void bulk_wait() {
+#ifdef RDA_WGMMA
+    if (READ) asm volatile("cp.async.bulk.wait_group.read %0;" ::"n"(N) : "memory");
+    else asm volatile("cp.async.bulk.wait_group %0;" ::"n"(N) : "memory");
+#endif
+}
 
-template <typename T, int D, int NWG>
+/* Thread (kr, lane)'s pairs of a m64 nNC dQ accumulator, times un, into the
+ * stage at head column c0 (rows from bqq on are not stored). */
+template <int D, int NC>
+__device__ __forceinline__ void dq_stage_store(unsigned char *stg, const float *dq, const int kr[2], int bqq, int c0,
+                                               int lane, float un) {
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        if (kr[i] >= bqq) continue;
+        float *row = reinterpret_cast<float *>(stg + kr[i] * dq_stage_row<D>()) + c0 + (lane & 3) * 2;
+#pragma unroll
+        for (int nt = 0; nt < NC / 8; nt++)
+            *reinterpret_cast<float2 *>(row + nt * 8) = make_float2(dq[nt * 4 + 2 * i] * un, dq[nt * 4 + 2 * i + 1] * un);
+    }
+}
+
+/* The stage's rows 0 .. bqq - 1 (query tile qi of the item) added to dQ by
+ * one warp, one bulk reduction per row, as one bulk group. */
+template <int D>
+__device__ __forceinline__ void dq_stage_reduce(const attend_args &a, const item_pos &ip, const rda_job &job,
+                                                int64_t qi, int64_t r, int bqq, uint32_t stg_s, int lane) {
+    for (int q = lane; q < bqq; q += 32) {
+        const int64_t row = job.q_local + (qi + q) * r;
+        bulk_reduce_add_f32(a.dq + ((ip.b * a.n + row) * a.H + ip.h) * D, stg_s + q * dq_stage_row<D>(), D * 4);
+    }
+    bulk_commit();
+}
+
+/* Thread (kr, lane)'s pairs of a m64 nNC dQ accumulator, times un, added to
+ * dQ at dst[i] (row kr[i] from the thread's first column (lane % 4) 2; rows
+ * from bqq on are left out) by atomics: one 8-byte atomic per pair, or
+ * (RED4) one 16-byte atomic per four columns after lanes 2j and 2j + 1 have
+ * exchanged pairs, the even lane adding row kr[0]'s four, the odd one row
+ * kr[1]'s. The whole warp calls it (the exchange is a shuffle). */
+template <int NC, bool RED4>
+__device__ __forceinline__ void dq_atomics(float *const dst[2], const float *dq, const int kr[2], int bqq, int lane,
+                                           float un) {
+    if (!RED4) {
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            if (kr[i] >= bqq) continue;
+#pragma unroll
+            for (int nt = 0; nt < NC / 8; nt++)
+                atomic_add2(dst[i] + nt * 8, dq[nt * 4 + 2 * i] * un, dq[nt * 4 + 2 * i + 1] * un);
+        }
+    } else {
+        const int odd = lane & 1;
+        float *const to = odd ? dst[1] - 2 : dst[0]; /* (selects, not an index: the array stays in registers) */
+        const bool valid = (odd ? kr[1] : kr[0]) < bqq;
+#pragma unroll
+        for (int nt = 0; nt < NC / 8; nt++) {
+            const float *c = dq + nt * 4;
+            /* the pair the other lane adds: the even lane's row kr[1], the odd lane's row kr[0] */
+            const float gx = __shfl_xor_sync(0xffffffffu, odd ? c[0] : c[2], 1);
+            const float gy = __shfl_xor_sync(0xffffffffu, odd ? c[1] : c[3], 1);
+            const float4 v = odd ? make_float4(gx * un, gy * un, c[2] * un, c[3] * un)
+                                 : make_float4(c[0] * un, c[1] * un, gx * un, gy * un);
+            if (valid) atomic_add4(to + nt * 8, v);
+        }
+    }
+}
+
+
+template <typename T, int D, int NWG, int DQ = BWD_DQ_RED2>
 __global__ void __launch_bounds__(128 * NWG, 3 - NWG) bwd_wgmma(const __grid_constant__ attend_args a) {
 #ifdef RDA_WGMMA
+    constexpr bool BULK = DQ == BWD_DQ_BULK;
     constexpr int BK = 64 * NWG; /* keys per tile */
     constexpr uint32_t TILE = 64 * D * 2;
     constexpr bool SCALED = std::is_same<T, __half>::value;
@@ -114,6 +223,7 @@ __global__ void __launch_bounds__(128 * NWG, 3 - NWG) bwd_wgmma(const __grid_con
     const uint32_t ks_s = base + wg * TILE, vs_s = base + (NWG + wg) * TILE, kall_s = base,
                    q0_s = base + 2 * NWG * TILE, ds_s = base + (2 * NWG + 4) * TILE;
     float *LDl = reinterpret_cast<float *>(smem + (2 * NWG + 4) * TILE + 64 * BK * 2), *red = LDl + 4 * 64;
+    constexpr uint32_t STG = (uint32_t)((bwd_wg_base_bytes<D, NWG>() + 127) & ~(size_t)127); /* (BULK) */
     const item_pos ip = decode_item(a, blockIdx.x);
     const rda_job &job = *ip.job;
     const key_item it = key_item_of(ip, BK);
@@ -171,6 +281,7 @@ __global__ void __launch_bounds__(128 * NWG, 3 - NWG) bwd_wgmma(const __grid_con
         } else {
             cp_async_wait<0>();
         }
+        if (BULK && warp == 0) bulk_wait<1, true>(); /* tile t - 2's dQ stage has been read */
         fence_proxy_async(); /* the copies (generic proxy) -> the MMA's reads */
         __syncthreads();
         if (KREG && t == 0)
@@ -301,14 +412,16 @@ __global__ void __launch_bounds__(128 * NWG, 3 - NWG) bwd_wgmma(const __grid_con
 #pragma unroll
         for (int i = 0; i < NQ / 2; i++) wgmma_reg_fence(dq[i]);
         const float un = SCALED ? pow2i(-sh) : 1.f;
+        if (BULK) {
+            dq_stage_store<D, NQ>(smem + STG + (t & 1) * dq_stage_bytes<D>(), dq, kr, bqq, wg * NQ, lane, un);
+            fence_proxy_async(); /* the stores (generic proxy) -> the bulk reduction's reads */
+        } else { /* (kr: the accumulator's rows, here queries) */
+            float *dst[2];
 #pragma unroll
-        for (int i = 0; i < 2; i++) {
-            if (kr[i] >= bqq) continue; /* (kr: the accumulator's rows, here queries) */
-            const int64_t row = job.q_local + (qi + kr[i]) * r;
-            float *dst = a.dq + ((ip.b * a.n + row) * a.H + ip.h) * D + wg * NQ + (lane & 3) * 2;
-#pragma unroll
-            for (int nt = 0; nt < NQ / 8; nt++)
-                atomic_add2(dst + nt * 8, dq[nt * 4 + 2 * i] * un, dq[nt * 4 + 2 * i + 1] * un);
+            for (int i = 0; i < 2; i++)
+                dst[i] = a.dq + ((ip.b * a.n + job.q_local + (qi + kr[i]) * r) * a.H + ip.h) * D + wg * NQ +
+                         (lane & 3) * 2;
+            dq_atomics<NQ, DQ == BWD_DQ_RED4>(dst, dq, kr, bqq, lane, un);
         }
         wgmma_wait<0>();
 #pragma unroll
@@ -317,6 +430,7 @@ __global__ void __launch_bounds__(128 * NWG, 3 - NWG) bwd_wgmma(const __grid_con
             wgmma_reg_fence(dv[i]);
         }
         __syncthreads(); /* every product of this stage and of dS is done before they are refilled */
+        if (BULK && warp == 0) dq_stage_reduce<D>(a, ip, job, qi, r, bqq, base + STG + (t & 1) * dq_stage_bytes<D>(), lane);
     }
     if (ntq == 0) {
         cp_async_wait<0>();
@@ -333,6 +447,7 @@ __global__ void __launch_bounds__(128 * NWG, 3 - NWG) bwd_wgmma(const __grid_con
             atomic_add2(a.dv + at + nt * 8, dv[nt * 4 + 2 * i] * uv, dv[nt * 4 + 2 * i + 1] * uv);
         }
     }
+    if (BULK && warp == 0) bulk_wait<0, false>(); /* the dQ reductions are complete before the CTA ends */
 #endif
 }
 
@@ -345,13 +460,18 @@ __global__ void __launch_bounds__(128 * NWG, 3 - NWG) bwd_wgmma(const __grid_con
  * the faster (6.00 vs 7.14 and 6.97 ms at N = 16384); why is not
  * established: putting back those three differences did not recover it
  * (backward v5 in docs/PERFORMANCE.md). */
-template <int D> __host__ __device__ constexpr size_t bwd_wg1_smem_bytes() {
-    return 1024 + 6 * (size_t)64 * D * 2 + 64 * 64 * 2 + 4 * 64 * sizeof(float) + 4 * sizeof(float);
+template <int D> __host__ __device__ constexpr size_t bwd_wg1_base_bytes() {
+    return 6 * (size_t)64 * D * 2 + 64 * 64 * 2 + 4 * 64 * sizeof(float) + 4 * sizeof(float);
+}
+template <int D, int DQ = BWD_DQ_RED2> __host__ __device__ constexpr size_t bwd_wg1_smem_bytes() {
+    return 1024 + (DQ == BWD_DQ_BULK ? ((bwd_wg1_base_bytes<D>() + 127) & ~(size_t)127) + 2 * dq_stage_bytes<D>()
+                        : bwd_wg1_base_bytes<D>());
 }
 
-template <typename T, int D>
+template <typename T, int D, int DQ = BWD_DQ_RED2>
 __global__ void __launch_bounds__(128, 2) bwd_wgmma1(const __grid_constant__ attend_args a) {
 #ifdef RDA_WGMMA
+    constexpr bool BULK = DQ == BWD_DQ_BULK;
     constexpr uint32_t TILE = 64 * D * 2;
     constexpr bool SCALED = std::is_same<T, __half>::value;
     constexpr bool KREG = D <= 64; /* K and V also as register A fragments */
@@ -361,6 +481,7 @@ __global__ void __launch_bounds__(128, 2) bwd_wgmma1(const __grid_constant__ att
     unsigned char *Ks = smem, *Vs = smem + TILE, *Q0 = smem + 2 * TILE;
     const uint32_t ks_s = base, vs_s = base + TILE, q0_s = base + 2 * TILE, ds_s = base + 6 * TILE;
     float *LDl = reinterpret_cast<float *>(smem + 6 * TILE + 64 * 64 * 2), *red = LDl + 4 * 64;
+    constexpr uint32_t STG = (uint32_t)((bwd_wg1_base_bytes<D>() + 127) & ~(size_t)127); /* (BULK) */
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const item_pos ip = decode_item(a, blockIdx.x);
     const rda_job &job = *ip.job;
@@ -408,6 +529,7 @@ __global__ void __launch_bounds__(128, 2) bwd_wgmma1(const __grid_constant__ att
         } else {
             cp_async_wait<0>();
         }
+        if (BULK && warp == 0) bulk_wait<1, true>(); /* tile t - 2's dQ stage has been read */
         fence_proxy_async(); /* the copies (generic proxy) -> the MMA's reads */
         __syncthreads();
         if (KREG && t == 0)
@@ -529,22 +651,25 @@ __global__ void __launch_bounds__(128, 2) bwd_wgmma1(const __grid_constant__ att
             wgmma_wait<0>();
 #pragma unroll
             for (int i = 0; i < 32; i++) wgmma_reg_fence(dq[i]);
+            if (BULK) {
+                dq_stage_store<D, 64>(smem + STG + (t & 1) * dq_stage_bytes<D>(), dq, kr, bqq, half * 64, lane, un);
+            } else { /* (kr: the accumulator's rows, here queries) */
+                float *dst[2];
 #pragma unroll
-            for (int i = 0; i < 2; i++) {
-                if (kr[i] >= bqq) continue; /* (kr: the accumulator's rows, here queries) */
-                const int64_t row = job.q_local + (qi + kr[i]) * r;
-                float *dst = a.dq + ((ip.b * a.n + row) * a.H + ip.h) * D + half * 64 + (lane & 3) * 2;
-#pragma unroll
-                for (int nt = 0; nt < 8; nt++)
-                    atomic_add2(dst + nt * 8, dq[nt * 4 + 2 * i] * un, dq[nt * 4 + 2 * i + 1] * un);
+                for (int i = 0; i < 2; i++)
+                    dst[i] = a.dq + ((ip.b * a.n + job.q_local + (qi + kr[i]) * r) * a.H + ip.h) * D + half * 64 +
+                             (lane & 3) * 2;
+                dq_atomics<64, DQ == BWD_DQ_RED4>(dst, dq, kr, bqq, lane, un);
             }
         }
+        if (BULK) fence_proxy_async(); /* the stage's stores (generic proxy) -> the bulk reduction's reads */
 #pragma unroll
         for (int i = 0; i < D / 2; i++) {
             wgmma_reg_fence(dk[i]);
             wgmma_reg_fence(dv[i]);
         }
         __syncthreads(); /* every product of this stage and of dS is done before they are refilled */
+        if (BULK && warp == 0) dq_stage_reduce<D>(a, ip, job, qi, r, bqq, base + STG + (t & 1) * dq_stage_bytes<D>(), lane);
     }
     if (ntq == 0) {
         cp_async_wait<0>();
@@ -561,5 +686,6 @@ __global__ void __launch_bounds__(128, 2) bwd_wgmma1(const __grid_constant__ att
             atomic_add2(a.dv + at + nt * 8, dv[nt * 4 + 2 * i] * uv, dv[nt * 4 + 2 * i + 1] * uv);
         }
     }
+    if (BULK && warp == 0) bulk_wait<0, false>(); /* the dQ reductions are complete before the CTA ends */
 #endif
 }

@@ -17,6 +17,11 @@ extern "C" {
 #include "../backend.h"
 }
 
+/* How the fused backward adds dQ (attend_bwd_wgmma.cuh's bwd_dq_form):
+ * 16-byte atomics, 10% faster than 8-byte ones at D = 64 and 1% at D = 128
+ * (backward v6 in docs/PERFORMANCE.md) */
+static constexpr int BWD_DQ = BWD_DQ_RED4;
+
 /* Job tables too large to travel inside a launch, kept on the device for
  * the next call with the same tables (the same shape): immutable once
  * made, with a pinned host copy (the upload's source, and what a lookup
@@ -188,11 +193,11 @@ static rda_status detect_wgmma(rda_context *ctx, cuda_ctx *c) {
         CUDA_TRY(wg_prepare(WG64P3(__half), WG64P3(__nv_bfloat16), WG64P3_THREADS, WG64P3_SMEM, &c->occ_wg64p3));
         CUDA_TRY(wg_prepare(WG128(__half), WG128(__nv_bfloat16), 128 * WG128_NW, WG128_SMEM, &occ128));
         /* the fused backward: bwd_wgmma1 at D = 64, bwd_wgmma (two warpgroups) at D = 128 */
-        const int wg64 = (int)bwd_wg1_smem_bytes<64>(), wg128 = (int)bwd_wg_smem_bytes<128, 2>();
-        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma1<__half, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize, wg64));
-        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma1<__nv_bfloat16, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize, wg64));
-        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma<__half, 128, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, wg128));
-        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma<__nv_bfloat16, 128, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        const int wg64 = (int)bwd_wg1_smem_bytes<64, BWD_DQ>(), wg128 = (int)bwd_wg_smem_bytes<128, 2, BWD_DQ>();
+        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma1<__half, 64, BWD_DQ>, cudaFuncAttributeMaxDynamicSharedMemorySize, wg64));
+        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma1<__nv_bfloat16, 64, BWD_DQ>, cudaFuncAttributeMaxDynamicSharedMemorySize, wg64));
+        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma<__half, 128, 2, BWD_DQ>, cudaFuncAttributeMaxDynamicSharedMemorySize, wg128));
+        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma<__nv_bfloat16, 128, 2, BWD_DQ>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       wg128));
     }
     return RDA_STATUS_SUCCESS;
@@ -1019,12 +1024,12 @@ static rda_status run_bwd_phase(void *arg, const rda_phase *ph) {
         if ((st = phase_tables(ctx, &kph, ka))) return st;
         const dim3 kgrid((unsigned)kph.items);
         if (fused && p->D == 64) {
-            if (bf) bwd_wgmma1<__nv_bfloat16, 64><<<kgrid, 128, bwd_wg1_smem_bytes<64>(), s>>>(ka);
-            else bwd_wgmma1<__half, 64><<<kgrid, 128, bwd_wg1_smem_bytes<64>(), s>>>(ka);
+            if (bf) bwd_wgmma1<__nv_bfloat16, 64, BWD_DQ><<<kgrid, 128, bwd_wg1_smem_bytes<64, BWD_DQ>(), s>>>(ka);
+            else bwd_wgmma1<__half, 64, BWD_DQ><<<kgrid, 128, bwd_wg1_smem_bytes<64, BWD_DQ>(), s>>>(ka);
             CUDA_LAUNCHED();
         } else if (fused) {
-            if (bf) bwd_wgmma<__nv_bfloat16, 128, 2><<<kgrid, 256, bwd_wg_smem_bytes<128, 2>(), s>>>(ka);
-            else bwd_wgmma<__half, 128, 2><<<kgrid, 256, bwd_wg_smem_bytes<128, 2>(), s>>>(ka);
+            if (bf) bwd_wgmma<__nv_bfloat16, 128, 2, BWD_DQ><<<kgrid, 256, bwd_wg_smem_bytes<128, 2, BWD_DQ>(), s>>>(ka);
+            else bwd_wgmma<__half, 128, 2, BWD_DQ><<<kgrid, 256, bwd_wg_smem_bytes<128, 2, BWD_DQ>(), s>>>(ka);
             CUDA_LAUNCHED();
         } else {
             RDA_BWD_LAUNCH(bwd_dkv_mma, bwd_mma_smem_bytes, kgrid, ka);
