@@ -42,6 +42,11 @@
  *                                 2j and 2j + 1 exchange accumulator pairs
  *                                 so that each adds four columns of a row
  *   version 10 bwd_wgmma<., 2, RED4> version 5 with version 9's dQ
+ *   version 11 bwd_wgmma1<., TILE> version 4 with dQ head-major in fp32, so
+ *                                 that a query tile's rows are one range:
+ *                                 dQ_t into a shared stage of that layout,
+ *                                 one bulk reduction per tile (dq_tile_at)
+ *   version 12 bwd_wgmma<., 2, TILE> version 5 with version 11's dQ
  *
  * Each version runs after the same forward (attend_mma, which also writes
  * the LSE) and the Delta pre-pass; its timed span is what the library's
@@ -95,6 +100,10 @@ template <int D> static void setup() {
                             (int)bwd_wg1_smem_bytes<D>()));
     CK(cudaFuncSetAttribute(bwd_wgmma<__half, D, 2, BWD_DQ_RED4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                             (int)bwd_wg_smem_bytes<D, 2>()));
+    CK(cudaFuncSetAttribute(bwd_wgmma1<__half, D, BWD_DQ_TILE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            (int)bwd_wg1_smem_bytes<D, BWD_DQ_TILE>()));
+    CK(cudaFuncSetAttribute(bwd_wgmma<__half, D, 2, BWD_DQ_TILE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            (int)bwd_wg_smem_bytes<D, 2, BWD_DQ_TILE>()));
 }
 
 struct bufs {
@@ -105,7 +114,7 @@ struct bufs {
 /* The backward of one version: clears, Delta, kernels. */
 template <int D>
 static void backward(int version, const attend_args &a, const attend_args &ka, int64_t items, int64_t kitems,
-                     const bufs &b, cudaStream_t s) { /* (versions 5, 8, 10: ka, kitems over 128-key tiles) */
+                     const bufs &b, cudaStream_t s) { /* (versions 5, 8, 10, 12: ka, kitems over 128-key tiles) */
     CK(cudaMemsetAsync(b.dq, 0, b.n * 4, s));
     CK(cudaMemsetAsync(b.dk, 0, b.n * 4, s));
     CK(cudaMemsetAsync(b.dv, 0, b.n * 4, s));
@@ -129,6 +138,10 @@ static void backward(int version, const attend_args &a, const attend_args &ka, i
         bwd_wgmma1<__half, D, BWD_DQ_RED4><<<(unsigned)kitems, 128, bwd_wg1_smem_bytes<D>(), s>>>(ka);
     } else if (version == 10) {
         bwd_wgmma<__half, D, 2, BWD_DQ_RED4><<<(unsigned)kitems, 256, bwd_wg_smem_bytes<D, 2>(), s>>>(ka);
+    } else if (version == 11) {
+        bwd_wgmma1<__half, D, BWD_DQ_TILE><<<(unsigned)kitems, 128, bwd_wg1_smem_bytes<D, BWD_DQ_TILE>(), s>>>(ka);
+    } else if (version == 12) {
+        bwd_wgmma<__half, D, 2, BWD_DQ_TILE><<<(unsigned)kitems, 256, bwd_wg_smem_bytes<D, 2, BWD_DQ_TILE>(), s>>>(ka);
     } else {
         bwd_dq_mma<__half, D><<<(unsigned)items, 128, bwd_mma_smem_bytes<D>(), s>>>(a);
         bwd_dkv_mma<__half, D><<<(unsigned)kitems, 128, bwd_mma_smem_bytes<D>(), s>>>(ka);
@@ -141,14 +154,14 @@ int main(int argc, char **argv) {
     const int causal = argc > 4 ? atoi(argv[4]) : 0;
     int64_t W = argc > 5 ? atoll(argv[5]) : 0; /* segment length (0: one segment, dense) */
     const int64_t B = 1, H = 8, n = B * N * H * D;
-    if ((D != 64 && D != 128) || version < 1 || version > 10 || N < 1 || (version == 6 && D != 64)) {
-        fprintf(stderr, "usage: %s [version 1-10 (6: D = 64)] [N >= 1] [D 64|128] [causal] [segment]\n", argv[0]);
+    if ((D != 64 && D != 128) || version < 1 || version > 12 || N < 1 || (version == 6 && D != 64)) {
+        fprintf(stderr, "usage: %s [version 1-12 (6: D = 64)] [N >= 1] [D 64|128] [causal] [segment]\n", argv[0]);
         return 2;
     }
     int major = 0;
     CK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
     if (version >= 4 && major != 9) {
-        fprintf(stderr, "versions 4 to 10 (warpgroup MMA) run on Hopper (sm_90a builds) only\n");
+        fprintf(stderr, "versions 4 to 12 (warpgroup MMA) run on Hopper (sm_90a builds) only\n");
         return 2;
     }
     if (D == 64) setup<64>(); else setup<128>();
@@ -170,8 +183,8 @@ int main(int argc, char **argv) {
     ph.classes = cls.data(), ph.nclasses = ph.classes_cap = 1;
     ph.items = (int64_t)tiles.size() * B * H;
     /* the key tiles of the same phase, by the library's planner (64 keys;
-     * versions 5, 8 and 10: 128) */
-    const int64_t kbk = version == 5 || version == 8 || version == 10 ? 128 : 64;
+     * versions 5, 8, 10 and 12: 128) */
+    const int64_t kbk = version == 5 || version == 8 || version == 10 || version == 12 ? 128 : 64;
     rda_problem p = {};
     p.causal = causal != 0;
     p.B = B, p.N = N, p.H = H, p.Hkv = H, p.D = D;
@@ -227,6 +240,12 @@ int main(int argc, char **argv) {
     CK(cudaStreamSynchronize(s));
     std::vector<float> gq(n), gk(n), gv(n);
     CK(cudaMemcpy(gq.data(), b.dq, n * 4, cudaMemcpyDeviceToHost));
+    if (version == 11 || version == 12) { /* dQ head-major, in dq_tile_at's layout: back to [B, N, H, D] */
+        const std::vector<float> t = gq;
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t i = 0; i < N; i++)
+                for (int d = 0; d < (int)D; d++) gq[(i * H + h) * D + d] = t[h * N * D + dq_tile_at(i, d, (int)D)];
+    }
     CK(cudaMemcpy(gk.data(), b.dk, n * 4, cudaMemcpyDeviceToHost));
     CK(cudaMemcpy(gv.data(), b.dv, n * 4, cudaMemcpyDeviceToHost));
     auto at = [H, D](const std::vector<__half> &x, int64_t row, int64_t h, int64_t d) {

@@ -23,6 +23,11 @@ def _load():
 
 lib = _load()
 
+try:  # the hot calls with the tensors described in C (python/native/rda_native.c); ops.py falls back to ctypes
+    from . import _native
+except ImportError:
+    _native = None
+
 MAX_DIMS, MAX_PATTERNS, CONFIG_VERSION = 4, 16, 1
 F32, F16, BF16, F64 = 0, 1, 2, 3
 DENSE, GROUPS, LONGNET = 0, 1, 2
@@ -136,6 +141,7 @@ class _Context:
         h = _ctx_t()
         check(lib.rda_context_create(ctypes.byref(p), ctypes.byref(h)), None)
         self.handle = h
+        self.address = h.value  # (what the calls take: ctypes and _native alike)
         self.stream = stream
 
     def __del__(self):
@@ -161,9 +167,9 @@ def context(backend, device=0, stream=None, threads=0):
     if c is None:
         c = cache[key] = _Context(backend, device, stream, threads)
     elif backend == BACKEND_CUDA and c.stream != stream:
-        check(lib.rda_context_set_stream(c.handle, stream), c.handle)
+        check(lib.rda_context_set_stream(c.address, stream), c.address)
         c.stream = stream
-    return c.handle
+    return c.address
 
 
 def config(mode, causal, scale, patterns, layout=0, deterministic=False):
@@ -181,4 +187,5 @@ def config(mode, causal, scale, patterns, layout=0, deterministic=False):
         cfg.patterns[i].dilation = int(r)
     cfg.layout = layout
     cfg.deterministic = 1 if deterministic else 0
+    cfg.address = ctypes.addressof(cfg)  # (what _native takes; the object stays alive in ops._configs)
     return cfg

@@ -14,6 +14,14 @@ from . import _lib
 _DTYPES = {torch.float32: _lib.F32, torch.float16: _lib.F16, torch.bfloat16: _lib.BF16, torch.float64: _lib.F64}
 _MODES = {"groups": _lib.GROUPS, "longnet": _lib.LONGNET}
 
+# The forward's and backward's C calls: through _native where it was built
+# (pip install), which describes the tensors in C, else through ctypes with
+# the descriptions packed here (_view). Both make the same call.
+_native = _lib._native
+if _native is not None:
+    _native.init(_lib.ctypes.cast(_lib.lib.rda_attention_forward, _lib.ctypes.c_void_p).value,
+                 _lib.ctypes.cast(_lib.lib.rda_attention_backward, _lib.ctypes.c_void_p).value, dict(_DTYPES))
+
 
 # An rda_tensor's bytes (data, dtype, ndim, shape[4], strides[4] in the
 # native layout), passed to the C calls as they are: packing them is a third
@@ -80,18 +88,29 @@ def _context_for(t: Tensor):
     return _lib.context(_lib.BACKEND_CPU, threads=torch.get_num_threads())
 
 
-def _forward_impl(q: Tensor, k: Tensor, v: Tensor, mode: int, causal: bool, scale: float, segments: List[int],
-                  dilations: List[int], deterministic: bool) -> Tuple[Tensor, Tensor]:
+def _forward_call(q: Tensor, k: Tensor, v: Tensor, mode: int, causal: bool, scale: float, segments: List[int],
+                  dilations: List[int], with_lse: bool):
+    """(O, LSE) of the forward; LSE None unless with_lse (the library then
+    writes none)."""
     if q.dim() != 4:  # (the rest is checked by the library)
         raise ValueError(f"rda: q must have shape [B, N, H, D] (got {tuple(q.shape)})")
-    B, N, H, _ = q.shape
     q, k, v = _strided(q), _strided(k), _strided(v)
     o = torch.empty_like(q, memory_format=torch.contiguous_format)
-    lse = q.new_empty((B, H, N), dtype=torch.float32)
+    lse = q.new_empty((q.shape[0], q.shape[2], q.shape[1]), dtype=torch.float32) if with_lse else None
     ctx = _context_for(q)
     cfg = _config(mode, causal, scale, segments, dilations)
-    _lib.check(_lib.lib.rda_attention_forward(ctx, cfg, _view(q), _view(k), _view(v), _view(o), _view(lse)), ctx)
+    if _native is not None:
+        st = _native.forward(ctx, cfg.address, q, k, v, o, lse)
+    else:
+        st = _lib.lib.rda_attention_forward(ctx, cfg, _view(q), _view(k), _view(v), _view(o),
+                                            None if lse is None else _view(lse))
+    _lib.check(st, ctx)
     return o, lse
+
+
+def _forward_impl(q: Tensor, k: Tensor, v: Tensor, mode: int, causal: bool, scale: float, segments: List[int],
+                  dilations: List[int], deterministic: bool) -> Tuple[Tensor, Tensor]:
+    return _forward_call(q, k, v, mode, causal, scale, segments, dilations, True)
 
 
 def _backward_impl(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, mode: int, causal: bool,
@@ -105,8 +124,11 @@ def _backward_impl(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse
     dout, q, k, v = _strided(dout), _strided(q), _strided(k), _strided(v)
     ctx = _context_for(q)
     cfg = _config(mode, causal, scale, segments, dilations, deterministic)
-    views = [_view(t) for t in (q, k, v, o, lse, dout, dq, dk, dv)]
-    _lib.check(_lib.lib.rda_attention_backward(ctx, cfg, *views), ctx)
+    if _native is not None:
+        st = _native.backward(ctx, cfg.address, q, k, v, o, lse, dout, dq, dk, dv)
+    else:
+        st = _lib.lib.rda_attention_backward(ctx, cfg, *[_view(t) for t in (q, k, v, o, lse, dout, dq, dk, dv)])
+    _lib.check(st, ctx)
     return dq, dk, dv
 
 
@@ -181,13 +203,14 @@ class _Eager(torch.autograd.Function):
         return _grad(ctx, do, dlse)
 
 
-def _attend(q, k, v, *args):
-    """(O, LSE) of the forward, through the operator or its eager path."""
+def _attend(q, k, v, want_lse, *args):
+    """(O, LSE) of the forward, through the operator or its eager path (there
+    without autograd LSE is None unless want_lse: not written at all)."""
     if not _plain(q, k, v):
         return _forward(q, k, v, *args)
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         return _Eager.apply(q, k, v, *args)
-    return _forward_impl(q, k, v, *args)
+    return _forward_call(q, k, v, *args[:-1], want_lse)
 
 
 def _check_inputs(q, k, v, softmax_scale):
@@ -234,7 +257,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, is_causal: bool = False, softm
     deterministic: the backward's gradients bit-identical from run to run
     (on CUDA: fp16/bf16 at head dim 64 or 128; other shapes raise)."""
     scale = _check_inputs(q, k, v, softmax_scale)
-    o, lse = _attend(q, k, v, _lib.DENSE, bool(is_causal), scale, [], [], bool(deterministic))
+    o, lse = _attend(q, k, v, return_lse, _lib.DENSE, bool(is_causal), scale, [], [], bool(deterministic))
     return (o, lse) if return_lse else o
 
 
@@ -248,5 +271,5 @@ def dilated_attention(q: Tensor, k: Tensor, v: Tensor, segment_lengths: Sequence
     (O, LSE); deterministic as for attention."""
     scale = _check_inputs(q, k, v, softmax_scale)
     seg, dil = _check_patterns(mode, segment_lengths, dilation_rates)
-    o, lse = _attend(q, k, v, _MODES[mode], bool(is_causal), scale, seg, dil, bool(deterministic))
+    o, lse = _attend(q, k, v, return_lse, _MODES[mode], bool(is_causal), scale, seg, dil, bool(deterministic))
     return (o, lse) if return_lse else o

@@ -53,11 +53,25 @@ enum bwd_dq_form {
     BWD_DQ_RED2 = 0, /* one 8-byte atomic per accumulator pair (dq_atomics) */
     BWD_DQ_RED4 = 1, /* pairs exchanged by neighbouring lanes, one 16-byte atomic per 4 columns */
     BWD_DQ_BULK = 2, /* a shared fp32 stage, one bulk reduction per row (dq_stage_store) */
+    BWD_DQ_TILE = 3, /* dQ head-major, a query tile's rows one range: one bulk reduction a tile (dq_tile_at) */
 };
 
-/* A dQ stage of the BULK form (dq_stage_store below): 64 rows of D floats. */
+/* A dQ stage of the BULK form (dq_stage_store below): 64 rows of D floats,
+ * padded; of the TILE form: 64 rows of D floats in dQ's own layout. */
 template <int D> __host__ __device__ constexpr uint32_t dq_stage_row() { return D * 4 + 32; }
-template <int D> __host__ __device__ constexpr size_t dq_stage_bytes() { return 64 * (size_t)dq_stage_row<D>(); }
+template <int D, int DQ> __host__ __device__ constexpr size_t dq_stage_bytes() {
+    return DQ == BWD_DQ_BULK ? 64 * (size_t)dq_stage_row<D>() : DQ == BWD_DQ_TILE ? 64 * (size_t)D * 4 : 0;
+}
+
+/* The TILE form's dQ: fp32, head-major ([B, H, N, D]), and in row R the
+ * 16-byte chunk of columns 4c .. 4c + 3 at chunk c ^ k(R), k(R) = 2 ((R +
+ * 2 (R / 8)) % 4): the offset of (R, col) in its head's plane. A query tile of
+ * consecutive rows is one range of it, whatever row it starts at, and k puts
+ * the 16-byte stores of a quarter warp (rows q, q + 1, q + 8, q + 9, two
+ * chunks each) on distinct banks of the stage that copies it. */
+__host__ __device__ constexpr int64_t dq_tile_at(int64_t R, int col, int D) {
+    return R * D + ((((col >> 2) ^ (int)(((R + 2 * (R >> 3)) & 3) << 1)) << 2) | (col & 3));
+}
 
 /* Shared memory of bwd_wgmma: K and V (NWG 64-row swizzled tiles each), two
  * stages of [Q, dO] (64 rows x D), the dS tile (64 queries x 64 NWG keys),
@@ -66,10 +80,11 @@ template <int D> __host__ __device__ constexpr size_t dq_stage_bytes() { return 
 template <int D, int NWG> __host__ __device__ constexpr size_t bwd_wg_base_bytes() {
     return (2 * NWG + 4) * (size_t)64 * D * 2 + 64 * 64 * NWG * 2 + 4 * 64 * sizeof(float) + 8 * sizeof(float);
 }
-/* (BWD_DQ_BULK: and the two dQ stages, 128-byte aligned, after them) */
+/* (BWD_DQ_BULK, BWD_DQ_TILE: and the two dQ stages, 128-byte aligned, after them) */
 template <int D, int NWG, int DQ = BWD_DQ_RED2> __host__ __device__ constexpr size_t bwd_wg_smem_bytes() {
-    return 1024 + (DQ == BWD_DQ_BULK ? ((bwd_wg_base_bytes<D, NWG>() + 127) & ~(size_t)127) + 2 * dq_stage_bytes<D>()
-                        : bwd_wg_base_bytes<D, NWG>());
+    return 1024 + (dq_stage_bytes<D, DQ>() ? ((bwd_wg_base_bytes<D, NWG>() + 127) & ~(size_t)127) +
+                                                 2 * dq_stage_bytes<D, DQ>()
+                                           : bwd_wg_base_bytes<D, NWG>());
 }
 
 /* Byte offset of 16-byte chunk ch of row `row` in a swizzled 64-row tile:
@@ -153,7 +168,8 @@ __device__ __forceinline__ void dq_stage_store(unsigned char *stg, const float *
         float *row = reinterpret_cast<float *>(stg + kr[i] * dq_stage_row<D>()) + c0 + (lane & 3) * 2;
 #pragma unroll
         for (int nt = 0; nt < NC / 8; nt++)
-            *reinterpret_cast<float2 *>(row + nt * 8) = make_float2(dq[nt * 4 + 2 * i] * un, dq[nt * 4 + 2 * i + 1] * un);
+            *reinterpret_cast<float2 *>(row + nt * 8) =
+                make_float2(dq[nt * 4 + 2 * i] * un, dq[nt * 4 + 2 * i + 1] * un);
     }
 }
 
@@ -167,6 +183,18 @@ __device__ __forceinline__ void dq_stage_reduce(const attend_args &a, const item
         bulk_reduce_add_f32(a.dq + ((ip.b * a.n + row) * a.H + ip.h) * D, stg_s + q * dq_stage_row<D>(), D * 4);
     }
     bulk_commit();
+}
+
+/* The four columns of one row that lane `lane` holds after lanes 2j and
+ * 2j + 1 exchange pairs of an accumulator's 8-column block c (the even lane
+ * row kr[0]'s, the odd one row kr[1]'s, from column (lane % 4) 2 - 2 odd),
+ * times un. The whole warp calls it (a shuffle). */
+__device__ __forceinline__ float4 dq_quad(const float *c, int odd, float un) {
+    /* the pair the other lane takes: the even lane's row kr[1], the odd lane's row kr[0] */
+    const float gx = __shfl_xor_sync(0xffffffffu, odd ? c[0] : c[2], 1);
+    const float gy = __shfl_xor_sync(0xffffffffu, odd ? c[1] : c[3], 1);
+    return odd ? make_float4(gx * un, gy * un, c[2] * un, c[3] * un)
+               : make_float4(c[0] * un, c[1] * un, gx * un, gy * un);
 }
 
 /* Thread (kr, lane)'s pairs of a m64 nNC dQ accumulator, times un, added to
@@ -192,14 +220,32 @@ __device__ __forceinline__ void dq_atomics(float *const dst[2], const float *dq,
         const bool valid = (odd ? kr[1] : kr[0]) < bqq;
 #pragma unroll
         for (int nt = 0; nt < NC / 8; nt++) {
-            const float *c = dq + nt * 4;
-            /* the pair the other lane adds: the even lane's row kr[1], the odd lane's row kr[0] */
-            const float gx = __shfl_xor_sync(0xffffffffu, odd ? c[0] : c[2], 1);
-            const float gy = __shfl_xor_sync(0xffffffffu, odd ? c[1] : c[3], 1);
-            const float4 v = odd ? make_float4(gx * un, gy * un, c[2] * un, c[3] * un)
-                                 : make_float4(c[0] * un, c[1] * un, gx * un, gy * un);
+            const float4 v = dq_quad(dq + nt * 4, odd, un);
             if (valid) atomic_add4(to + nt * 8, v);
         }
+    }
+}
+
+/* The TILE form: thread (kr, lane)'s pairs of a m64 nNC dQ accumulator (head
+ * columns from c0), times un, exchanged as in dq_atomics so that each lane
+ * holds 16-byte chunks of one row, into the stage at dq_tile_at's places (r
+ * = 1: the tile's rows R0 + q are consecutive), or else added to dQ's head
+ * plane at them by 16-byte atomics. */
+template <int D, int NC>
+__device__ __forceinline__ void dq_tile_put(unsigned char *stg, float *plane, int64_t R0, int64_t r, const float *dq,
+                                            const int kr[2], int bqq, int c0, int lane, float un) {
+    const int odd = lane & 1, q = odd ? kr[1] : kr[0];
+    const int64_t R = R0 + (int64_t)q * r;
+    const bool valid = q < bqq;
+#pragma unroll
+    for (int nt = 0; nt < NC / 8; nt++) {
+        const float4 v = dq_quad(dq + nt * 4, odd, un);
+        const int col = c0 + nt * 8 + (lane & 3) * 2 - 2 * odd;
+        if (!valid) continue;
+        if (r == 1)
+            *reinterpret_cast<float4 *>(stg + (dq_tile_at(R, col, D) - R0 * D) * 4) = v;
+        else
+            atomic_add4(plane + dq_tile_at(R, col, D), v);
     }
 }
 
@@ -207,7 +253,7 @@ __device__ __forceinline__ void dq_atomics(float *const dst[2], const float *dq,
 template <typename T, int D, int NWG, int DQ = BWD_DQ_RED2>
 __global__ void __launch_bounds__(128 * NWG, 3 - NWG) bwd_wgmma(const __grid_constant__ attend_args a) {
 #ifdef RDA_WGMMA
-    constexpr bool BULK = DQ == BWD_DQ_BULK;
+    constexpr bool BULK = DQ == BWD_DQ_BULK, TILED = DQ == BWD_DQ_TILE, STAGED = BULK || TILED;
     constexpr int BK = 64 * NWG; /* keys per tile */
     constexpr uint32_t TILE = 64 * D * 2;
     constexpr bool SCALED = std::is_same<T, __half>::value;
@@ -223,7 +269,7 @@ __global__ void __launch_bounds__(128 * NWG, 3 - NWG) bwd_wgmma(const __grid_con
     const uint32_t ks_s = base + wg * TILE, vs_s = base + (NWG + wg) * TILE, kall_s = base,
                    q0_s = base + 2 * NWG * TILE, ds_s = base + (2 * NWG + 4) * TILE;
     float *LDl = reinterpret_cast<float *>(smem + (2 * NWG + 4) * TILE + 64 * BK * 2), *red = LDl + 4 * 64;
-    constexpr uint32_t STG = (uint32_t)((bwd_wg_base_bytes<D, NWG>() + 127) & ~(size_t)127); /* (BULK) */
+    constexpr uint32_t STG = (uint32_t)((bwd_wg_base_bytes<D, NWG>() + 127) & ~(size_t)127); /* (the dQ stages) */
     const item_pos ip = decode_item(a, blockIdx.x);
     const rda_job &job = *ip.job;
     const key_item it = key_item_of(ip, BK);
@@ -281,7 +327,7 @@ __global__ void __launch_bounds__(128 * NWG, 3 - NWG) bwd_wgmma(const __grid_con
         } else {
             cp_async_wait<0>();
         }
-        if (BULK && warp == 0) bulk_wait<1, true>(); /* tile t - 2's dQ stage has been read */
+        if (STAGED && warp == 0) bulk_wait<1, true>(); /* tile t - 2's dQ stage has been read */
         fence_proxy_async(); /* the copies (generic proxy) -> the MMA's reads */
         __syncthreads();
         if (KREG && t == 0)
@@ -412,8 +458,12 @@ __global__ void __launch_bounds__(128 * NWG, 3 - NWG) bwd_wgmma(const __grid_con
 #pragma unroll
         for (int i = 0; i < NQ / 2; i++) wgmma_reg_fence(dq[i]);
         const float un = SCALED ? pow2i(-sh) : 1.f;
-        if (BULK) {
-            dq_stage_store<D, NQ>(smem + STG + (t & 1) * dq_stage_bytes<D>(), dq, kr, bqq, wg * NQ, lane, un);
+        if (TILED) {
+            dq_tile_put<D, NQ>(smem + STG + (t & 1) * dq_stage_bytes<D, DQ>(), a.dq + (ip.b * a.H + ip.h) * a.n * D,
+                               job.q_local + qi * r, r, dq, kr, bqq, wg * NQ, lane, un);
+            fence_proxy_async(); /* the stores (generic proxy) -> the bulk reduction's reads */
+        } else if (BULK) {
+            dq_stage_store<D, NQ>(smem + STG + (t & 1) * dq_stage_bytes<D, DQ>(), dq, kr, bqq, wg * NQ, lane, un);
             fence_proxy_async(); /* the stores (generic proxy) -> the bulk reduction's reads */
         } else { /* (kr: the accumulator's rows, here queries) */
             float *dst[2];
@@ -430,7 +480,13 @@ __global__ void __launch_bounds__(128 * NWG, 3 - NWG) bwd_wgmma(const __grid_con
             wgmma_reg_fence(dv[i]);
         }
         __syncthreads(); /* every product of this stage and of dS is done before they are refilled */
-        if (BULK && warp == 0) dq_stage_reduce<D>(a, ip, job, qi, r, bqq, base + STG + (t & 1) * dq_stage_bytes<D>(), lane);
+        if (BULK && warp == 0)
+            dq_stage_reduce<D>(a, ip, job, qi, r, bqq, base + STG + (t & 1) * dq_stage_bytes<D, DQ>(), lane);
+        if (TILED && r == 1 && tid == 0) { /* the tile's rows: one range of dQ */
+            bulk_reduce_add_f32(a.dq + ((ip.b * a.H + ip.h) * a.n + job.q_local + qi) * D,
+                                base + STG + (t & 1) * (uint32_t)dq_stage_bytes<D, DQ>(), (uint32_t)bqq * D * 4);
+            bulk_commit();
+        }
     }
     if (ntq == 0) {
         cp_async_wait<0>();
@@ -447,7 +503,7 @@ __global__ void __launch_bounds__(128 * NWG, 3 - NWG) bwd_wgmma(const __grid_con
             atomic_add2(a.dv + at + nt * 8, dv[nt * 4 + 2 * i] * uv, dv[nt * 4 + 2 * i + 1] * uv);
         }
     }
-    if (BULK && warp == 0) bulk_wait<0, false>(); /* the dQ reductions are complete before the CTA ends */
+    if (STAGED && warp == 0) bulk_wait<0, false>(); /* the dQ reductions are complete before the CTA ends */
 #endif
 }
 
@@ -464,14 +520,15 @@ template <int D> __host__ __device__ constexpr size_t bwd_wg1_base_bytes() {
     return 6 * (size_t)64 * D * 2 + 64 * 64 * 2 + 4 * 64 * sizeof(float) + 4 * sizeof(float);
 }
 template <int D, int DQ = BWD_DQ_RED2> __host__ __device__ constexpr size_t bwd_wg1_smem_bytes() {
-    return 1024 + (DQ == BWD_DQ_BULK ? ((bwd_wg1_base_bytes<D>() + 127) & ~(size_t)127) + 2 * dq_stage_bytes<D>()
+    return 1024 + (dq_stage_bytes<D, DQ>() ? ((bwd_wg1_base_bytes<D>() + 127) & ~(size_t)127) +
+                                                 2 * dq_stage_bytes<D, DQ>()
                         : bwd_wg1_base_bytes<D>());
 }
 
 template <typename T, int D, int DQ = BWD_DQ_RED2>
 __global__ void __launch_bounds__(128, 2) bwd_wgmma1(const __grid_constant__ attend_args a) {
 #ifdef RDA_WGMMA
-    constexpr bool BULK = DQ == BWD_DQ_BULK;
+    constexpr bool BULK = DQ == BWD_DQ_BULK, TILED = DQ == BWD_DQ_TILE, STAGED = BULK || TILED;
     constexpr uint32_t TILE = 64 * D * 2;
     constexpr bool SCALED = std::is_same<T, __half>::value;
     constexpr bool KREG = D <= 64; /* K and V also as register A fragments */
@@ -481,7 +538,7 @@ __global__ void __launch_bounds__(128, 2) bwd_wgmma1(const __grid_constant__ att
     unsigned char *Ks = smem, *Vs = smem + TILE, *Q0 = smem + 2 * TILE;
     const uint32_t ks_s = base, vs_s = base + TILE, q0_s = base + 2 * TILE, ds_s = base + 6 * TILE;
     float *LDl = reinterpret_cast<float *>(smem + 6 * TILE + 64 * 64 * 2), *red = LDl + 4 * 64;
-    constexpr uint32_t STG = (uint32_t)((bwd_wg1_base_bytes<D>() + 127) & ~(size_t)127); /* (BULK) */
+    constexpr uint32_t STG = (uint32_t)((bwd_wg1_base_bytes<D>() + 127) & ~(size_t)127); /* (the dQ stages) */
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const item_pos ip = decode_item(a, blockIdx.x);
     const rda_job &job = *ip.job;
@@ -529,7 +586,7 @@ __global__ void __launch_bounds__(128, 2) bwd_wgmma1(const __grid_constant__ att
         } else {
             cp_async_wait<0>();
         }
-        if (BULK && warp == 0) bulk_wait<1, true>(); /* tile t - 2's dQ stage has been read */
+        if (STAGED && warp == 0) bulk_wait<1, true>(); /* tile t - 2's dQ stage has been read */
         fence_proxy_async(); /* the copies (generic proxy) -> the MMA's reads */
         __syncthreads();
         if (KREG && t == 0)
@@ -651,8 +708,12 @@ __global__ void __launch_bounds__(128, 2) bwd_wgmma1(const __grid_constant__ att
             wgmma_wait<0>();
 #pragma unroll
             for (int i = 0; i < 32; i++) wgmma_reg_fence(dq[i]);
-            if (BULK) {
-                dq_stage_store<D, 64>(smem + STG + (t & 1) * dq_stage_bytes<D>(), dq, kr, bqq, half * 64, lane, un);
+            if (TILED) {
+                dq_tile_put<D, 64>(smem + STG + (t & 1) * dq_stage_bytes<D, DQ>(),
+                                   a.dq + (ip.b * a.H + ip.h) * a.n * D, job.q_local + qi * r, r, dq, kr, bqq,
+                                   half * 64, lane, un);
+            } else if (BULK) {
+                dq_stage_store<D, 64>(smem + STG + (t & 1) * dq_stage_bytes<D, DQ>(), dq, kr, bqq, half * 64, lane, un);
             } else { /* (kr: the accumulator's rows, here queries) */
                 float *dst[2];
 #pragma unroll
@@ -662,14 +723,20 @@ __global__ void __launch_bounds__(128, 2) bwd_wgmma1(const __grid_constant__ att
                 dq_atomics<64, DQ == BWD_DQ_RED4>(dst, dq, kr, bqq, lane, un);
             }
         }
-        if (BULK) fence_proxy_async(); /* the stage's stores (generic proxy) -> the bulk reduction's reads */
+        if (STAGED) fence_proxy_async(); /* the stage's stores (generic proxy) -> the bulk reduction's reads */
 #pragma unroll
         for (int i = 0; i < D / 2; i++) {
             wgmma_reg_fence(dk[i]);
             wgmma_reg_fence(dv[i]);
         }
         __syncthreads(); /* every product of this stage and of dS is done before they are refilled */
-        if (BULK && warp == 0) dq_stage_reduce<D>(a, ip, job, qi, r, bqq, base + STG + (t & 1) * dq_stage_bytes<D>(), lane);
+        if (BULK && warp == 0)
+            dq_stage_reduce<D>(a, ip, job, qi, r, bqq, base + STG + (t & 1) * dq_stage_bytes<D, DQ>(), lane);
+        if (TILED && r == 1 && tid == 0) { /* the tile's rows: one range of dQ */
+            bulk_reduce_add_f32(a.dq + ((ip.b * a.H + ip.h) * a.n + job.q_local + qi) * D,
+                                base + STG + (t & 1) * (uint32_t)dq_stage_bytes<D, DQ>(), (uint32_t)bqq * D * 4);
+            bulk_commit();
+        }
     }
     if (ntq == 0) {
         cp_async_wait<0>();
@@ -686,6 +753,6 @@ __global__ void __launch_bounds__(128, 2) bwd_wgmma1(const __grid_constant__ att
             atomic_add2(a.dv + at + nt * 8, dv[nt * 4 + 2 * i] * uv, dv[nt * 4 + 2 * i + 1] * uv);
         }
     }
-    if (BULK && warp == 0) bulk_wait<0, false>(); /* the dQ reductions are complete before the CTA ends */
+    if (STAGED && warp == 0) bulk_wait<0, false>(); /* the dQ reductions are complete before the CTA ends */
 #endif
 }

@@ -194,11 +194,11 @@ static rda_status detect_wgmma(rda_context *ctx, cuda_ctx *c) {
         CUDA_TRY(wg_prepare(WG128(__half), WG128(__nv_bfloat16), 128 * WG128_NW, WG128_SMEM, &occ128));
         /* the fused backward: bwd_wgmma1 at D = 64, bwd_wgmma (two warpgroups) at D = 128 */
         const int wg64 = (int)bwd_wg1_smem_bytes<64, BWD_DQ>(), wg128 = (int)bwd_wg_smem_bytes<128, 2, BWD_DQ>();
-        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma1<__half, 64, BWD_DQ>, cudaFuncAttributeMaxDynamicSharedMemorySize, wg64));
-        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma1<__nv_bfloat16, 64, BWD_DQ>, cudaFuncAttributeMaxDynamicSharedMemorySize, wg64));
-        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma<__half, 128, 2, BWD_DQ>, cudaFuncAttributeMaxDynamicSharedMemorySize, wg128));
-        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma<__nv_bfloat16, 128, 2, BWD_DQ>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      wg128));
+        const cudaFuncAttribute smem_max = cudaFuncAttributeMaxDynamicSharedMemorySize;
+        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma1<__half, 64, BWD_DQ>, smem_max, wg64));
+        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma1<__nv_bfloat16, 64, BWD_DQ>, smem_max, wg64));
+        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma<__half, 128, 2, BWD_DQ>, smem_max, wg128));
+        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma<__nv_bfloat16, 128, 2, BWD_DQ>, smem_max, wg128));
     }
     return RDA_STATUS_SUCCESS;
 }
@@ -1024,12 +1024,14 @@ static rda_status run_bwd_phase(void *arg, const rda_phase *ph) {
         if ((st = phase_tables(ctx, &kph, ka))) return st;
         const dim3 kgrid((unsigned)kph.items);
         if (fused && p->D == 64) {
-            if (bf) bwd_wgmma1<__nv_bfloat16, 64, BWD_DQ><<<kgrid, 128, bwd_wg1_smem_bytes<64, BWD_DQ>(), s>>>(ka);
-            else bwd_wgmma1<__half, 64, BWD_DQ><<<kgrid, 128, bwd_wg1_smem_bytes<64, BWD_DQ>(), s>>>(ka);
+            constexpr size_t smem = bwd_wg1_smem_bytes<64, BWD_DQ>();
+            if (bf) bwd_wgmma1<__nv_bfloat16, 64, BWD_DQ><<<kgrid, 128, smem, s>>>(ka);
+            else bwd_wgmma1<__half, 64, BWD_DQ><<<kgrid, 128, smem, s>>>(ka);
             CUDA_LAUNCHED();
         } else if (fused) {
-            if (bf) bwd_wgmma<__nv_bfloat16, 128, 2, BWD_DQ><<<kgrid, 256, bwd_wg_smem_bytes<128, 2, BWD_DQ>(), s>>>(ka);
-            else bwd_wgmma<__half, 128, 2, BWD_DQ><<<kgrid, 256, bwd_wg_smem_bytes<128, 2, BWD_DQ>(), s>>>(ka);
+            constexpr size_t smem = bwd_wg_smem_bytes<128, 2, BWD_DQ>();
+            if (bf) bwd_wgmma<__nv_bfloat16, 128, 2, BWD_DQ><<<kgrid, 256, smem, s>>>(ka);
+            else bwd_wgmma<__half, 128, 2, BWD_DQ><<<kgrid, 256, smem, s>>>(ka);
             CUDA_LAUNCHED();
         } else {
             RDA_BWD_LAUNCH(bwd_dkv_mma, bwd_mma_smem_bytes, kgrid, ka);

@@ -236,6 +236,73 @@ def test_eager_path_equals_operator(mode, seg, dil, monkeypatch):
         assert of.shape == ob.shape and type(of).__name__ == "FakeTensor"
 
 
+def test_native_calls_equal_ctypes(monkeypatch):
+    """The C module that describes the tensors (python/native, built by pip
+    install) and the ctypes path make the same calls: bit-identical outputs
+    and gradients, strided and GQA inputs included. RDA_EXPECT_NATIVE=1 (the
+    test command's pip-installed package) requires the module to be there."""
+    import os
+    from rda import _lib, ops
+    if os.environ.get("RDA_EXPECT_NATIVE") == "1":
+        assert _lib._native is not None, "rda._native was not built by pip install"
+    if _lib._native is None:
+        pytest.skip("rda._native not built (the package from PYTHONPATH)")
+    q = torch.randn(2, 40, 4, 16)[:, ::2]  # strided rows
+    k, v = torch.randn(2, 20, 2, 16), torch.randn(2, 20, 2, 16)
+    do = torch.randn(2, 20, 4, 16)
+    out = []
+    for native in (_lib._native, None):
+        monkeypatch.setattr(ops, "_native", native)
+        a = [t.clone().requires_grad_() for t in (q, k, v)]
+        o = rda.dilated_attention(*a, [8, 16], [1, 2], mode="longnet", is_causal=True)
+        (o * do).sum().backward()
+        out.append([o] + [t.grad for t in a])
+    for x, y in zip(*out):
+        assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("mode,patterns", MODES)
+def test_forward_without_lse(mode, patterns):
+    """Without autograd and without return_lse the library is asked for no
+    LSE (none is written); O is the same, bit for bit."""
+    q, k, v = (torch.randn(2, 24, 4, 8) for _ in range(3))
+    with torch.no_grad():
+        o = call(mode, q, k, v, patterns, True)
+        o2, lse = call(mode, q, k, v, patterns, True, return_lse=True)
+    assert torch.equal(o, o2) and lse.shape == (2, 4, 24)
+
+
+def test_native_refuses_bad_arguments():
+    """The C module's own checks: a clear exception, never a call."""
+    from rda import _lib, ops
+    if _lib._native is None:
+        pytest.skip("rda._native not built (the package from PYTHONPATH)")
+    n = _lib._native
+    t = torch.randn(1, 4, 1, 8)
+    ctx = ops._context_for(t)
+    cfg = ops._config(_lib.DENSE, False, 0.0, [], [])
+    lse = torch.empty(1, 1, 4)
+    with pytest.raises(ValueError, match="null context"):
+        n.forward(0, cfg.address, t, t, t, t.clone(), lse)
+    with pytest.raises(TypeError, match="a context, a config and 5 tensors"):
+        n.forward(ctx, cfg.address, t, t, t)
+    with pytest.raises(ValueError, match="at most 4 dimensions"):
+        n.forward(ctx, cfg.address, t[None], t, t, t.clone(), lse)
+    with pytest.raises(TypeError, match="unsupported tensor dtype"):
+        n.forward(ctx, cfg.address, t.to(torch.int32), t, t, t.clone(), lse)
+    with pytest.raises(AttributeError):
+        n.forward(ctx, cfg.address, 3, t, t, t.clone(), lse)
+    # the library's own checks still answer through it: a bad shape is a status
+    o = t.clone()
+    st = n.forward(ctx, cfg.address, t, torch.randn(1, 4, 1, 4), t, o, lse)
+    assert st != 0 and "shape" in _lib.lib.rda_context_last_error(ctx).decode().lower()
+    assert torch.equal(o, t)  # nothing written
+    # LSE is optional; the rest is not
+    assert n.forward(ctx, cfg.address, t, t, t, o, None) == 0
+    with pytest.raises(AttributeError):
+        n.forward(ctx, cfg.address, t, t, None, o, lse)
+
+
 def test_eager_path_refuses_double_backward():
     """Second derivatives are not implemented: asking for one raises, it is
     not silently zero."""
