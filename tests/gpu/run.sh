@@ -10,7 +10,9 @@
 #
 # The python stage installs the package with its CUDA backend (pip install
 # --no-build-isolation .) into a virtual environment that sees the system's
-# PyTorch, and runs tests/python (CPU and CUDA tensors); on a machine
+# PyTorch, runs tests/python (CPU and CUDA tensors) and times the host time
+# per call (bench/python_overhead.py); the backward stage, which runs after
+# it, then times that package (with rda._native); on a machine
 # without network, scikit-build-core comes from wheels in $RDA_WHEELS
 # (default .whl).
 set -uo pipefail
@@ -112,14 +114,6 @@ if has baseline; then
         > "$OUT/baseline.md" 2> "$OUT/baseline.err"
     summary+=("pytorch baseline: rc=$?")
 fi
-if has backward; then
-    # the backward and forward+backward against PyTorch's autograd (cuDNN and FlashAttention backends), the
-    # library through its package on this build; RDA_BEFORE=OLD/rda times an older build's forward next to it
-    RDA_LIBRARY=$PWD/build-gpu/librda.so PYTHONPATH=$PWD/python timeout 900 python3 -u bench/gpu_backward.py \
-        --rda build-gpu/rda --reps 5 ${RDA_BEFORE:+--before "$RDA_BEFORE"} > "$OUT/gpu_backward.md" 2> "$OUT/gpu_backward.err"
-    summary+=("backward against PyTorch: rc=$?")
-    cp bench/results/gpu_backward.json "$OUT/" 2>/dev/null
-fi
 if has python; then
     rm -rf build-py-gpu && python3 -m venv --system-site-packages build-py-gpu/venv
     py=build-py-gpu/venv/bin/python
@@ -132,6 +126,22 @@ if has python; then
     $py -m pip install -q --no-build-isolation . >> "$OUT/python.log" 2>&1 &&
         (cd build-py-gpu && venv/bin/python -m pytest -q -p no:cacheprovider ../tests/python >> "$OUT/python.log" 2>&1)
     summary+=("python package (CPU and CUDA tests): rc=$?, $(tail -1 "$OUT/python.log")")
+    # the host time the package adds to a call on CUDA tensors (both ways of describing the tensors)
+    timeout 300 $py bench/python_overhead.py --device cuda --calls 5000 > "$OUT/python_overhead.md" 2>&1
+    summary+=("host time per call on CUDA tensors: rc=$?, $OUT/python_overhead.md")
+fi
+if has backward; then
+    # the backward and forward+backward against PyTorch's autograd (cuDNN and FlashAttention backends), the
+    # library through its package on this build: the python stage's pip-installed package (with rda._native)
+    # when that stage ran, else the source tree's; RDA_BEFORE=OLD/rda times an older build's forward next to it
+    pyenv=(env RDA_LIBRARY=$PWD/build-gpu/librda.so PYTHONPATH=$PWD/python python3) pylabel="source tree's package"
+    if [ -x build-py-gpu/venv/bin/python ] && build-py-gpu/venv/bin/python -c "import rda" > /dev/null 2>&1; then
+        pyenv=(build-py-gpu/venv/bin/python) pylabel="pip-installed package"
+    fi
+    timeout 900 "${pyenv[@]}" -u bench/gpu_backward.py \
+        --rda build-gpu/rda --reps 5 ${RDA_BEFORE:+--before "$RDA_BEFORE"} > "$OUT/gpu_backward.md" 2> "$OUT/gpu_backward.err"
+    summary+=("backward against PyTorch ($pylabel): rc=$?")
+    cp bench/results/gpu_backward.json "$OUT/" 2>/dev/null
 fi
 if has sass; then
     obj=$(find build-gpu -name 'backend.cu.o' | head -1)
