@@ -49,15 +49,7 @@ def paired_us(fns, calls, sync, native, rounds=7):
 
 
 def median_us(fn, calls, sync, rounds=7):
-    per = []
-    for _ in range(rounds):
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        sync()
-        per.append((time.perf_counter() - t0) / calls * 1e6)
-    return statistics.median(per)
+    return paired_us([(fn, None)], calls, sync, ops._native, rounds)[0]
 
 
 def main():

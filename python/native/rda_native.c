@@ -74,61 +74,45 @@ done:
     return rc;
 }
 
-/* (ctx, cfg, tensors...): the context and config addresses, then n tensors;
- * the last may be None when `last_optional` (*absent set) */
-static int unpack(PyObject *args, Py_ssize_t n, bool last_optional, rda_context **ctx, const rda_config **cfg,
-                  rda_tensor *ts, bool *absent) {
-    if (!PyTuple_Check(args) || PyTuple_Size(args) != n + 2) {
-        PyErr_Format(PyExc_TypeError, "rda: expected a context, a config and %zd tensors", n);
-        return -1;
-    }
-    *ctx = (rda_context *)PyLong_AsVoidPtr(PyTuple_GetItem(args, 0));
-    *cfg = (const rda_config *)PyLong_AsVoidPtr(PyTuple_GetItem(args, 1));
-    if (PyErr_Occurred()) return -1;
-    if (!*ctx || !*cfg) {
-        PyErr_SetString(PyExc_ValueError, "rda: null context or config");
-        return -1;
-    }
-    *absent = false;
+/* forward(ctx, cfg, q, k, v, o, lse or None) and backward(ctx, cfg, q, k,
+ * v, o, lse, dout, dq, dk, dv): the context and config addresses, then the
+ * call's tensors, described and passed with the GIL released. */
+static PyObject *call(PyObject *args, bool backward) {
+    const Py_ssize_t n = backward ? 9 : 5;
+    if (backward ? !backward_call : !forward_call)
+        return PyErr_Format(PyExc_RuntimeError, "rda: _native.init was not called");
+    if (!PyTuple_Check(args) || PyTuple_Size(args) != n + 2)
+        return PyErr_Format(PyExc_TypeError, "rda: expected a context, a config and %zd tensors", n);
+    rda_context *ctx = (rda_context *)PyLong_AsVoidPtr(PyTuple_GetItem(args, 0));
+    const rda_config *cfg = (const rda_config *)PyLong_AsVoidPtr(PyTuple_GetItem(args, 1));
+    if (PyErr_Occurred()) return NULL;
+    if (!ctx || !cfg) return PyErr_Format(PyExc_ValueError, "rda: null context or config");
+    rda_tensor t[9];
+    const rda_tensor *lse = &t[4];
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *t = PyTuple_GetItem(args, i + 2);
-        if (i == n - 1 && last_optional && t == Py_None) {
-            *absent = true;
+        PyObject *x = PyTuple_GetItem(args, i + 2);
+        if (!backward && i == 4 && x == Py_None) { /* the forward's LSE is optional */
+            lse = NULL;
             break;
         }
-        if (describe(t, &ts[i])) return -1;
+        if (describe(x, &t[i])) return NULL;
     }
-    return 0;
+    rda_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = backward ? backward_call(ctx, cfg, &t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8])
+                  : forward_call(ctx, cfg, &t[0], &t[1], &t[2], &t[3], lse);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLong((long)st);
 }
 
 static PyObject *native_forward(PyObject *self, PyObject *args) {
     (void)self;
-    rda_context *ctx;
-    const rda_config *cfg;
-    rda_tensor t[5];
-    bool no_lse;
-    if (!forward_call) return PyErr_Format(PyExc_RuntimeError, "rda: _native.init was not called");
-    if (unpack(args, 5, true, &ctx, &cfg, t, &no_lse)) return NULL;
-    rda_status st;
-    Py_BEGIN_ALLOW_THREADS
-    st = forward_call(ctx, cfg, &t[0], &t[1], &t[2], &t[3], no_lse ? NULL : &t[4]);
-    Py_END_ALLOW_THREADS
-    return PyLong_FromLong((long)st);
+    return call(args, false);
 }
 
 static PyObject *native_backward(PyObject *self, PyObject *args) {
     (void)self;
-    rda_context *ctx;
-    const rda_config *cfg;
-    rda_tensor t[9];
-    bool absent;
-    if (!backward_call) return PyErr_Format(PyExc_RuntimeError, "rda: _native.init was not called");
-    if (unpack(args, 9, false, &ctx, &cfg, t, &absent)) return NULL;
-    rda_status st;
-    Py_BEGIN_ALLOW_THREADS
-    st = backward_call(ctx, cfg, &t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7], &t[8]);
-    Py_END_ALLOW_THREADS
-    return PyLong_FromLong((long)st);
+    return call(args, true);
 }
 
 /* init(forward address, backward address, {torch.dtype: rda_dtype}) */

@@ -249,11 +249,46 @@ __device__ __forceinline__ void dq_tile_put(unsigned char *stg, float *plane, in
     }
 }
 
+/* dQ_t's head columns c0 .. c0 + NC - 1 of query tile qi (thread (kr,
+ * lane)'s pairs of the m64 nNC accumulator), times un, on their way to dQ by
+ * form DQ: into the stage stg (BULK; TILE with r = 1) or into dQ by atomics.
+ * The whole warp calls it. */
+template <int D, int NC, int DQ>
+__device__ __forceinline__ void dq_put(const attend_args &a, const item_pos &ip, const rda_job &job, int64_t qi,
+                                       int64_t r, unsigned char *stg, const float *dq, const int kr[2], int bqq,
+                                       int c0, int lane, float un) {
+    if (DQ == BWD_DQ_TILE) {
+        dq_tile_put<D, NC>(stg, a.dq + (ip.b * a.H + ip.h) * a.n * D, job.q_local + qi * r, r, dq, kr, bqq, c0, lane,
+                           un);
+    } else if (DQ == BWD_DQ_BULK) {
+        dq_stage_store<D, NC>(stg, dq, kr, bqq, c0, lane, un);
+    } else { /* (kr: the accumulator's rows, here queries) */
+        float *dst[2];
+#pragma unroll
+        for (int i = 0; i < 2; i++)
+            dst[i] = a.dq + ((ip.b * a.n + job.q_local + (qi + kr[i]) * r) * a.H + ip.h) * D + c0 + (lane & 3) * 2;
+        dq_atomics<NC, DQ == BWD_DQ_RED4>(dst, dq, kr, bqq, lane, un);
+    }
+}
+
+/* After the barrier that ends query tile qi: its stage (at shared address
+ * stg_s) handed to the copy engine, BULK one reduction per row by warp 0,
+ * TILE (r = 1) one for the tile by thread 0 (nothing for the other forms). */
+template <int D, int DQ>
+__device__ __forceinline__ void dq_flush(const attend_args &a, const item_pos &ip, const rda_job &job, int64_t qi,
+                                         int64_t r, int bqq, uint32_t stg_s, int warp, int lane) {
+    if (DQ == BWD_DQ_BULK && warp == 0) dq_stage_reduce<D>(a, ip, job, qi, r, bqq, stg_s, lane);
+    if (DQ == BWD_DQ_TILE && r == 1 && warp == 0 && lane == 0) { /* the tile's rows: one range of dQ */
+        bulk_reduce_add_f32(a.dq + ((ip.b * a.H + ip.h) * a.n + job.q_local + qi) * D, stg_s, (uint32_t)bqq * D * 4);
+        bulk_commit();
+    }
+}
+
 
 template <typename T, int D, int NWG, int DQ = BWD_DQ_RED2>
 __global__ void __launch_bounds__(128 * NWG, 3 - NWG) bwd_wgmma(const __grid_constant__ attend_args a) {
 #ifdef RDA_WGMMA
-    constexpr bool BULK = DQ == BWD_DQ_BULK, TILED = DQ == BWD_DQ_TILE, STAGED = BULK || TILED;
+    constexpr bool STAGED = dq_stage_bytes<D, DQ>() != 0; /* (BULK, TILE: dQ through a shared stage) */
     constexpr int BK = 64 * NWG; /* keys per tile */
     constexpr uint32_t TILE = 64 * D * 2;
     constexpr bool SCALED = std::is_same<T, __half>::value;
@@ -458,21 +493,9 @@ __global__ void __launch_bounds__(128 * NWG, 3 - NWG) bwd_wgmma(const __grid_con
 #pragma unroll
         for (int i = 0; i < NQ / 2; i++) wgmma_reg_fence(dq[i]);
         const float un = SCALED ? pow2i(-sh) : 1.f;
-        if (TILED) {
-            dq_tile_put<D, NQ>(smem + STG + (t & 1) * dq_stage_bytes<D, DQ>(), a.dq + (ip.b * a.H + ip.h) * a.n * D,
-                               job.q_local + qi * r, r, dq, kr, bqq, wg * NQ, lane, un);
-            fence_proxy_async(); /* the stores (generic proxy) -> the bulk reduction's reads */
-        } else if (BULK) {
-            dq_stage_store<D, NQ>(smem + STG + (t & 1) * dq_stage_bytes<D, DQ>(), dq, kr, bqq, wg * NQ, lane, un);
-            fence_proxy_async(); /* the stores (generic proxy) -> the bulk reduction's reads */
-        } else { /* (kr: the accumulator's rows, here queries) */
-            float *dst[2];
-#pragma unroll
-            for (int i = 0; i < 2; i++)
-                dst[i] = a.dq + ((ip.b * a.n + job.q_local + (qi + kr[i]) * r) * a.H + ip.h) * D + wg * NQ +
-                         (lane & 3) * 2;
-            dq_atomics<NQ, DQ == BWD_DQ_RED4>(dst, dq, kr, bqq, lane, un);
-        }
+        const uint32_t stg = STG + (uint32_t)(t & 1) * (uint32_t)dq_stage_bytes<D, DQ>(); /* (BULK, TILE) */
+        dq_put<D, NQ, DQ>(a, ip, job, qi, r, smem + stg, dq, kr, bqq, wg * NQ, lane, un);
+        if (STAGED) fence_proxy_async(); /* the stage's stores (generic proxy) -> the bulk reduction's reads */
         wgmma_wait<0>();
 #pragma unroll
         for (int i = 0; i < D / 2; i++) {
@@ -480,13 +503,7 @@ __global__ void __launch_bounds__(128 * NWG, 3 - NWG) bwd_wgmma(const __grid_con
             wgmma_reg_fence(dv[i]);
         }
         __syncthreads(); /* every product of this stage and of dS is done before they are refilled */
-        if (BULK && warp == 0)
-            dq_stage_reduce<D>(a, ip, job, qi, r, bqq, base + STG + (t & 1) * dq_stage_bytes<D, DQ>(), lane);
-        if (TILED && r == 1 && tid == 0) { /* the tile's rows: one range of dQ */
-            bulk_reduce_add_f32(a.dq + ((ip.b * a.H + ip.h) * a.n + job.q_local + qi) * D,
-                                base + STG + (t & 1) * (uint32_t)dq_stage_bytes<D, DQ>(), (uint32_t)bqq * D * 4);
-            bulk_commit();
-        }
+        dq_flush<D, DQ>(a, ip, job, qi, r, bqq, base + stg, warp, lane);
     }
     if (ntq == 0) {
         cp_async_wait<0>();
@@ -528,7 +545,7 @@ template <int D, int DQ = BWD_DQ_RED2> __host__ __device__ constexpr size_t bwd_
 template <typename T, int D, int DQ = BWD_DQ_RED2>
 __global__ void __launch_bounds__(128, 2) bwd_wgmma1(const __grid_constant__ attend_args a) {
 #ifdef RDA_WGMMA
-    constexpr bool BULK = DQ == BWD_DQ_BULK, TILED = DQ == BWD_DQ_TILE, STAGED = BULK || TILED;
+    constexpr bool STAGED = dq_stage_bytes<D, DQ>() != 0; /* (BULK, TILE: dQ through a shared stage) */
     constexpr uint32_t TILE = 64 * D * 2;
     constexpr bool SCALED = std::is_same<T, __half>::value;
     constexpr bool KREG = D <= 64; /* K and V also as register A fragments */
@@ -698,6 +715,7 @@ __global__ void __launch_bounds__(128, 2) bwd_wgmma1(const __grid_constant__ att
         issue_dq(0);
         wgmma_commit();
         const float un = SCALED ? pow2i(-sh) : 1.f;
+        const uint32_t stg = STG + (uint32_t)(t & 1) * (uint32_t)dq_stage_bytes<D, DQ>(); /* (BULK, TILE) */
 #pragma unroll
         for (int half = 0; half < D / 64; half++) {
             if (half > 0) { /* (its registers were read by the atomics of the last half) */
@@ -708,20 +726,7 @@ __global__ void __launch_bounds__(128, 2) bwd_wgmma1(const __grid_constant__ att
             wgmma_wait<0>();
 #pragma unroll
             for (int i = 0; i < 32; i++) wgmma_reg_fence(dq[i]);
-            if (TILED) {
-                dq_tile_put<D, 64>(smem + STG + (t & 1) * dq_stage_bytes<D, DQ>(),
-                                   a.dq + (ip.b * a.H + ip.h) * a.n * D, job.q_local + qi * r, r, dq, kr, bqq,
-                                   half * 64, lane, un);
-            } else if (BULK) {
-                dq_stage_store<D, 64>(smem + STG + (t & 1) * dq_stage_bytes<D, DQ>(), dq, kr, bqq, half * 64, lane, un);
-            } else { /* (kr: the accumulator's rows, here queries) */
-                float *dst[2];
-#pragma unroll
-                for (int i = 0; i < 2; i++)
-                    dst[i] = a.dq + ((ip.b * a.n + job.q_local + (qi + kr[i]) * r) * a.H + ip.h) * D + half * 64 +
-                             (lane & 3) * 2;
-                dq_atomics<64, DQ == BWD_DQ_RED4>(dst, dq, kr, bqq, lane, un);
-            }
+            dq_put<D, 64, DQ>(a, ip, job, qi, r, smem + stg, dq, kr, bqq, half * 64, lane, un);
         }
         if (STAGED) fence_proxy_async(); /* the stage's stores (generic proxy) -> the bulk reduction's reads */
 #pragma unroll
@@ -730,13 +735,7 @@ __global__ void __launch_bounds__(128, 2) bwd_wgmma1(const __grid_constant__ att
             wgmma_reg_fence(dv[i]);
         }
         __syncthreads(); /* every product of this stage and of dS is done before they are refilled */
-        if (BULK && warp == 0)
-            dq_stage_reduce<D>(a, ip, job, qi, r, bqq, base + STG + (t & 1) * dq_stage_bytes<D, DQ>(), lane);
-        if (TILED && r == 1 && tid == 0) { /* the tile's rows: one range of dQ */
-            bulk_reduce_add_f32(a.dq + ((ip.b * a.H + ip.h) * a.n + job.q_local + qi) * D,
-                                base + STG + (t & 1) * (uint32_t)dq_stage_bytes<D, DQ>(), (uint32_t)bqq * D * 4);
-            bulk_commit();
-        }
+        dq_flush<D, DQ>(a, ip, job, qi, r, bqq, base + stg, warp, lane);
     }
     if (ntq == 0) {
         cp_async_wait<0>();
