@@ -63,7 +63,7 @@ typedef struct {
     int wg64_rows;    /* this call's D = 64 Hopper kernels: 64 (WG64, WG64S), 128 (WG64P2) or 192 (WG64P3) */
     int force_rows;   /* RDA_CUDA_TILE_ROWS: that choice made for every call (0: by the key spans, -1: a bad value) */
     bool bwd_fused;   /* the Hopper backward by bwd_wgmma (the default; RDA_CUDA_BWD_FUSED=0: the two-kernel form) */
-    bool out_state;   /* RDA_CUDA_OUT_STATE=1: rows' running state in the output, no fp32 accumulator (kernels.cuh) */
+    bool out_state;   /* rows' running state in the output, no fp32 accumulator (kernels.cuh); RDA_CUDA_OUT_STATE=0: the accumulator */
     /* the call in progress */
     float *acc, *m, *l;
     int64_t n;     /* rows of the rank */
@@ -268,9 +268,10 @@ static rda_status context_init(rda_context *ctx, int32_t device, void *stream, r
     c->bwd_fused = true;
     if (const char *f = getenv("RDA_CUDA_BWD_FUSED")) c->bwd_fused = atoi(f) != 0;
     /* the forward's row state kept in the output (no O(N) fp32 accumulator
-     * between patterns and ring steps): chosen only on request until the
-     * whole GPU sweep has passed on it */
-    if (const char *f = getenv("RDA_CUDA_OUT_STATE")) c->out_state = atoi(f) == 1;
+     * between patterns and ring steps) unless the accumulator is asked for
+     * (RDA_CUDA_OUT_STATE=0), for tests and measurements */
+    c->out_state = true;
+    if (const char *f = getenv("RDA_CUDA_OUT_STATE")) c->out_state = atoi(f) != 0;
     return detect_wgmma(ctx, c);
 }
 

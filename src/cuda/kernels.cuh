@@ -308,7 +308,7 @@ __device__ __forceinline__ float empty_or_nan(const attend_args &a, const rda_jo
 
 /* The running state of a row between the work items of a call (patterns,
  * ring steps): its unnormalised fp32 accumulator in a.acc [B, n, H, D], or,
- * where a.acc is NULL (RDA_CUDA_OUT_STATE=1), the output row itself,
+ * where a.acc is NULL (the default; RDA_CUDA_OUT_STATE=0 keeps a.acc), the output row itself,
  * normalised and times the output factor (o / l * factor, in the output's
  * type), so that no O(N) fp32 matrix is kept; m and l stay fp32 either way.
  * Read only where l > 0 or NaN. Two elements d, d + 1 (a contiguous head

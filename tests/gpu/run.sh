@@ -54,8 +54,9 @@ sanitize() {
 }
 if has test; then
     run_test test_cuda test_cuda.log 560 "" ./build-gpu/tests/test_cuda
-    # the same sweep with the rows' state kept in the output (no fp32 accumulator)
-    run_test "test_cuda (RDA_CUDA_OUT_STATE=1)" test_cuda_out_state.log 560 RDA_CUDA_OUT_STATE=1 \
+    # the same sweep with the fp32 accumulator between patterns and ring steps
+    # (by default the rows' state is kept in the output)
+    run_test "test_cuda (RDA_CUDA_OUT_STATE=0)" test_cuda_acc.log 560 RDA_CUDA_OUT_STATE=0 \
         ./build-gpu/tests/test_cuda
     # the caller's streams and CUDA graph capture
     run_test test_cuda_stream test_cuda_stream.log 200 "" ./build-gpu/tests/test_cuda_stream
@@ -87,26 +88,20 @@ if has bench; then
     summary+=("seed report with the backward on the GPU: rc=$?, $(grep 'rows ran' "$OUT/bench-backward.log")")
 fi
 if has long; then
-    # a LongNet-like longnet row at N = 16,777,216 (inputs made on the GPU,
-    # sampled rows checked against the fp64 reference on the CPU cores)
-    t0=$(date +%s)
-    /usr/bin/time -v timeout 300 ./build-gpu/rda bench --backend cuda --seq-lens 16777216 --mode longnet \
-        --segments 2048,16384,131072,1048576,4194304,16777216 --dilations 1,8,64,512,2048,8192 \
-        --variants ImprovedDilatedAttention --reps 3 --out-md "$OUT/long.md" --out-json "$OUT/long.json" \
-        > "$OUT/long.log" 2>&1
-    rc=$?
-    summary+=("long row N=16777216: rc=$rc, $(( $(date +%s) - t0 )) s end to end, $(grep ImprovedDilated "$OUT/long.log"), host $(grep 'Maximum resident' "$OUT/long.log" | awk '{print $NF}') KB")
-    # the rows' state kept in the output (RDA_CUDA_OUT_STATE=1: no fp32
-    # accumulator), the same row, then N = 33,554,432 with one more pattern
+    # LongNet-like longnet rows (inputs made on the GPU, sampled rows checked
+    # against the fp64 reference on the CPU cores): N = 16,777,216, then
+    # 33,554,432 with one more pattern, then the 16M row with the fp32
+    # accumulator (RDA_CUDA_OUT_STATE=0) for comparison
     segs=2048,16384,131072,1048576,4194304,16777216 dils=1,8,64,512,2048,8192
-    for n in 16777216 33554432; do
-        [ "$n" = 33554432 ] && segs+=",33554432" && dils+=",16384"
+    for run in 16777216:1 33554432:1 16777216:0; do
+        n=${run%:*} os=${run#*:} s=$segs d=$dils
+        [ "$n" = 33554432 ] && s+=",33554432" && d+=",16384"
         t0=$(date +%s)
-        RDA_CUDA_OUT_STATE=1 /usr/bin/time -v timeout 400 ./build-gpu/rda bench --backend cuda --seq-lens $n \
-            --mode longnet --segments $segs --dilations $dils --variants ImprovedDilatedAttention --reps 3 \
-            --out-md "$OUT/long-out-state-$n.md" --out-json "$OUT/long-out-state-$n.json" > "$OUT/long-out-state-$n.log" 2>&1
+        RDA_CUDA_OUT_STATE=$os /usr/bin/time -v timeout 400 ./build-gpu/rda bench --backend cuda --seq-lens $n \
+            --mode longnet --segments $s --dilations $d --variants ImprovedDilatedAttention --reps 3 \
+            --out-md "$OUT/long-$n-$os.md" --out-json "$OUT/long-$n-$os.json" > "$OUT/long-$n-$os.log" 2>&1
         rc=$?
-        summary+=("long row N=$n, RDA_CUDA_OUT_STATE=1: rc=$rc, $(( $(date +%s) - t0 )) s end to end, $(grep ImprovedDilated "$OUT/long-out-state-$n.log"), host $(grep 'Maximum resident' "$OUT/long-out-state-$n.log" | awk '{print $NF}') KB")
+        summary+=("long row N=$n, RDA_CUDA_OUT_STATE=$os: rc=$rc, $(( $(date +%s) - t0 )) s end to end, $(grep ImprovedDilated "$OUT/long-$n-$os.log"), host $(grep 'Maximum resident' "$OUT/long-$n-$os.log" | awk '{print $NF}') KB")
     done
 fi
 if has baseline; then
