@@ -174,6 +174,7 @@ _forward.register_autograd(_grad, setup_context=_setup_context)
 # bench/python_overhead.py): the same implementation, with autograd by a
 # torch.autograd.Function.
 _is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+_transforms_active = getattr(torch._C, "_are_functorch_transforms_active", None)
 _torch_function_mode = torch._C._is_torch_function_mode_enabled
 _dispatch_modes = torch._C._len_torch_dispatch_stack
 
@@ -181,9 +182,18 @@ _dispatch_modes = torch._C._len_torch_dispatch_stack
 def _plain(*ts) -> bool:
     """Whether a call on these tensors may bypass the operator: eager mode
     (not compiling or tracing, no torch function or dispatch mode), plain
-    torch.Tensor objects (no subclass, no functorch wrapper)."""
+    torch.Tensor objects (no subclass, no functorch wrapper: none exists
+    while no functorch transform is active, one check instead of one a
+    tensor)."""
     if torch.compiler.is_compiling() or _torch_function_mode() or _dispatch_modes():
         return False
+    if _transforms_active is not None:
+        if _transforms_active():
+            return False
+        for t in ts:
+            if type(t) is not Tensor:
+                return False
+        return True
     for t in ts:
         if type(t) is not Tensor or _is_wrapped(t):
             return False
@@ -225,6 +235,23 @@ def _attend(q, k, v, want_lse, *args):
 
 
 def _check_inputs(q, k, v, softmax_scale):
+    # (the common case in one expression; otherwise each tensor checked, with its message)
+    if not (type(q) is Tensor and type(k) is Tensor and type(v) is Tensor and q.dim() == 4 and k.dim() == 4 and
+            v.dim() == 4 and q.dtype in _DTYPES and k.dtype == q.dtype and v.dtype == q.dtype):
+        _check_each(q, k, v)
+    dev = q.device
+    if k.device != dev or v.device != dev:
+        raise ValueError(f"rda: q, k and v must be on one device (got {q.device}, {k.device}, {v.device})")
+    if softmax_scale is None:
+        return 0.0
+    if isinstance(softmax_scale, bool) or not isinstance(softmax_scale, (int, float)):
+        raise TypeError("rda: softmax_scale must be a float or None")
+    if not math.isfinite(softmax_scale) or softmax_scale <= 0:
+        raise ValueError(f"rda: softmax_scale must be positive and finite (got {softmax_scale})")
+    return float(softmax_scale)
+
+
+def _check_each(q, k, v):
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, Tensor):
             raise TypeError(f"rda: {name} must be a torch.Tensor (got {type(t).__name__})")
@@ -235,14 +262,6 @@ def _check_inputs(q, k, v, softmax_scale):
                             "(float64 on the CPU, through the fp64 reference)")
     if k.dtype != q.dtype or v.dtype != q.dtype:
         raise TypeError(f"rda: q, k and v must share one dtype (got {q.dtype}, {k.dtype}, {v.dtype})")
-    if k.device != q.device or v.device != q.device:
-        raise ValueError(f"rda: q, k and v must be on one device (got {q.device}, {k.device}, {v.device})")
-    if softmax_scale is not None:
-        if isinstance(softmax_scale, bool) or not isinstance(softmax_scale, (int, float)):
-            raise TypeError("rda: softmax_scale must be a float or None")
-        if not math.isfinite(softmax_scale) or softmax_scale <= 0:
-            raise ValueError(f"rda: softmax_scale must be positive and finite (got {softmax_scale})")
-    return float(softmax_scale) if softmax_scale is not None else 0.0
 
 
 def _check_patterns(mode, segment_lengths, dilation_rates):

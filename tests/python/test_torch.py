@@ -303,6 +303,35 @@ def test_native_refuses_bad_arguments():
         n.forward(ctx, cfg.address, t, t, None, o, lse)
 
 
+def test_eager_path_not_under_functorch_transforms():
+    """Inside vmap or grad (functorch-wrapped tensors, still of type
+    torch.Tensor) calls take the operator, never the eager path."""
+    from rda import ops
+    x = torch.randn(2, 3)
+    assert ops._plain(x)
+    seen = []
+    torch.func.vmap(lambda t: seen.append(ops._plain(t)) or t)(x)
+    torch.func.grad(lambda t: seen.append(ops._plain(t)) or t.sum())(x)
+    assert seen == [False, False]
+    assert ops._plain(x)
+
+
+def test_eager_backward_ignores_the_lse():
+    """The LSE is not differentiable: a loss that also uses it has O's
+    gradients alone (no zero gradient is made for it, none is read)."""
+    q, k, v = (torch.randn(1, 12, 2, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    w = torch.randn(1, 12, 2, 8, dtype=torch.float64)
+    o, lse = rda.attention(q, k, v, return_lse=True)
+    assert not lse.requires_grad
+    ((o * w).sum() + lse.sum()).backward()
+    got = [t.grad.clone() for t in (q, k, v)]
+    for t in (q, k, v):
+        t.grad = None
+    (rda.attention(q, k, v) * w).sum().backward()
+    for t, g in zip((q, k, v), got):
+        assert torch.equal(t.grad, g)
+
+
 def test_eager_path_refuses_double_backward():
     """Second derivatives are not implemented: asking for one raises, it is
     not silently zero."""
