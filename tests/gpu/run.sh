@@ -6,7 +6,7 @@
 # ./gpu-out), a short summary is printed last.
 #
 #     tests/gpu/run.sh [stages...]     stages: build test sanitize bench long baseline backward python
-#                                      sass playground (default: all)
+#                                      sass playground (default: all of these), ncu (on request)
 #
 # The python stage installs the package with its CUDA backend (pip install
 # --no-build-isolation .) into a virtual environment that sees the system's
@@ -188,6 +188,28 @@ if has playground; then
         timeout 240 python3 dev/cuda/sdpa.py $sdpa >> "$OUT/playground.log" 2>&1
     fi
     summary+=("playground:" "$(grep -E 'kernel|backward version|sdpa' "$OUT/playground.log")")
+fi
+if has ncu; then
+    # Nsight Compute on the library's Hopper kernels, one launch each, through
+    # the playgrounds (dense fp16, B = 1, H = 8, N = 16384): the fused backward
+    # (versions 9 and 10: bwd_wgmma1 at D = 64, bwd_wgmma<., 128, 2> at D = 128)
+    # and the forward (kernels 40 and 3); throughput, pipes, warp stalls,
+    # scheduler, occupancy, and the SASS lines where the warps stall most.
+    # NCU_ARGS adds options (e.g. --set full).
+    pg=build-gpu/attend_playground
+    [ -x "$pg" ] || nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -Iinclude -Isrc dev/cuda/attend.cu \
+        -o "$pg" > "$OUT/ncu-build.log" 2>&1
+    cmake --build build-gpu --target rda_bwd_playground >> "$OUT/ncu-build.log" 2>&1
+    sections=(--section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis
+              --section WarpStateStats --section SchedulerStats --section Occupancy --section LaunchStats
+              --section InstructionStats --section SourceCounters)
+    for run in "bwd_wgmma1:build-gpu/rda_bwd_playground 9 16384 64" "bwd_wgmma:build-gpu/rda_bwd_playground 10 16384 128" \
+               "attend_wgmma:$pg 40 16384 64" "attend_wgmma:$pg 3 16384 128"; do
+        name=${run%%:*} cmd=${run#*:} log="$OUT/ncu-$(echo "$cmd" | awk '{print $2 "-" $3 "-" $4}').txt"
+        RDA_PG_SAMPLES=16 timeout 300 ncu --kernel-name "$name" --launch-skip 2 --launch-count 1 \
+            "${sections[@]}" ${NCU_ARGS:-} $cmd > "$log" 2>&1
+        summary+=("ncu $cmd: rc=$?, $log")
+    done
 fi
 echo
 [ -f "$OUT/bench-summary.txt" ] && cat "$OUT/bench-summary.txt"
