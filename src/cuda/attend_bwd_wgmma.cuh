@@ -285,6 +285,38 @@ __device__ __forceinline__ void dq_flush(const attend_args &a, const item_pos &i
 }
 
 
+/* S^T = K Q^T and dP^T = V dO^T of one warpgroup, 64 keys x 64 queries each
+ * (m64 n64 accumulators), K and V as register A fragments (KREG) or from
+ * shared memory, Q and dO from shared memory; waited for. */
+template <typename T, int D, bool KREG>
+__device__ __forceinline__ void bwd_st_dpt(float (&s)[32], float (&dp)[32], const uint32_t (*ka)[4],
+                                           const uint32_t (*va)[4], uint32_t ks_s, uint32_t vs_s, uint32_t qs_s,
+                                           uint32_t gs_s) {
+    wgmma_fence();
+    if (KREG) {
+        wgmma_rs_first<T, 64, 0>(s, ka[0], sw_kmajor(qs_s, 0));
+#pragma unroll
+        for (int kk = 1; kk < D / 16; kk++) wgmma_rs<T, 64, 0>(s, ka[kk], sw_kmajor(qs_s, kk), 1);
+        wgmma_rs_first<T, 64, 0>(dp, va[0], sw_kmajor(gs_s, 0));
+#pragma unroll
+        for (int kk = 1; kk < D / 16; kk++) wgmma_rs<T, 64, 0>(dp, va[kk], sw_kmajor(gs_s, kk), 1);
+    } else {
+        wgmma_ss_first<T, 64, 0, 0>(s, sw_kmajor(ks_s, 0), sw_kmajor(qs_s, 0));
+#pragma unroll
+        for (int kk = 1; kk < D / 16; kk++) wgmma_ss<T, 64, 0, 0>(s, sw_kmajor(ks_s, kk), sw_kmajor(qs_s, kk), 1);
+        wgmma_ss_first<T, 64, 0, 0>(dp, sw_kmajor(vs_s, 0), sw_kmajor(gs_s, 0));
+#pragma unroll
+        for (int kk = 1; kk < D / 16; kk++) wgmma_ss<T, 64, 0, 0>(dp, sw_kmajor(vs_s, kk), sw_kmajor(gs_s, kk), 1);
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+#pragma unroll
+    for (int i = 0; i < 32; i++) {
+        wgmma_reg_fence(s[i]);
+        wgmma_reg_fence(dp[i]);
+    }
+}
+
 template <typename T, int D, int NWG, int DQ = BWD_DQ_RED2>
 __global__ void __launch_bounds__(128 * NWG, 3 - NWG) bwd_wgmma(const __grid_constant__ attend_args a) {
 #ifdef RDA_WGMMA
@@ -375,29 +407,7 @@ __global__ void __launch_bounds__(128 * NWG, 3 - NWG) bwd_wgmma(const __grid_con
         const uint32_t qs_s = q0_s + (uint32_t)(t & 1) * 2 * TILE, gs_s = qs_s + TILE;
         const float *Ls = LDl + (t & 1) * 128, *Ds = Ls + 64;
         float s[32], dp[32]; /* S^T and dP^T: the warpgroup's 64 keys x 64 queries */
-        wgmma_fence();
-        if (KREG) {
-            wgmma_rs_first<T, 64, 0>(s, ka[0], sw_kmajor(qs_s, 0));
-#pragma unroll
-            for (int kk = 1; kk < D / 16; kk++) wgmma_rs<T, 64, 0>(s, ka[kk], sw_kmajor(qs_s, kk), 1);
-            wgmma_rs_first<T, 64, 0>(dp, va[0], sw_kmajor(gs_s, 0));
-#pragma unroll
-            for (int kk = 1; kk < D / 16; kk++) wgmma_rs<T, 64, 0>(dp, va[kk], sw_kmajor(gs_s, kk), 1);
-        } else {
-            wgmma_ss_first<T, 64, 0, 0>(s, sw_kmajor(ks_s, 0), sw_kmajor(qs_s, 0));
-#pragma unroll
-            for (int kk = 1; kk < D / 16; kk++) wgmma_ss<T, 64, 0, 0>(s, sw_kmajor(ks_s, kk), sw_kmajor(qs_s, kk), 1);
-            wgmma_ss_first<T, 64, 0, 0>(dp, sw_kmajor(vs_s, 0), sw_kmajor(gs_s, 0));
-#pragma unroll
-            for (int kk = 1; kk < D / 16; kk++) wgmma_ss<T, 64, 0, 0>(dp, sw_kmajor(vs_s, kk), sw_kmajor(gs_s, kk), 1);
-        }
-        wgmma_commit();
-        wgmma_wait<0>();
-#pragma unroll
-        for (int i = 0; i < 32; i++) {
-            wgmma_reg_fence(s[i]);
-            wgmma_reg_fence(dp[i]);
-        }
+        bwd_st_dpt<T, D, KREG>(s, dp, ka, va, ks_s, vs_s, qs_s, gs_s);
         const bool mask = bkw < 64 || bqq < 64 || (a.causal && k0 + 63 > qi + dqc);
         float mx = 0.f;
 #pragma unroll
@@ -616,29 +626,7 @@ __global__ void __launch_bounds__(128, 2) bwd_wgmma1(const __grid_constant__ att
         const uint32_t qs_s = q0_s + (uint32_t)(t & 1) * 2 * TILE, gs_s = qs_s + TILE;
         const float *Ls = LDl + (t & 1) * 128, *Ds = Ls + 64;
         float s[32], dp[32]; /* S^T and dP^T: 64 keys x 64 queries */
-        wgmma_fence();
-        if (KREG) {
-            wgmma_rs_first<T, 64, 0>(s, ka[0], sw_kmajor(qs_s, 0));
-#pragma unroll
-            for (int kk = 1; kk < D / 16; kk++) wgmma_rs<T, 64, 0>(s, ka[kk], sw_kmajor(qs_s, kk), 1);
-            wgmma_rs_first<T, 64, 0>(dp, va[0], sw_kmajor(gs_s, 0));
-#pragma unroll
-            for (int kk = 1; kk < D / 16; kk++) wgmma_rs<T, 64, 0>(dp, va[kk], sw_kmajor(gs_s, kk), 1);
-        } else {
-            wgmma_ss_first<T, 64, 0, 0>(s, sw_kmajor(ks_s, 0), sw_kmajor(qs_s, 0));
-#pragma unroll
-            for (int kk = 1; kk < D / 16; kk++) wgmma_ss<T, 64, 0, 0>(s, sw_kmajor(ks_s, kk), sw_kmajor(qs_s, kk), 1);
-            wgmma_ss_first<T, 64, 0, 0>(dp, sw_kmajor(vs_s, 0), sw_kmajor(gs_s, 0));
-#pragma unroll
-            for (int kk = 1; kk < D / 16; kk++) wgmma_ss<T, 64, 0, 0>(dp, sw_kmajor(vs_s, kk), sw_kmajor(gs_s, kk), 1);
-        }
-        wgmma_commit();
-        wgmma_wait<0>();
-#pragma unroll
-        for (int i = 0; i < 32; i++) {
-            wgmma_reg_fence(s[i]);
-            wgmma_reg_fence(dp[i]);
-        }
+        bwd_st_dpt<T, D, KREG>(s, dp, ka, va, ks_s, vs_s, qs_s, gs_s);
         const bool mask = bk < 64 || bqq < 64 || (a.causal && k0 + 63 > qi + dqc);
         float mx = 0.f;
 #pragma unroll
