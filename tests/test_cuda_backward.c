@@ -225,7 +225,13 @@ static void graph_case(uint64_t seed) {
         cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal);
         rda_status sc = rda_attention_backward(c, &cfg, &t[0], &t[1], &t[2], &to, &tl, &t[3], &g2t[0], &g2t[1], &g2t[2]);
         cudaError_t ce = cudaStreamEndCapture(s, &graph);
-        if (ce == cudaSuccess) ce = cudaGraphInstantiate(&exec, graph, 0);
+        if (ce == cudaSuccess) {
+            const graph_nodes gn = graph_node_counts(graph);
+            printf("  graph %s%s N=%lld, 3 patterns: one backward call launches %zu kernels, %zu memsets, %zu copies "
+                   "(%zu other nodes)\n", mode_name(cfg.mode), cfg.causal ? " causal" : "", (long long)N, gn.kernels,
+                   gn.memsets, gn.copies, gn.other);
+            ce = cudaGraphInstantiate(&exec, graph, 0);
+        }
         CHECK(sc == RDA_STATUS_SUCCESS && ce == cudaSuccess, "graph %s: capture %s (%s), %s", mode_name(cfg.mode),
               rda_status_to_string(sc), rda_context_last_error(c), cudaGetErrorString(ce));
         if (sc == RDA_STATUS_SUCCESS && ce == cudaSuccess) {

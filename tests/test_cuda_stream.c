@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "cuda_harness.h"
 
 #define CUDA_OK(call) CHECK((call) == cudaSuccess, "%s: %s", #call, cudaGetErrorString(cudaGetLastError()))
 
@@ -230,6 +231,9 @@ static void graph_case(int mode, int causal, int64_t N, uint64_t *seed) {
     cudaGetLastError();
     size_t nodes = 0;
     if (g) cudaGraphGetNodes(g, NULL, &nodes);
+    const graph_nodes gn = graph_node_counts(g);
+    printf("  %s: one call launches %zu kernels, %zu memsets, %zu copies (%zu other nodes)\n", what, gn.kernels,
+           gn.memsets, gn.copies, gn.other);
     CHECK(g && cudaGraphInstantiate(&ge, g, 0) == cudaSuccess, "%s: instantiate", what);
     cudaMemGetInfo(&free1, &total);
     /* (instantiation may take device memory of its own: compare calls only) */

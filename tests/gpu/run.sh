@@ -65,6 +65,8 @@ if has test; then
     run_test test_cuda_backward test_cuda_backward.log 600 "" ./build-gpu/tests/test_cuda_backward
     run_test "test_cuda_backward (RDA_CUDA_BWD_FUSED=0)" test_cuda_backward_pair.log 600 RDA_CUDA_BWD_FUSED=0 \
         ./build-gpu/tests/test_cuda_backward
+    # what one call launches, from the graphs the two tests capture
+    summary+=("launches per call (captured graphs):" "$(grep -h 'launches' "$OUT/test_cuda_stream.log" "$OUT/test_cuda_backward.log")")
 fi
 if has sanitize; then
     for tool in memcheck racecheck; do
