@@ -229,9 +229,8 @@ static void graph_case(int mode, int causal, int64_t N, uint64_t *seed) {
     CHECK(st == RDA_STATUS_SUCCESS && ce == cudaSuccess, "%s: capture %s (%s), %s", what, rda_status_to_string(st),
           rda_context_last_error(ctx), cudaGetErrorString(ce));
     cudaGetLastError();
-    size_t nodes = 0;
-    if (g) cudaGraphGetNodes(g, NULL, &nodes);
     const graph_nodes gn = graph_node_counts(g);
+    const size_t nodes = gn.kernels + gn.memsets + gn.copies + gn.other;
     printf("  %s: one call launches %zu kernels, %zu memsets, %zu copies (%zu other nodes)\n", what, gn.kernels,
            gn.memsets, gn.copies, gn.other);
     CHECK(g && cudaGraphInstantiate(&ge, g, 0) == cudaSuccess, "%s: instantiate", what);
