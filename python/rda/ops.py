@@ -218,7 +218,7 @@ class _Eager(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do, dlse):
         # grad mode is on in a backward only under create_graph=True; without
-        # it once_differentiable's wrapper (5-6 us a step) is not needed
+        # it once_differentiable's wrapper (host time every step) is not needed
         if torch.is_grad_enabled():
             return _grad_once(ctx, do, dlse)
         return _grad(ctx, do, dlse)
