@@ -76,7 +76,10 @@ def gathered_attention(x_q, x_k, x_v, w, r, off, causal, want_lse):
         def sel(t):  # [B, count, m, h, D] -> [B*count, h, m, D]
             t = t[:, a:e].reshape(B, count, seg, h, D)[:, :, off::r]
             m = t.shape[2]
-            return t.permute(0, 1, 3, 2, 4).reshape(B * count, h, m, D).contiguous(), m
+            t = t.permute(0, 1, 3, 2, 4)
+            if r == 1 and B == 1:  # a strided view SDPA reads as it is (last dimension contiguous)
+                return t.reshape(B * count, h, m, D), m
+            return t.reshape(B * count, h, m, D).contiguous(), m
 
         q, m = sel(x_q)
         k, _ = sel(x_k)
@@ -221,6 +224,8 @@ def main():
             dict(name="seed groups, N=1048576", mode="groups", N=1 << 20, patterns=[(1024, 1), (2048, 2)]),
             dict(name="LongNet longnet, N=524288", mode="longnet", N=1 << 19,
                  patterns=[(2048, 1), (4096, 2), (8192, 4), (16384, 8)]),
+            dict(name="LongNet longnet causal, N=524288", mode="longnet", N=1 << 19,
+                 patterns=[(2048, 1), (4096, 2), (8192, 4), (16384, 8)], causal=True),
             dict(name="dense, N=16384", mode="dense", N=16384, patterns=[]),
             dict(name="dense causal, N=16384", mode="dense", N=16384, patterns=[], causal=True),
             dict(name="dense, N=65536", mode="dense", N=65536, patterns=[]),

@@ -2,7 +2,10 @@
 """The SASS instruction mix of the CUDA kernels in an object, executable or
 cubin (cuobjdump -sass), per kernel whose name matches a pattern: counts of
 the tensor-core, memory, special-function and arithmetic instructions, as
-written in the code (static counts, not executed ones).
+written in the code (static counts, not executed ones), and the MMA span:
+the instructions from the kernel's first tensor-core instruction to its last
+inclusive (its main loops, without the prologue and the epilogue; two builds
+whose spans match in length kept their loops' code to within scheduling).
 
     python3 scripts/sass_mix.py build/CMakeFiles/rda_objects.dir/src/cuda/backend.cu.o [--match bwd_]
 """
@@ -35,12 +38,18 @@ def main():
         m = re.search(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", line)
         if name and m:
             op = m.group(1)
+            c = kernels[name]
+            if op.startswith(("HGMMA", "HMMA")):
+                c["_last_mma"] = c["all"] + 1
+                c.setdefault("_first_mma", c["all"] + 1)
             for prefix, cls in CLASSES:
                 if op.startswith(prefix):
                     kernels[name][cls] += 1
                     break
             kernels[name]["all"] += 1
-    cols = list(dict.fromkeys(c for _, c in CLASSES)) + ["all"]
+    for c in kernels.values():
+        c["MMA span"] = c["_last_mma"] - c["_first_mma"] + 1 if "_first_mma" in c else 0
+    cols = list(dict.fromkeys(c for _, c in CLASSES)) + ["all", "MMA span"]
     rows = [(n, c) for n, c in kernels.items() if re.search(args.match, n)]
     if not rows:
         sys.exit(f"no kernel matches {args.match!r}")

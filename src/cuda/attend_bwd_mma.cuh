@@ -316,6 +316,19 @@ __device__ __forceinline__ query_span query_span_of(const attend_args &a, const 
     qs.ntq = qs.nq > qs.i0 ? (qs.nq - qs.i0 + 63) / 64 : 0;
     return qs;
 }
+/* Part `part` of `parts` of that span, whole query tiles (the fused kernels
+ * run a small phase's key tiles as several CTAs each: their dK and dV meet
+ * in the atomics that sum over query heads anyway). A part may be empty. */
+__device__ __forceinline__ query_span query_span_part(const attend_args &a, const rda_job &job, const key_item &it,
+                                                      int64_t part, int64_t parts) {
+    query_span qs = query_span_of(a, job, it);
+    if (parts > 1) {
+        const int64_t tb = qs.ntq * part / parts, te = qs.ntq * (part + 1) / parts;
+        qs.i0 += 64 * tb;
+        qs.ntq = te - tb;
+    }
+    return qs;
+}
 
 template <typename T, int D>
 __global__ void __launch_bounds__(128) bwd_dkv_mma(const __grid_constant__ attend_args a) {

@@ -49,6 +49,7 @@ struct attend_args {
     int64_t bq; /* queries per work item (the planner's tile) */
     int causal;
     int32_t plain_add; /* backward: this launch's items share no dK/dV row, so they add without atomics */
+    int32_t qparts;    /* fused backward: CTAs per key tile, each a part of its queries (0 or 1: one) */
     float qscale; /* softmax scale * log2(e) */
     float factor; /* 1/G in groups mode */
     /* l of a row once its O is written: -1 when a finishing pass follows

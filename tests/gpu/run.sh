@@ -65,6 +65,9 @@ if has test; then
     run_test test_cuda_backward test_cuda_backward.log 600 "" ./build-gpu/tests/test_cuda_backward
     run_test "test_cuda_backward (RDA_CUDA_BWD_FUSED=0)" test_cuda_backward_pair.log 600 RDA_CUDA_BWD_FUSED=0 \
         ./build-gpu/tests/test_cuda_backward
+    # every fused-backward phase split into three CTAs per key tile (uneven and empty parts of the query tiles)
+    run_test "test_cuda_backward (RDA_CUDA_BWD_QPARTS=3)" test_cuda_backward_parts.log 600 RDA_CUDA_BWD_QPARTS=3 \
+        ./build-gpu/tests/test_cuda_backward
     # what one call launches, from the graphs the two tests capture
     summary+=("launches per call (captured graphs):" "$(grep -h 'launches' "$OUT/test_cuda_stream.log" "$OUT/test_cuda_backward.log")")
 fi
@@ -114,6 +117,12 @@ fi
 if has python; then
     rm -rf build-py-gpu && python3 -m venv --system-site-packages build-py-gpu/venv
     py=build-py-gpu/venv/bin/python
+    # a PyTorch the system's python3 has outside the venv's view (a user or
+    # custom site directory): its directory added to the venv by a .pth file
+    if ! $py -c "import torch" > /dev/null 2>&1; then
+        tdir=$(python3 -c "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))" 2>/dev/null)
+        [ -n "$tdir" ] && echo "$tdir" > "$($py -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/system-torch.pth"
+    fi
     wheels=${RDA_WHEELS:-.whl}
     if [ -d "$wheels" ]; then
         $py -m pip install -q --no-index --find-links "$wheels" scikit-build-core pathspec pytest > "$OUT/python.log" 2>&1
