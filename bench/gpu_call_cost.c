@@ -96,6 +96,40 @@ static rda_status run_call(call_args *c, int which) {
     return st;
 }
 
+/* What event_us times: one library call (`which` of run_call) or one graph replay. */
+struct enqueue {
+    call_args *c;
+    int which;
+    cudaGraphExec_t graph;
+    cudaStream_t s;
+};
+static cudaError_t enqueue(const struct enqueue *q) {
+    if (q->graph) return cudaGraphLaunch(q->graph, q->s);
+    run_call(q->c, q->which);
+    return cudaSuccess;
+}
+
+/* Median over `rounds` rounds of the CUDA-event time of `calls` enqueues in
+ * a row, per enqueue, in us (-1 on a CUDA error, reported). */
+static double event_us(const struct enqueue *q, cudaEvent_t e0, cudaEvent_t e1, int rounds, int calls) {
+    static double t[REPS];
+    cudaError_t e = cudaSuccess;
+    for (int j = 0; j < rounds && j < REPS && e == cudaSuccess; j++) {
+        float ms = 0.f;
+        e = cudaEventRecord(e0, q->s);
+        for (int i = 0; i < calls && e == cudaSuccess; i++) e = enqueue(q);
+        if (e == cudaSuccess) e = cudaEventRecord(e1, q->s);
+        if (e == cudaSuccess) e = cudaEventSynchronize(e1);
+        if (e == cudaSuccess) e = cudaEventElapsedTime(&ms, e0, e1);
+        t[j] = ms * 1e3 / calls;
+    }
+    if (e != cudaSuccess) {
+        fprintf(stderr, "timing: %s\n", cudaGetErrorString(e));
+        return -1.0;
+    }
+    return median(t, rounds < REPS ? rounds : REPS);
+}
+
 static int measure(call_args *c, int which, cudaStream_t s, const char *label) {
     static double t[REPS];
     cudaEvent_t e0, e1;
@@ -115,32 +149,10 @@ static int measure(call_args *c, int which, cudaStream_t s, const char *label) {
         CK(cudaStreamSynchronize(s));
     }
     const double host = median(t, REPS);
-    /* one call on an idle stream */
-    for (int i = 0; i < REPS; i++) {
-        CK(cudaEventRecord(e0, s));
-        run_call(c, which);
-        CK(cudaEventRecord(e1, s));
-        CK(cudaEventSynchronize(e1));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, e0, e1));
-        t[i] = ms * 1e3;
-    }
-    const double alone = median(t, REPS);
-    /* calls in a row */
-    double queued;
-    {
-        static double r[9];
-        for (int j = 0; j < 9; j++) {
-            CK(cudaEventRecord(e0, s));
-            for (int i = 0; i < REPS; i++) run_call(c, which);
-            CK(cudaEventRecord(e1, s));
-            CK(cudaEventSynchronize(e1));
-            float ms;
-            CK(cudaEventElapsedTime(&ms, e0, e1));
-            r[j] = ms * 1e3 / REPS;
-        }
-        queued = median(r, 9);
-    }
+    /* one call on an idle stream; calls in a row */
+    struct enqueue call = {c, which, NULL, s};
+    const double alone = event_us(&call, e0, e1, REPS, 1), queued = event_us(&call, e0, e1, 9, REPS);
+    if (alone < 0 || queued < 0) return 1;
     /* the call captured, counted and replayed */
     cudaGraph_t g;
     cudaGraphExec_t ge;
@@ -165,16 +177,9 @@ static int measure(call_args *c, int which, cudaStream_t s, const char *label) {
     free(nodes);
     CK(cudaGraphInstantiate(&ge, g, 0));
     for (int i = 0; i < WARM; i++) CK(cudaGraphLaunch(ge, s));
-    for (int i = 0; i < REPS; i++) {
-        CK(cudaEventRecord(e0, s));
-        CK(cudaGraphLaunch(ge, s));
-        CK(cudaEventRecord(e1, s));
-        CK(cudaEventSynchronize(e1));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, e0, e1));
-        t[i] = ms * 1e3;
-    }
-    const double graph = median(t, REPS);
+    struct enqueue replay = {NULL, 0, ge, s};
+    const double graph = event_us(&replay, e0, e1, REPS, 1);
+    if (graph < 0) return 1;
     CK(cudaGraphExecDestroy(ge));
     CK(cudaGraphDestroy(g));
     CK(cudaEventDestroy(e0));
