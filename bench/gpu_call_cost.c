@@ -29,6 +29,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "graph_nodes.h" /* (tests/) */
 #include "rda.h"
 
 #define REPS 200
@@ -163,18 +164,7 @@ static int measure(call_args *c, int which, cudaStream_t s, const char *label) {
         fprintf(stderr, "%s: capture: %s\n", label, rda_context_last_error(c->ctx));
         return 1;
     }
-    size_t n = 0, kernels = 0, memsets = 0, copies = 0;
-    CK(cudaGraphGetNodes(g, NULL, &n));
-    cudaGraphNode_t *nodes = malloc(n * sizeof *nodes);
-    CK(cudaGraphGetNodes(g, nodes, &n));
-    for (size_t i = 0; i < n; i++) {
-        enum cudaGraphNodeType ty;
-        CK(cudaGraphNodeGetType(nodes[i], &ty));
-        kernels += ty == cudaGraphNodeTypeKernel;
-        memsets += ty == cudaGraphNodeTypeMemset;
-        copies += ty == cudaGraphNodeTypeMemcpy;
-    }
-    free(nodes);
+    const graph_nodes gn = graph_node_counts(g);
     CK(cudaGraphInstantiate(&ge, g, 0));
     for (int i = 0; i < WARM; i++) CK(cudaGraphLaunch(ge, s));
     struct enqueue replay = {NULL, 0, ge, s};
@@ -184,7 +174,7 @@ static int measure(call_args *c, int which, cudaStream_t s, const char *label) {
     CK(cudaGraphDestroy(g));
     CK(cudaEventDestroy(e0));
     CK(cudaEventDestroy(e1));
-    printf("| %s | %zu / %zu / %zu | %.1f | %.1f | %.1f | %.1f |\n", label, kernels, memsets, copies, host, alone,
+    printf("| %s | %zu / %zu / %zu | %.1f | %.1f | %.1f | %.1f |\n", label, gn.kernels, gn.memsets, gn.copies, host, alone,
            queued, graph);
     return 0;
 }

@@ -1,10 +1,12 @@
 /* Device buffers for the GPU tests: GUARD bytes of 0xA5 on both sides of
  * the payload, which starts as `fill`, and the check that the guards are
- * intact; the nodes of a captured graph by kind. Include after harness.h. */
+ * intact (and graph_nodes.h). Include after harness.h. */
 #ifndef RDA_TEST_CUDA_HARNESS_H
 #define RDA_TEST_CUDA_HARNESS_H
 
 #include <cuda_runtime_api.h>
+
+#include "graph_nodes.h"
 
 typedef struct {
     unsigned char *raw;
@@ -32,30 +34,6 @@ static inline int dguards(const dbuf *d) {
     for (int i = 0; i < 2 * GUARD; i++)
         if (g[i] != 0xA5) return 0;
     return 1;
-}
-
-/* What a captured CUDA graph holds, by kind: for one captured library call,
- * the kernels, memsets and copies the call launches. */
-typedef struct {
-    size_t kernels, memsets, copies, other;
-} graph_nodes;
-
-static inline graph_nodes graph_node_counts(cudaGraph_t g) {
-    graph_nodes c = {0, 0, 0, 0};
-    size_t n = 0;
-    if (!g || cudaGraphGetNodes(g, NULL, &n) != cudaSuccess || n == 0) return c;
-    cudaGraphNode_t *nodes = (cudaGraphNode_t *)malloc(n * sizeof *nodes);
-    if (nodes && cudaGraphGetNodes(g, nodes, &n) == cudaSuccess)
-        for (size_t i = 0; i < n; i++) {
-            enum cudaGraphNodeType t = cudaGraphNodeTypeEmpty;
-            cudaGraphNodeGetType(nodes[i], &t);
-            if (t == cudaGraphNodeTypeKernel) c.kernels++;
-            else if (t == cudaGraphNodeTypeMemset) c.memsets++;
-            else if (t == cudaGraphNodeTypeMemcpy) c.copies++;
-            else c.other++;
-        }
-    free(nodes);
-    return c;
 }
 
 #endif

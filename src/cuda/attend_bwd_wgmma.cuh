@@ -5,9 +5,7 @@
  * NWG; causal: from the first query that sees the tile), NWG warpgroups per
  * CTA, warpgroup w owning keys 64 w .. 64 w + 63. The library runs NWG = 2 at
  * D = 128 and bwd_wgmma1 (below) at D = 64, where this kernel measured slower
- * with either NWG (backward v5 in docs/PERFORMANCE.md). A phase of few key
- * tiles runs each as a.qparts CTAs, one part of its query tiles each
- * (query_span_part; the host's bwd_query_parts chooses). Each tile's K and V
+ * with either NWG (backward v5 in docs/PERFORMANCE.md). Each tile's K and V
  * stay in shared memory (and, at D = 64, in registers as A fragments) while
  * the job's queries stream by 64 at a time, Q, dO, LSE and Delta double
  * buffered by cp.async and shared by the warpgroups. Per query tile, all in the 128-byte
@@ -339,8 +337,7 @@ __global__ void __launch_bounds__(128 * NWG, 3 - NWG) bwd_wgmma(const __grid_con
                    q0_s = base + 2 * NWG * TILE, ds_s = base + (2 * NWG + 4) * TILE;
     float *LDl = reinterpret_cast<float *>(smem + (2 * NWG + 4) * TILE + 64 * BK * 2), *red = LDl + 4 * 64;
     constexpr uint32_t STG = (uint32_t)((bwd_wg_base_bytes<D, NWG>() + 127) & ~(size_t)127); /* (the dQ stages) */
-    const int64_t parts = a.qparts > 1 ? a.qparts : 1; /* (CTAs per key tile) */
-    const item_pos ip = decode_item(a, blockIdx.x / parts);
+    const item_pos ip = decode_item(a, blockIdx.x);
     const rda_job &job = *ip.job;
     const key_item it = key_item_of(ip, BK);
     const int64_t r = it.r, kl = it.kl, dqc = it.dqc;
@@ -351,7 +348,7 @@ __global__ void __launch_bounds__(128 * NWG, 3 - NWG) bwd_wgmma(const __grid_con
     load_sw_rows<T, D>(Vs, hr.v, a.vs[1], kl, k0, r, bkw, wt);
     cp_async_commit();
 
-    const query_span qsp = query_span_part(a, job, it, blockIdx.x % parts, parts);
+    const query_span qsp = query_span_of(a, job, it);
     const int64_t i0 = qsp.i0, nq = qsp.nq, ntq = qsp.ntq;
     const float *lse_b = a.lse + ip.b * a.ls[0] + ip.h * a.ls[1];
     const float *del_b = a.delta + ip.b * a.n * a.H + ip.h;
@@ -545,7 +542,10 @@ __global__ void __launch_bounds__(128 * NWG, 3 - NWG) bwd_wgmma(const __grid_con
  * three products. Measured against bwd_wgmma<T, 64, 1> and <T, 64, 2> it is
  * the faster (6.00 vs 7.14 and 6.97 ms at N = 16384); why is not
  * established: putting back those three differences did not recover it
- * (backward v5 in docs/PERFORMANCE.md). */
+ * (backward v5 in docs/PERFORMANCE.md). A phase of few key tiles runs each
+ * as a.qparts CTAs, one part of its query tiles each (query_span_part; the
+ * host's bwd_query_parts chooses). bwd_wgmma does not split its tiles: at
+ * 255 registers the split's arithmetic made it spill more. */
 template <int D> __host__ __device__ constexpr size_t bwd_wg1_base_bytes() {
     return 6 * (size_t)64 * D * 2 + 64 * 64 * 2 + 4 * 64 * sizeof(float) + 4 * sizeof(float);
 }

@@ -63,8 +63,8 @@ typedef struct {
     int wg64_rows;    /* this call's D = 64 Hopper kernels: 64 (WG64, WG64S), 128 (WG64P2) or 192 (WG64P3) */
     int force_rows;   /* RDA_CUDA_TILE_ROWS: that choice made for every call (0: by the key spans, -1: a bad value) */
     bool bwd_fused;   /* the Hopper backward by bwd_wgmma (the default; RDA_CUDA_BWD_FUSED=0: the two-kernel form) */
-    int occ_bwd64, occ_bwd128; /* CTAs of the fused backward kernels one multiprocessor holds */
-    int force_qparts; /* RDA_CUDA_BWD_QPARTS: CTAs per key tile of the fused backward, for every phase (0: chosen) */
+    int occ_bwd64;    /* CTAs of bwd_wgmma1 one multiprocessor holds */
+    int force_qparts; /* RDA_CUDA_BWD_QPARTS: CTAs per key tile of bwd_wgmma1 (D = 64), for every phase (0: chosen) */
     bool out_state;   /* rows' running state in the output, no fp32 accumulator (kernels.cuh); RDA_CUDA_OUT_STATE=0: the accumulator */
     /* the call in progress */
     float *acc, *m, *l;
@@ -202,8 +202,6 @@ static rda_status detect_wgmma(rda_context *ctx, cuda_ctx *c) {
         CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma<__half, 128, 2, BWD_DQ>, smem_max, wg128));
         CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma<__nv_bfloat16, 128, 2, BWD_DQ>, smem_max, wg128));
         CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&c->occ_bwd64, bwd_wgmma1<__half, 64, BWD_DQ>, 128, wg64));
-        CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&c->occ_bwd128, bwd_wgmma<__half, 128, 2, BWD_DQ>, 256,
-                                                               wg128));
     }
     return RDA_STATUS_SUCCESS;
 }
@@ -272,7 +270,7 @@ static rda_status context_init(rda_context *ctx, int32_t device, void *stream, r
      * two-kernel form is asked for, for tests and measurements */
     c->bwd_fused = true;
     if (const char *f = getenv("RDA_CUDA_BWD_FUSED")) c->bwd_fused = atoi(f) != 0;
-    /* the fused backward's CTAs per key tile, the same for every phase (1 .. 16), for tests */
+    /* bwd_wgmma1's CTAs per key tile, the same for every phase (1 .. 16), for tests */
     c->force_qparts = 0;
     if (const char *f = getenv("RDA_CUDA_BWD_QPARTS")) c->force_qparts = max(1, min(16, atoi(f)));
     /* the forward's row state kept in the output (no O(N) fp32 accumulator
@@ -966,7 +964,7 @@ typedef struct {
     float scale; /* the softmax scale (c->qscale is it times log2 e) */
 } bwd_step_arg;
 
-/* CTAs per key tile of the fused backward for phase kph (whose jobs are
+/* CTAs per key tile of bwd_wgmma1 for phase kph (whose jobs are
  * ph's): a phase of few key tiles runs each as parts of its query tiles when
  * that fills the multiprocessors in fewer rounds, counting a round as one
  * part's time (the tile's divided by the parts; each part's start-up, the
@@ -974,9 +972,9 @@ typedef struct {
  * part keeps four query tiles or more of the longest job. Seed groups at
  * N = 4096: 384 key tiles of 16 query tiles on 264 slots, two rounds of 16
  * tiles or three of 8: two parts. */
-static int64_t bwd_query_parts(const cuda_ctx *c, const rda_phase *ph, const rda_phase *kph, int per_sm) {
+static int64_t bwd_query_parts(const cuda_ctx *c, const rda_phase *ph, const rda_phase *kph) {
     if (c->force_qparts > 0) return c->force_qparts;
-    const int64_t slots = (int64_t)c->sms * max(1, per_sm);
+    const int64_t slots = (int64_t)c->sms * max(1, c->occ_bwd64);
     if (kph->items >= slots * 2) return 1;
     int64_t qmax = 0;
     for (int64_t j = 0; j < ph->njobs; j++) qmax = max(qmax, ph->jobs[j].q_count);
@@ -1056,7 +1054,7 @@ static rda_status run_bwd_phase(void *arg, const rda_phase *ph) {
         attend_args ka = a; /* the same arguments over the key tiles */
         ka.plain_add = p->deterministic;
         if ((st = phase_tables(ctx, &kph, ka))) return st;
-        ka.qparts = fused ? (int32_t)bwd_query_parts(c, ph, &kph, p->D == 64 ? c->occ_bwd64 : c->occ_bwd128) : 1;
+        ka.qparts = fused && p->D == 64 ? (int32_t)bwd_query_parts(c, ph, &kph) : 1; /* (bwd_wgmma1) */
         const dim3 kgrid((unsigned)(kph.items * ka.qparts));
         if (fused && p->D == 64) {
             constexpr size_t smem = bwd_wg1_smem_bytes<64, BWD_DQ>();

@@ -65,7 +65,7 @@ if has test; then
     run_test test_cuda_backward test_cuda_backward.log 600 "" ./build-gpu/tests/test_cuda_backward
     run_test "test_cuda_backward (RDA_CUDA_BWD_FUSED=0)" test_cuda_backward_pair.log 600 RDA_CUDA_BWD_FUSED=0 \
         ./build-gpu/tests/test_cuda_backward
-    # every fused-backward phase split into three CTAs per key tile (uneven and empty parts of the query tiles)
+    # every D = 64 fused-backward phase split into three CTAs per key tile (uneven and empty parts of the query tiles)
     run_test "test_cuda_backward (RDA_CUDA_BWD_QPARTS=3)" test_cuda_backward_parts.log 600 RDA_CUDA_BWD_QPARTS=3 \
         ./build-gpu/tests/test_cuda_backward
     # what one call launches, from the graphs the two tests capture
