@@ -22,7 +22,7 @@
  *                             cores; 32: a producer warpgroup does every
  *                             copy; 64 * E: E of 8 column groups of scores
  *                             exponentiated on the FMA pipe):
- *             3  BK=128 NW=2 ST=3          (the library's for D = 128)
+ *             3  BK=128 NW=2 ST=3          (the library's for D = 128 until v6)
  *             4  BK=128 NW=2 ST=4
  *             5  BK=64  NW=2 ST=4
  *             6  BK=128 NW=1 ST=3 MINB=2   (the library's for D = 64)
@@ -35,6 +35,8 @@
  *            40  BK=128 NW=2 ST=5 V=49     (the library's for D = 64, long
  *                                         key spans, 128 queries an item)
  *            59  BK=96  NW=3 ST=5 V=59     (the same, 192 queries an item)
+ *         60-67  D = 128 forms of the producer/turns versions (v6), among them
+ *            62  BK=96  NW=2 ST=3 V=49     (the library's for D = 128)
  *           Times of every version: docs/PERFORMANCE.md.
  *
  * Each version is checked against an fp64 CPU reference on 64 sampled query
@@ -66,7 +68,9 @@
     X(40, 128, 2, 5, 1, 49) X(41, 128, 2, 2, 1, 49) X(42, 64, 2, 6, 1, 49) X(43, 128, 3, 4, 1, 49)    \
     X(44, 128, 3, 4, 1, 33) X(45, 64, 3, 6, 1, 49) X(46, 96, 3, 4, 1, 49) X(47, 96, 3, 5, 1, 49) X(48, 96, 2, 5, 1, 49) X(49, 128, 2, 5, 1, 113)    \
     X(50, 128, 2, 5, 1, 177) X(51, 128, 2, 5, 1, 241) X(52, 96, 3, 5, 1, 113) X(53, 96, 3, 5, 1, 177) X(54, 128, 2, 5, 1, 51)    \
-    X(55, 128, 2, 5, 1, 57) X(56, 96, 3, 5, 1, 51) X(57, 96, 3, 5, 1, 57) X(58, 128, 2, 5, 1, 59) X(59, 96, 3, 5, 1, 59)
+    X(55, 128, 2, 5, 1, 57) X(56, 96, 3, 5, 1, 51) X(57, 96, 3, 5, 1, 57) X(58, 128, 2, 5, 1, 59) X(59, 96, 3, 5, 1, 59)    \
+    X(60, 64, 2, 5, 1, 49) X(61, 64, 2, 5, 1, 59) X(62, 96, 2, 3, 1, 49) X(63, 96, 2, 3, 1, 59) X(64, 64, 2, 4, 1, 49)    \
+    X(66, 64, 2, 5, 1, 51) X(67, 64, 2, 5, 1, 17)
 #endif
 
 static int query_rows(int kernel) {

@@ -132,12 +132,16 @@ extern "C" int rda_cuda_device_count(void) {
 #define WG64P3(T) attend_wgmma<T, 64, 96, 3, 5, 1, 59>
 #define WG64P3_SMEM wg_smem_bytes<64, 96, 3, 5, 59>()
 #define WG64P3_THREADS wg_threads<3, 59>()
-/* throughput of each on long rows (TFLOP/s, H100, dense N = 65536 and
- * 16384, docs/PERFORMANCE.md): only their ratio matters */
-#define WG64P2_RATE 417.0
-#define WG64P3_RATE 465.0
-#define WG128(T) attend_wgmma<T, 128, 128, 2, 3, 1, 0>
-#define WG128_SMEM wg_smem_bytes<128, 128, 2, 3, 0>()
+/* throughput of each on long rows (TFLOP/s, H200, dense N = 32768,
+ * docs/PERFORMANCE.md): only their ratio matters */
+#define WG64P2_RATE 343.9
+#define WG64P3_RATE 396.3
+/* D = 128: a producer warpgroup and two consumer warpgroups taking turns,
+ * 96-key tiles in three stages (playground variant 62: 5-7% faster than
+ * the two warpgroups copying their own 128-key tiles) */
+#define WG128(T) attend_wgmma<T, 128, 96, 2, 3, 1, 49>
+#define WG128_SMEM wg_smem_bytes<128, 96, 2, 3, 49>()
+#define WG128_THREADS wg_threads<2, 49>()
 #define WG128_NW 2
 
 /* Lets a Hopper kernel (its fp16 and bf16 forms) use smem bytes of dynamic
@@ -193,7 +197,7 @@ static rda_status detect_wgmma(rda_context *ctx, cuda_ctx *c) {
         CUDA_TRY(wg_prepare(WG64S(__half), WG64S(__nv_bfloat16), 128, WG64S_SMEM, &c->occ_wg64s));
         CUDA_TRY(wg_prepare(WG64P2(__half), WG64P2(__nv_bfloat16), WG64P2_THREADS, WG64P2_SMEM, &c->occ_wg64p2));
         CUDA_TRY(wg_prepare(WG64P3(__half), WG64P3(__nv_bfloat16), WG64P3_THREADS, WG64P3_SMEM, &c->occ_wg64p3));
-        CUDA_TRY(wg_prepare(WG128(__half), WG128(__nv_bfloat16), 128 * WG128_NW, WG128_SMEM, &occ128));
+        CUDA_TRY(wg_prepare(WG128(__half), WG128(__nv_bfloat16), WG128_THREADS, WG128_SMEM, &occ128));
         /* the fused backward: bwd_wgmma1 at D = 64, bwd_wgmma (two warpgroups) at D = 128 */
         const int wg64 = (int)bwd_wg1_smem_bytes<64, BWD_DQ>(), wg128 = (int)bwd_wg_smem_bytes<128, 2, BWD_DQ>();
         const cudaFuncAttribute smem_max = cudaFuncAttributeMaxDynamicSharedMemorySize;
@@ -542,11 +546,10 @@ static int64_t key_span(const rda_problem *p, const rda_rows *qr) {
 
 /* Long key spans at D = 64: 128 or 192 queries per work item, whichever
  * takes less time in whole waves (B * H * rows / tile items, each taking
- * time in proportion to its queries over the kernel's rate). At N = 16384
- * and H = 8 it picks 1024 items of 128 (8 waves on 132 SMs) over 688 of
- * 192 (6 waves of 1.5 times the queries at 1.12 times the rate), a 1%
- * margin; measured, 192 is 3.6% faster there, the model's one miss among
- * N = 4096 .. 65536 (docs/PERFORMANCE.md, v5). */
+ * time in proportion to its queries over the kernel's rate). Measured on an
+ * H200 (dense, N = 8192 .. 32768, docs/PERFORMANCE.md): right on every
+ * non-causal row; under causal masking at N = 8192 and 16384 it picks 192
+ * where 128 is 2% faster. */
 static int64_t wg64_long_rows(const cuda_ctx *c, const rda_problem *p, const rda_rows *qr) {
     if (c->occ_wg64p2 < 1 || c->occ_wg64p3 < 1) return c->occ_wg64p2 >= 1 ? 128 : 192;
     const int64_t n2 = p->B * p->H * ((qr->total + 127) / 128), n3 = p->B * p->H * ((qr->total + 191) / 192);
@@ -556,13 +559,19 @@ static int64_t wg64_long_rows(const cuda_ctx *c, const rda_problem *p, const rda
     return t3 < t2 ? 192 : 128;
 }
 
-/* Queries per work item: the tile of the kernels that will run. */
+/* Queries per work item: the tile of the kernels that will run. Key spans
+ * of exactly WG64S_MAX_KEYS without causal masking (LongNet-like segments
+ * of 2048 selected rows) take 192 queries an item where the wave model
+ * picks them (8% faster than 64 at N = 524288 on an H200; 128 there, and
+ * 192 under causal masking, were slower than 64). */
 static int64_t tile_rows(cuda_ctx *c, const rda_problem *p, const rda_rows *qr) {
     c->wg64_rows = 64;
     if (!c->wgmma || !mma_shape(p)) return RDA_CUDA_BQ;
     if (p->D != 64) return 64 * WG128_NW;
+    const int64_t keys = key_span(p, qr);
     if (c->force_rows) c->wg64_rows = c->force_rows;
-    else if (key_span(p, qr) > WG64S_MAX_KEYS) c->wg64_rows = (int)wg64_long_rows(c, p, qr);
+    else if (keys > WG64S_MAX_KEYS) c->wg64_rows = (int)wg64_long_rows(c, p, qr);
+    else if (keys == WG64S_MAX_KEYS && !p->causal && wg64_long_rows(c, p, qr) == 192) c->wg64_rows = 192;
     return c->wg64_rows;
 }
 
@@ -776,8 +785,8 @@ static rda_status run_phase(void *arg, const rda_phase *ph) {
             if (bf) WG64(__nv_bfloat16)<<<grid, 128 * WG64_NW, WG64_SMEM, s>>>(a);
             else WG64(__half)<<<grid, 128 * WG64_NW, WG64_SMEM, s>>>(a);
         } else {
-            if (bf) WG128(__nv_bfloat16)<<<grid, 128 * WG128_NW, WG128_SMEM, s>>>(a);
-            else WG128(__half)<<<grid, 128 * WG128_NW, WG128_SMEM, s>>>(a);
+            if (bf) WG128(__nv_bfloat16)<<<grid, WG128_THREADS, WG128_SMEM, s>>>(a);
+            else WG128(__half)<<<grid, WG128_THREADS, WG128_SMEM, s>>>(a);
         }
     } else if (mma) {
         bool bf = sa->p->dtype == RDA_DTYPE_BF16;

@@ -170,6 +170,7 @@ if has playground; then
     default="0 4096 64,1 4096 64,2 4096 64,2 16384 64,3 16384 128,3 16384 128 1,6 16384 64,6 16384 64 1"
     default+=",9 4096 64 0 1024,9 262144 64 0 1024,33 4096 64 0 1024,33 262144 64 0 1024"
     default+=",40 16384 64,40 16384 64 1,59 16384 64,59 16384 64 1,40 65536 64,59 65536 64,59 65536 64 1"
+    default+=",62 16384 128,62 16384 128 1,62 65536 128,63 65536 128 1,60 16384 128,61 16384 128,64 16384 128"
     IFS=, read -ra entries <<< "${PG_ARGS:-$default}"
     for args in "${entries[@]}"; do
         RDA_PG_SAMPLES=16 timeout 60 "$pg" $args >> "$OUT/playground.log" 2>&1 ||
@@ -194,7 +195,7 @@ if has playground; then
     fi
     # PyTorch's dense attention on the same shapes (PG_SDPA: dev/cuda/sdpa.py's
     # arguments; empty: none)
-    sdpa=${PG_SDPA-"--backends flash,cudnn 16384 64 0 16384 64 1 65536 64 0 65536 64 1"}
+    sdpa=${PG_SDPA-"--backends flash,cudnn 16384 64 0 16384 64 1 65536 64 0 65536 64 1 16384 128 0 16384 128 1 65536 128 0 65536 128 1"}
     if [ -n "$sdpa" ]; then
         timeout 240 python3 dev/cuda/sdpa.py $sdpa >> "$OUT/playground.log" 2>&1
     fi
