@@ -193,7 +193,10 @@ typedef enum rda_backend {
 typedef enum rda_stream_mode {
     /* `stream` if it is not NULL, else a non-blocking stream the context
      * creates and owns (version 0.1's only behaviour; callers compiled
-     * against 0.1 get it) */
+     * against 0.1 get it). That stream does not wait for the legacy
+     * default stream: a cudaMemset, or a cudaMemcpy from pageable host
+     * memory, can still be running when it returns, so synchronise (or
+     * order by an event) before a call reads what they wrote */
     RDA_STREAM_AUTO = 0,
     /* exactly `stream`, NULL included, as cuBLAS and cuDNN read a stream:
      * NULL (0) is the legacy default stream (PyTorch's default stream),

@@ -1,6 +1,14 @@
 /* Device buffers for the GPU tests: GUARD bytes of 0xA5 on both sides of
  * the payload, which starts as `fill`, and the check that the guards are
- * intact (and graph_nodes.h). Include after harness.h. */
+ * intact (and graph_nodes.h). Include after harness.h.
+ *
+ * The tests fill and upload on the legacy default stream, which a context's
+ * own non-blocking stream does not wait for (rda.h, "CUDA streams"); a
+ * cudaMemset there, or a cudaMemcpy from pageable memory, can still be in
+ * flight when cudaMemset/cudaMemcpy return. So every fill and upload here
+ * (dalloc_fill, dset, dput) waits for the device before it returns: a
+ * call's inputs and the NaN its outputs start as are in place before the
+ * call is issued. */
 #ifndef RDA_TEST_CUDA_HARNESS_H
 #define RDA_TEST_CUDA_HARNESS_H
 
@@ -23,8 +31,21 @@ static inline dbuf dalloc_fill(size_t bytes, int fill) {
     }
     cudaMemset(d.raw, 0xA5, bytes + 2 * GUARD);
     if (fill != 0xA5) cudaMemset(d.raw + GUARD, fill, bytes);
+    cudaDeviceSynchronize();
     d.data = d.raw + GUARD;
     return d;
+}
+
+/* cudaMemset, complete on return */
+static inline void dset(void *dst, int byte, size_t bytes) {
+    cudaMemset(dst, byte, bytes);
+    cudaDeviceSynchronize();
+}
+
+/* host-to-device cudaMemcpy, complete on return */
+static inline void dput(void *dst, const void *src, size_t bytes) {
+    cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice);
+    cudaDeviceSynchronize();
 }
 
 static inline int dguards(const dbuf *d) {

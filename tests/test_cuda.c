@@ -31,10 +31,10 @@ static void run_case(shape4 s, const rda_config *cfg, rda_dtype dt, int P, uint6
     rda_fill_uniform(k, dt, n, &rng, -1, 1);
     rda_fill_uniform(v, dt, n, &rng, -1, 1);
     dbuf dq = dalloc(n * es), dk = dalloc(n * es), dv = dalloc(n * es), dout = dalloc(n * es), dl = dalloc(nl * 4);
-    cudaMemcpy(dq.data, q, n * es, cudaMemcpyHostToDevice);
-    cudaMemcpy(dk.data, k, n * es, cudaMemcpyHostToDevice);
-    cudaMemcpy(dv.data, v, n * es, cudaMemcpyHostToDevice);
-    cudaMemset(dout.data, 0xFF, n * es); /* NaN everywhere: every element must be written */
+    dput(dq.data, q, n * es);
+    dput(dk.data, k, n * es);
+    dput(dv.data, v, n * es);
+    dset(dout.data, 0xFF, n * es); /* NaN everywhere: every element must be written */
     int64_t sh[4] = {s.B, s.N, s.H, s.D}, lsh[3] = {s.B, s.H, s.N};
     rda_tensor tq = rda_tensor_contiguous(dq.data, dt, 4, sh), tk = rda_tensor_contiguous(dk.data, dt, 4, sh),
                tv = rda_tensor_contiguous(dv.data, dt, 4, sh), to = rda_tensor_contiguous(dout.data, dt, 4, sh),
@@ -144,11 +144,11 @@ static void ring_large(int64_t N, int P, int mode, int lay, int causal, rda_dtyp
         h[i] = malloc(n * es);
         rda_fill_uniform(h[i], dt, n, &rng, -1, 1);
         d[i] = dalloc(n * es);
-        cudaMemcpy(d[i].data, h[i], n * es, cudaMemcpyHostToDevice);
+        dput(d[i].data, h[i], n * es);
         t[i] = rda_tensor_contiguous(d[i].data, dt, 4, sh);
     }
-    cudaMemset(d1.data, 0xFF, n * es);
-    cudaMemset(dP.data, 0xFF, n * es);
+    dset(d1.data, 0xFF, n * es);
+    dset(dP.data, 0xFF, n * es);
     rda_tensor to1 = rda_tensor_contiguous(d1.data, dt, 4, sh), toP = rda_tensor_contiguous(dP.data, dt, 4, sh),
                tl1 = rda_tensor_contiguous(dl1.data, RDA_DTYPE_F32, 3, lsh),
                tlP = rda_tensor_contiguous(dlP.data, RDA_DTYPE_F32, 3, lsh);
@@ -285,7 +285,7 @@ static void nonfinite_cases(uint64_t *seed) {
                             for (int64_t e = 0; e < n; e++) ((float *)h[i])[e] *= 1e20f;
                     for (int i = 0; i < 5; i++) {
                         d[i] = dalloc(i < 4 ? es * n : 4 * nl);
-                        if (i < 3) cudaMemcpy(d[i].data, h[i], es * n, cudaMemcpyHostToDevice);
+                        if (i < 3) dput(d[i].data, h[i], es * n);
                         t[i] = i < 4 ? rda_tensor_contiguous(d[i].data, dt, 4, sh)
                                      : rda_tensor_contiguous(d[i].data, RDA_DTYPE_F32, 3, lsh);
                     }

@@ -59,7 +59,7 @@ static void bwd_case(size5 s, rda_config cfg, rda_dtype dt, int P, uint64_t seed
         h[i] = malloc(cnt[i] * es);
         rda_fill_uniform(h[i], dt, cnt[i], &rng, -1, 1);
         din[i] = dalloc_fill(cnt[i] * es, 0);
-        cudaMemcpy(din[i].data, h[i], cnt[i] * es, cudaMemcpyHostToDevice);
+        dput(din[i].data, h[i], cnt[i] * es);
         t[i] = rda_tensor_contiguous(din[i].data, dt, 4, i == 1 || i == 2 ? sk : sq);
     }
     dbuf dout = dalloc_fill(nq * es, 0), dlse = dalloc_fill(nl * 4, 0);
@@ -83,6 +83,28 @@ static void bwd_case(size5 s, rda_config cfg, rda_dtype dt, int P, uint64_t seed
     rda_tensor hq = rda_tensor_contiguous(h[0], dt, 4, sq), hk = rda_tensor_contiguous(h[1], dt, 4, sk),
                hv = rda_tensor_contiguous(h[2], dt, 4, sk), hg = rda_tensor_contiguous(h[3], dt, 4, sq),
                ho = rda_tensor_contiguous(o, dt, 4, sq), hl = rda_tensor_contiguous(lse, RDA_DTYPE_F32, 3, sl);
+    if (!st) { /* the forward's LSE (which the gradients take as given) at sampled rows against fp64 */
+        enum { ML = 64 };
+        int64_t lrows[ML], ml = s.N < ML ? s.N : ML;
+        for (int64_t j = 0; j < ml; j++) lrows[j] = s.N <= ML ? j : j * s.N / ML + (j * 7919) % (s.N / ML);
+        lrows[ml - 1] = s.N - 1;
+        double *o64 = malloc(s.B * ml * s.H * s.D * 8);
+        float *l64 = malloc(s.B * s.H * ml * 4);
+        rda_status sl5 = rda_reference_rows(ref, &cfg, &hq, &hk, &hv, lrows, ml, o64, l64);
+        int64_t off = 0;
+        double worst = 0;
+        for (int64_t b = 0; b < s.B && !sl5; b++)
+            for (int64_t hh = 0; hh < s.H; hh++)
+                for (int64_t j = 0; j < ml; j++) {
+                    const float want = l64[(b * s.H + hh) * ml + j], g = lse[(b * s.H + hh) * s.N + lrows[j]];
+                    const double d = isinf(want) ? (g == want ? 0 : INFINITY) : fabs((double)g - want) / (1 + fabs(want));
+                    off += !(d <= (dt == RDA_DTYPE_F32 ? 1e-4 : 2e-3));
+                    worst = d > worst || d != d ? d : worst;
+                }
+        CHECK(!sl5 && off == 0, "%s: forward LSE at %lld sampled rows: %lld off (worst relative %.3g)", what,
+              (long long)(ml * s.H * s.B), (long long)off, worst);
+        free(o64), free(l64);
+    }
     static const char *names[3] = {"dq", "dk", "dv"};
     const double work = (double)s.B * (double)s.H * (double)s.N * (double)s.N * (double)s.D;
     if (st) {
@@ -147,14 +169,24 @@ static void bwd_case(size5 s, rda_config cfg, rda_dtype dt, int P, uint64_t seed
         for (int i = 0; i < 3; i++) free(r64[i]);
     }
     /* every element written and finite (all of them, also where unsampled) */
-    int64_t bad = 0;
+    int64_t bad = 0, nbad[3] = {0, 0, 0}, first[3] = {-1, -1, -1};
     for (int i = 0; i < 3 && !st; i++) {
         double *x = malloc(cnt[i] * 8);
         rda_to_f64(got[i], dt, cnt[i], x);
-        for (int64_t j = 0; j < cnt[i]; j++) bad += !isfinite(x[j]);
+        for (int64_t j = 0; j < cnt[i]; j++)
+            if (!isfinite(x[j])) nbad[i]++, first[i] = first[i] < 0 ? j : first[i];
+        bad += nbad[i];
         free(x);
     }
-    CHECK(bad == 0, "%s: %lld gradient elements not finite (or never written)", what, (long long)bad);
+    /* (where: the count per gradient and the first element's row and head) */
+    const int64_t hd[3] = {s.H * s.D, s.Hkv * s.D, s.Hkv * s.D};
+    int64_t frow[3], fhead[3]; /* (-1: none) */
+    for (int i = 0; i < 3; i++) frow[i] = first[i] < 0 ? -1 : first[i] / hd[i], fhead[i] = first[i] < 0 ? -1 : first[i] % hd[i] / s.D;
+    CHECK(bad == 0,
+          "%s: %lld gradient elements not finite (or never written): dq %lld (first row %lld head %lld), "
+          "dk %lld (row %lld head %lld), dv %lld (row %lld head %lld)",
+          what, (long long)bad, (long long)nbad[0], (long long)frow[0], (long long)fhead[0], (long long)nbad[1],
+          (long long)frow[1], (long long)fhead[1], (long long)nbad[2], (long long)frow[2], (long long)fhead[2]);
     CHECK(dguards(&dg[0]) && dguards(&dg[1]) && dguards(&dg[2]), "%s: guard bytes", what);
     for (int i = 0; i < 4; i++) free(h[i]), cudaFree(din[i].raw);
     for (int i = 0; i < 3; i++) free(got[i]), cudaFree(dg[i].raw);
@@ -207,7 +239,7 @@ static void graph_case(uint64_t seed) {
         rda_tensor to = rda_tensor_contiguous(o.data, dt, 4, sh), tl = rda_tensor_contiguous(l.data, RDA_DTYPE_F32, 3, sl);
         for (int i = 0; i < 4; i++) {
             rda_fill_uniform(hx, dt, n, &rng, -1, 1);
-            cudaMemcpy(x[i].data, hx, n * 2, cudaMemcpyHostToDevice);
+            dput(x[i].data, hx, n * 2);
         }
         rda_status st = rda_attention_forward(c, &cfg, &t[0], &t[1], &t[2], &to, &tl);
         if (!st) st = rda_attention_backward(c, &cfg, &t[0], &t[1], &t[2], &to, &tl, &t[3], &g1t[0], &g1t[1], &g1t[2]);
@@ -237,8 +269,8 @@ static void graph_case(uint64_t seed) {
         if (sc == RDA_STATUS_SUCCESS && ce == cudaSuccess) {
             /* new dO, then the replay against an eager call on the same inputs */
             rda_fill_uniform(hx, dt, n, &rng, -1, 1);
-            cudaMemcpy(x[3].data, hx, n * 2, cudaMemcpyHostToDevice);
-            for (int i = 0; i < 3; i++) cudaMemset(g2[i].data, 0xFF, n * 2);
+            dput(x[3].data, hx, n * 2);
+            for (int i = 0; i < 3; i++) dset(g2[i].data, 0xFF, n * 2);
             cudaGraphLaunch(exec, s);
             st = rda_attention_backward(c, &cfg, &t[0], &t[1], &t[2], &to, &tl, &t[3], &g1t[0], &g1t[1], &g1t[2]);
             cudaStreamSynchronize(s);
@@ -283,7 +315,7 @@ static void deterministic_case(rda_config cfg, size5 s, rda_dtype dt, int P, uin
     for (int i = 0; i < 4; i++) {
         rda_fill_uniform(h, dt, cnt[i], &rng, -1, 1);
         in[i] = dalloc_fill(cnt[i] * es, 0);
-        cudaMemcpy(in[i].data, h, cnt[i] * es, cudaMemcpyHostToDevice);
+        dput(in[i].data, h, cnt[i] * es);
         t[i] = rda_tensor_contiguous(in[i].data, dt, 4, i == 1 || i == 2 ? sk : sq);
     }
     rda_tensor to = rda_tensor_contiguous(out.data, dt, 4, sq), tl = rda_tensor_contiguous(lse.data, RDA_DTYPE_F32, 3, sl);

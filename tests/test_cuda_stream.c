@@ -61,10 +61,10 @@ static void problem_fill(problem *p, uint64_t seed) {
     void *dst[3] = {p->q, p->k, p->v};
     for (int i = 0; i < 3; i++) {
         rda_fill_uniform(h, p->dt, p->N * p->H * p->D, &rng, -1, 1);
-        cudaMemcpy(dst[i], h, p->bytes, cudaMemcpyHostToDevice);
+        dput(dst[i], h, p->bytes);
     }
-    cudaMemset(p->o, 0xFF, p->bytes);
-    cudaMemset(p->lse, 0xFF, sizeof(float) * (size_t)(p->N * p->H));
+    dset(p->o, 0xFF, p->bytes);
+    dset(p->lse, 0xFF, sizeof(float) * (size_t)(p->N * p->H));
     cudaDeviceSynchronize();
     free(h);
 }
@@ -126,8 +126,8 @@ static void stream_case(const char *name, rda_stream_mode mode, cudaStream_t s, 
     fetch(&p, 0, want, lw);
     CHECK(nan_count(want, p.bytes / 2) == 0, "%s: reference result has NaN", name);
     for (int rep = 0; rep < 3; rep++) {
-        cudaMemset(p.o, 0xFF, p.bytes);
-        cudaMemset(p.lse, 0xFF, sizeof(float) * (size_t)(p.N * p.H));
+        dset(p.o, 0xFF, p.bytes);
+        dset(p.lse, 0xFF, sizeof(float) * (size_t)(p.N * p.H));
         cudaDeviceSynchronize();
         CHECK(rda_context_get_stream(on) == (void *)s, "%s: get_stream", name);
         rda_status st = forward(on, &cfg, &p);
@@ -162,7 +162,7 @@ static void switch_case(uint64_t seed) {
         rda_context_synchronize(own);
         fetch(&p[i], 0, want[i], l);
         free(l);
-        cudaMemset(p[i].o, 0xFF, p[i].bytes);
+        dset(p[i].o, 0xFF, p[i].bytes);
     }
     cudaDeviceSynchronize();
     rda_status st = forward(ctx, &cfg, &p[0]);
@@ -182,7 +182,7 @@ static void switch_case(uint64_t seed) {
     /* back to the legacy default stream, then a call there */
     CHECK(rda_context_set_stream(ctx, NULL) == RDA_STATUS_SUCCESS && rda_context_get_stream(ctx) == NULL,
           "set_stream(NULL)");
-    cudaMemset(p[0].o, 0xFF, p[0].bytes);
+    dset(p[0].o, 0xFF, p[0].bytes);
     cudaDeviceSynchronize();
     st = forward(ctx, &cfg, &p[0]);
     cudaMemcpy(got, p[0].o, p[0].bytes, cudaMemcpyDeviceToHost); /* legacy stream: ordered after the call */
@@ -247,8 +247,8 @@ static void graph_case(int mode, int causal, int64_t N, uint64_t *seed) {
         CHECK(forward(own, &cfg, &p) == RDA_STATUS_SUCCESS, "%s: eager call", what);
         rda_context_synchronize(own);
         fetch(&p, 0, want, lw);
-        cudaMemset(p.o, 0xFF, p.bytes);
-        cudaMemset(p.lse, 0xFF, nl);
+        dset(p.o, 0xFF, p.bytes);
+        dset(p.lse, 0xFF, nl);
         cudaDeviceSynchronize();
         ce = cudaGraphLaunch(ge, s);
         fetch(&p, s, got, lg);

@@ -36,6 +36,7 @@ static void *rank_main(void *p) {
             cudaMemcpy(dbuf + t * n * row + off * row, src + s[i] * row, sizeof(uint16_t) * (size_t)(c[i] * row),
                        cudaMemcpyHostToDevice);
     }
+    cudaDeviceSynchronize(); /* (the uploads complete before the context's own stream reads them) */
     int64_t sh[4] = {1, n, a->H, a->D};
     rda_tensor q = rda_tensor_contiguous(dbuf, RDA_DTYPE_F16, 4, sh), k = q, v = q, o = q;
     k.data = dbuf + n * row, v.data = dbuf + 2 * n * row, o.data = dbuf + 3 * n * row;

@@ -32,7 +32,11 @@ void dev_free(void *p) {
 }
 
 int dev_upload(void *dst, const void *src, size_t bytes) {
-    return cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice) == cudaSuccess ? 0 : -1;
+    /* (from pageable memory the copy can still be in flight on return, and
+     * the context's non-blocking stream does not wait for it) */
+    return cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice) == cudaSuccess && cudaDeviceSynchronize() == cudaSuccess
+               ? 0
+               : -1;
 }
 
 int dev_download(void *dst, const void *src, size_t bytes) {

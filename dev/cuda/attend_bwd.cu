@@ -47,6 +47,15 @@
  *                                 dQ_t into a shared stage of that layout,
  *                                 one bulk reduction per tile (dq_tile_at)
  *   version 12 bwd_wgmma<., 2, TILE> version 5 with version 11's dQ
+ *   version 13 bwd_wgmma_ws       warp specialisation over 128-key tiles
+ *                                 (D = 64): two consumer warpgroups with
+ *                                 version 4's products over 64 keys each, a
+ *                                 producer warpgroup whose warps load the
+ *                                 query tiles into three stages (mbarriers)
+ *                                 and add the two consumers' dQ_t, summed,
+ *                                 by 16-byte atomics
+ *   version 14 bwd_wgmma1<., RED4, 3> version 9 at three CTAs per
+ *                                 multiprocessor (168 registers a thread)
  *
  * Each version runs after the same forward (attend_mma, which also writes
  * the LSE) and the Delta pre-pass; its timed span is what the library's
@@ -104,6 +113,11 @@ template <int D> static void setup() {
                             (int)bwd_wg1_smem_bytes<D, BWD_DQ_TILE>()));
     CK(cudaFuncSetAttribute(bwd_wgmma<__half, D, 2, BWD_DQ_TILE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                             (int)bwd_wg_smem_bytes<D, 2, BWD_DQ_TILE>()));
+    CK(cudaFuncSetAttribute(bwd_wgmma1<__half, D, BWD_DQ_RED4, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            (int)bwd_wg1_smem_bytes<D>()));
+    if constexpr (D == 64)
+        CK(cudaFuncSetAttribute(bwd_wgmma_ws<__half, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)bwd_ws_smem_bytes<D>()));
 }
 
 struct bufs {
@@ -114,7 +128,7 @@ struct bufs {
 /* The backward of one version: clears, Delta, kernels. */
 template <int D>
 static void backward(int version, const attend_args &a, const attend_args &ka, int64_t items, int64_t kitems,
-                     const bufs &b, cudaStream_t s) { /* (versions 5, 8, 10, 12: ka, kitems over 128-key tiles) */
+                     const bufs &b, cudaStream_t s) { /* (versions 5, 8, 10, 12, 13: ka, kitems over 128-key tiles) */
     CK(cudaMemsetAsync(b.dq, 0, b.n * 4, s));
     CK(cudaMemsetAsync(b.dk, 0, b.n * 4, s));
     CK(cudaMemsetAsync(b.dv, 0, b.n * 4, s));
@@ -142,6 +156,10 @@ static void backward(int version, const attend_args &a, const attend_args &ka, i
         bwd_wgmma1<__half, D, BWD_DQ_TILE><<<(unsigned)kitems, 128, bwd_wg1_smem_bytes<D, BWD_DQ_TILE>(), s>>>(ka);
     } else if (version == 12) {
         bwd_wgmma<__half, D, 2, BWD_DQ_TILE><<<(unsigned)kitems, 256, bwd_wg_smem_bytes<D, 2, BWD_DQ_TILE>(), s>>>(ka);
+    } else if (version == 13) {
+        if constexpr (D == 64) bwd_wgmma_ws<__half, D><<<(unsigned)kitems, 384, bwd_ws_smem_bytes<D>(), s>>>(ka);
+    } else if (version == 14) {
+        bwd_wgmma1<__half, D, BWD_DQ_RED4, 3><<<(unsigned)kitems, 128, bwd_wg1_smem_bytes<D>(), s>>>(ka);
     } else {
         bwd_dq_mma<__half, D><<<(unsigned)items, 128, bwd_mma_smem_bytes<D>(), s>>>(a);
         bwd_dkv_mma<__half, D><<<(unsigned)kitems, 128, bwd_mma_smem_bytes<D>(), s>>>(ka);
@@ -154,14 +172,14 @@ int main(int argc, char **argv) {
     const int causal = argc > 4 ? atoi(argv[4]) : 0;
     int64_t W = argc > 5 ? atoll(argv[5]) : 0; /* segment length (0: one segment, dense) */
     const int64_t B = 1, H = 8, n = B * N * H * D;
-    if ((D != 64 && D != 128) || version < 1 || version > 12 || N < 1 || (version == 6 && D != 64)) {
-        fprintf(stderr, "usage: %s [version 1-12 (6: D = 64)] [N >= 1] [D 64|128] [causal] [segment]\n", argv[0]);
+    if ((D != 64 && D != 128) || version < 1 || version > 14 || N < 1 || ((version == 6 || version == 13) && D != 64)) {
+        fprintf(stderr, "usage: %s [version 1-14 (6, 13: D = 64)] [N >= 1] [D 64|128] [causal] [segment]\n", argv[0]);
         return 2;
     }
     int major = 0;
     CK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
     if (version >= 4 && major != 9) {
-        fprintf(stderr, "versions 4 to 12 (warpgroup MMA) run on Hopper (sm_90a builds) only\n");
+        fprintf(stderr, "versions 4 to 14 (warpgroup MMA) run on Hopper (sm_90a builds) only\n");
         return 2;
     }
     if (D == 64) setup<64>(); else setup<128>();
@@ -183,8 +201,8 @@ int main(int argc, char **argv) {
     ph.classes = cls.data(), ph.nclasses = ph.classes_cap = 1;
     ph.items = (int64_t)tiles.size() * B * H;
     /* the key tiles of the same phase, by the library's planner (64 keys;
-     * versions 5, 8, 10 and 12: 128) */
-    const int64_t kbk = version == 5 || version == 8 || version == 10 || version == 12 ? 128 : 64;
+     * versions 5, 8, 10, 12 and 13: 128) */
+    const int64_t kbk = version == 5 || version == 8 || version == 10 || version == 12 || version == 13 ? 128 : 64;
     rda_problem p = {};
     p.causal = causal != 0;
     p.B = B, p.N = N, p.H = H, p.Hkv = H, p.D = D;

@@ -94,13 +94,14 @@ __device__ __forceinline__ uint32_t sw_off(int row, int ch) {
 }
 
 /* 64 rows (row0 + i) * r + local of a [.., D] tensor (row stride rs) into a
- * swizzled tile, zeros from row `rows` on (cp.async; the caller commits). */
-template <typename T, int D>
+ * swizzled tile, zeros from row `rows` on (cp.async by NTH threads; the
+ * caller commits). */
+template <typename T, int D, int NTH = 128>
 __device__ __forceinline__ void load_sw_rows(unsigned char *dst, const T *base, int64_t rs, int64_t local,
                                              int64_t row0, int64_t r, int rows, int tid) {
     constexpr int CH = D / 8;
 #pragma unroll
-    for (int i = tid; i < 64 * CH; i += 128) {
+    for (int i = tid; i < 64 * CH; i += NTH) { /* (NTH threads, tid 0 .. NTH - 1) */
         const int row = i / CH, ch = i % CH;
         const int64_t at = local + (row0 + (row < rows ? row : 0)) * r;
         cp_async16(dst + sw_off(row, ch), base + at * rs + ch * 8, row < rows);
@@ -285,6 +286,103 @@ __device__ __forceinline__ void dq_flush(const attend_args &a, const item_pos &i
 }
 
 
+/* P^T and dS^T of one warpgroup's 64 keys x 64 queries, in place of S^T
+ * (s) and dP^T (dp), from the query tile's LSE (Ls) and Delta (Ds) in
+ * shared memory: keys kr[] of the thread (bk of the tile's), queries from qi
+ * (bqq of them), causal masking by k0 + k <= qi + q + dqc; P times
+ * 2^BWD_P_SHIFT in fp16 (SCALED). Returns the thread's largest |dS|. */
+template <bool SCALED>
+__device__ __forceinline__ float bwd_p_ds(float (&s)[32], float (&dp)[32], const float *Ls, const float *Ds,
+                                          const attend_args &a, const int kr[2], int bk, int bqq, int64_t k0,
+                                          int64_t qi, int64_t dqc, int lane) {
+    const float L2E = 1.4426950408889634f;
+    const bool mask = bk < 64 || bqq < 64 || (a.causal && k0 + 63 > qi + dqc);
+    float mx = 0.f;
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++) {
+        const int qc = nt * 8 + (lane & 3) * 2;
+        const float2 L = *reinterpret_cast<const float2 *>(Ls + qc), Dd = *reinterpret_cast<const float2 *>(Ds + qc);
+        const float nl[2] = {-L.x * L2E, -L.y * L2E}, dd[2] = {Dd.x, Dd.y};
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            bool ok = true;
+            if (mask) {
+                const int q = qc + (e & 1), k = kr[e >> 1];
+                ok = k < bk && q < bqq && (!a.causal || k0 + k <= qi + q + dqc);
+            }
+            const float p = ok ? ex2(fmaf(s[nt * 4 + e], a.qscale, nl[e & 1])) : 0.f;
+            s[nt * 4 + e] = SCALED ? p * pow2i(BWD_P_SHIFT) : p;
+            const float ds = a.scale * p * fmaf(dp[nt * 4 + e], a.factor, -dd[e & 1]); /* dS^T */
+            dp[nt * 4 + e] = ds;
+            mx = fmaxf(mx, fabsf(ds));
+        }
+    }
+    return mx;
+}
+
+/* The fp16 dS exponent after a tile whose warps' largest |dS| are w[0..3]:
+ * the largest that keeps them under 2^14, if smaller than sh (dK's
+ * accumulator, times 2^sh, rescaled to it); the same for every thread that
+ * reads the same w. Then the tile's dS^T (ds) times 2^sh. */
+template <int D>
+__device__ __forceinline__ void bwd_ds_exponent(const float *w, int &sh, float (&dk)[D / 2], float (&ds)[32]) {
+    const float mx = fmaxf(fmaxf(w[0], w[1]), fmaxf(w[2], w[3]));
+    const int ex = ((__float_as_int(mx) >> 23) & 0xff) - 126, want = max(-100, 14 - ex);
+    if (mx > 0.f && mx <= 3.0e38f && want < sh) {
+        const float f = pow2i(max(-126, want - sh));
+#pragma unroll
+        for (int i = 0; i < D / 2; i++) dk[i] *= f;
+        sh = want;
+    }
+    const float mul = pow2i(sh);
+#pragma unroll
+    for (int i = 0; i < 32; i++) ds[i] *= mul;
+}
+
+/* P^T and dS^T of one warpgroup's 64 keys x 64 queries (s, dp after
+ * bwd_p_ds) packed into A fragments (the m64 accumulator's two n-tiles are
+ * one k16 A tile), and dS^T also transposed into shared memory at ds_s by
+ * stmatrix, as the K-major A operand of dQ_t = dS K: matrix m of x4 kk is
+ * query block 2 kk + (m >> 1), key half m & 1; its row j (a query) holds 8
+ * keys, chunk w4 * 2 + (m & 1) (w4: the warp within the warpgroup). */
+template <typename T>
+__device__ __forceinline__ void bwd_frag_pds(const float (&s)[32], const float (&dp)[32], uint32_t (&pa)[4][4],
+                                             uint32_t (&da)[4][4], uint32_t ds_s, int w4, int lane) {
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            pa[kk][j] = pack2<T>(s[8 * kk + 2 * j], s[8 * kk + 2 * j + 1]);
+            da[kk][j] = pack2<T>(dp[8 * kk + 2 * j], dp[8 * kk + 2 * j + 1]);
+        }
+    const int m = lane >> 3, j = lane & 7;
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        const int q = (2 * kk + (m >> 1)) * 8 + j, ch = w4 * 2 + (m & 1);
+        stsm_x4_t(ds_s + q * 128 + ((ch ^ (q & 7)) << 4), da[kk]);
+    }
+}
+
+/* A warpgroup's dK and dV (64 keys from k0, bk of them; thread rows kr[])
+ * added to the rank's fp32 dK and dV by atomics, unscaled (fp16: dK by
+ * 2^-sh, dV by 2^-BWD_P_SHIFT) and times the factor. */
+template <int D, bool SCALED>
+__device__ __forceinline__ void bwd_dkv_out(const attend_args &a, const item_pos &ip, int64_t kl, int64_t k0,
+                                            int64_t r, const int kr[2], int bk, const float (&dk)[D / 2],
+                                            const float (&dv)[D / 2], int sh, int lane) {
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        if (kr[i] >= bk) continue;
+        const int64_t at = ((ip.b * a.nk + kl + (k0 + kr[i]) * r) * a.Hkv + ip.kh) * D + (lane & 3) * 2;
+        const float uk = SCALED ? pow2i(-sh) : 1.f, uv = SCALED ? a.factor * pow2i(-BWD_P_SHIFT) : a.factor;
+#pragma unroll
+        for (int nt = 0; nt < D / 8; nt++) {
+            atomic_add2(a.dk + at + nt * 8, dk[nt * 4 + 2 * i] * uk, dk[nt * 4 + 2 * i + 1] * uk);
+            atomic_add2(a.dv + at + nt * 8, dv[nt * 4 + 2 * i] * uv, dv[nt * 4 + 2 * i + 1] * uv);
+        }
+    }
+}
+
 /* S^T = K Q^T and dP^T = V dO^T of one warpgroup, 64 keys x 64 queries each
  * (m64 n64 accumulators), K and V as register A fragments (KREG) or from
  * shared memory, Q and dO from shared memory; waited for. */
@@ -382,7 +480,6 @@ __global__ void __launch_bounds__(128 * NWG, 3 - NWG) bwd_wgmma(const __grid_con
     int sh = BWD_DS_SHIFT0; /* dS's exponent (fp16) */
     uint32_t ka[KREG ? D / 16 : 1][4], va[KREG ? D / 16 : 1][4];
     if (ntq > 0) load_qtile(0, 0);
-    const float L2E = 1.4426950408889634f;
     for (int64_t t = 0; t < ntq; t++) {
         const int64_t qi = i0 + t * 64;
         const int bqq = (int)min((int64_t)64, nq - qi);
@@ -408,27 +505,7 @@ __global__ void __launch_bounds__(128 * NWG, 3 - NWG) bwd_wgmma(const __grid_con
         const float *Ls = LDl + (t & 1) * 128, *Ds = Ls + 64;
         float s[32], dp[32]; /* S^T and dP^T: the warpgroup's 64 keys x 64 queries */
         bwd_st_dpt<T, D, KREG>(s, dp, ka, va, ks_s, vs_s, qs_s, gs_s);
-        const bool mask = bkw < 64 || bqq < 64 || (a.causal && k0 + 63 > qi + dqc);
-        float mx = 0.f;
-#pragma unroll
-        for (int nt = 0; nt < 8; nt++) {
-            const int qc = nt * 8 + (lane & 3) * 2;
-            const float2 L = *reinterpret_cast<const float2 *>(Ls + qc), Dd = *reinterpret_cast<const float2 *>(Ds + qc);
-            const float nl[2] = {-L.x * L2E, -L.y * L2E}, dd[2] = {Dd.x, Dd.y};
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                bool ok = true;
-                if (mask) {
-                    const int q = qc + (e & 1), k = kr[e >> 1];
-                    ok = k < bkw && q < bqq && (!a.causal || k0 + k <= qi + q + dqc);
-                }
-                const float p = ok ? ex2(fmaf(s[nt * 4 + e], a.qscale, nl[e & 1])) : 0.f;
-                s[nt * 4 + e] = SCALED ? p * pow2i(BWD_P_SHIFT) : p;
-                const float ds = a.scale * p * fmaf(dp[nt * 4 + e], a.factor, -dd[e & 1]); /* dS^T */
-                dp[nt * 4 + e] = ds;
-                mx = fmaxf(mx, fabsf(ds));
-            }
-        }
+        float mx = bwd_p_ds<SCALED>(s, dp, Ls, Ds, a, kr, bkw, bqq, k0, qi, dqc, lane);
         /* P^T into A fragments (the m64 accumulator's two n-tiles are one
          * k16 A tile), and dV's product on its way */
         uint32_t pa[4][4], da[4][4];
@@ -519,17 +596,7 @@ __global__ void __launch_bounds__(128 * NWG, 3 - NWG) bwd_wgmma(const __grid_con
         cp_async_wait<0>();
         return;
     }
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-        if (kr[i] >= bkw) continue;
-        const int64_t at = ((ip.b * a.nk + kl + (k0 + kr[i]) * r) * a.Hkv + ip.kh) * D + (lane & 3) * 2;
-        const float uk = SCALED ? pow2i(-sh) : 1.f, uv = SCALED ? a.factor * pow2i(-BWD_P_SHIFT) : a.factor;
-#pragma unroll
-        for (int nt = 0; nt < D / 8; nt++) {
-            atomic_add2(a.dk + at + nt * 8, dk[nt * 4 + 2 * i] * uk, dk[nt * 4 + 2 * i + 1] * uk);
-            atomic_add2(a.dv + at + nt * 8, dv[nt * 4 + 2 * i] * uv, dv[nt * 4 + 2 * i + 1] * uv);
-        }
-    }
+    bwd_dkv_out<D, SCALED>(a, ip, kl, k0, r, kr, bkw, dk, dv, sh, lane);
     if (STAGED && warp == 0) bulk_wait<0, false>(); /* the dQ reductions are complete before the CTA ends */
 #endif
 }
@@ -555,8 +622,8 @@ template <int D, int DQ = BWD_DQ_RED2> __host__ __device__ constexpr size_t bwd_
                         : bwd_wg1_base_bytes<D>());
 }
 
-template <typename T, int D, int DQ = BWD_DQ_RED2>
-__global__ void __launch_bounds__(128, 2) bwd_wgmma1(const __grid_constant__ attend_args a) {
+template <typename T, int D, int DQ = BWD_DQ_RED2, int MINB = 2>
+__global__ void __launch_bounds__(128, MINB) bwd_wgmma1(const __grid_constant__ attend_args a) {
 #ifdef RDA_WGMMA
     constexpr bool STAGED = dq_stage_bytes<D, DQ>() != 0; /* (BULK, TILE: dQ through a shared stage) */
     constexpr uint32_t TILE = 64 * D * 2;
@@ -605,7 +672,6 @@ __global__ void __launch_bounds__(128, 2) bwd_wgmma1(const __grid_constant__ att
     int sh = BWD_DS_SHIFT0; /* dS's exponent (fp16) */
     uint32_t ka[KREG ? D / 16 : 1][4], va[KREG ? D / 16 : 1][4];
     if (ntq > 0) load_qtile(0, 0);
-    const float L2E = 1.4426950408889634f;
     for (int64_t t = 0; t < ntq; t++) {
         const int64_t qi = i0 + t * 64;
         const int bqq = (int)min((int64_t)64, nq - qi);
@@ -631,65 +697,16 @@ __global__ void __launch_bounds__(128, 2) bwd_wgmma1(const __grid_constant__ att
         const float *Ls = LDl + (t & 1) * 128, *Ds = Ls + 64;
         float s[32], dp[32]; /* S^T and dP^T: 64 keys x 64 queries */
         bwd_st_dpt<T, D, KREG>(s, dp, ka, va, ks_s, vs_s, qs_s, gs_s);
-        const bool mask = bk < 64 || bqq < 64 || (a.causal && k0 + 63 > qi + dqc);
-        float mx = 0.f;
-#pragma unroll
-        for (int nt = 0; nt < 8; nt++) {
-            const int qc = nt * 8 + (lane & 3) * 2;
-            const float2 L = *reinterpret_cast<const float2 *>(Ls + qc), Dd = *reinterpret_cast<const float2 *>(Ds + qc);
-            const float nl[2] = {-L.x * L2E, -L.y * L2E}, dd[2] = {Dd.x, Dd.y};
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                bool ok = true;
-                if (mask) {
-                    const int q = qc + (e & 1), k = kr[e >> 1];
-                    ok = k < bk && q < bqq && (!a.causal || k0 + k <= qi + q + dqc);
-                }
-                const float p = ok ? ex2(fmaf(s[nt * 4 + e], a.qscale, nl[e & 1])) : 0.f;
-                s[nt * 4 + e] = SCALED ? p * pow2i(BWD_P_SHIFT) : p;
-                const float ds = a.scale * p * fmaf(dp[nt * 4 + e], a.factor, -dd[e & 1]); /* dS^T */
-                dp[nt * 4 + e] = ds;
-                mx = fmaxf(mx, fabsf(ds));
-            }
-        }
+        float mx = bwd_p_ds<SCALED>(s, dp, Ls, Ds, a, kr, bk, bqq, k0, qi, dqc, lane);
         if (SCALED) { /* one exponent for the tile: its largest |dS| under 2^14 */
 #pragma unroll
             for (int off = 1; off < 32; off <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
             if (lane == 0) red[warp] = mx;
             __syncthreads();
-            mx = fmaxf(fmaxf(red[0], red[1]), fmaxf(red[2], red[3]));
-            const int ex = ((__float_as_int(mx) >> 23) & 0xff) - 126, want = max(-100, 14 - ex);
-            if (mx > 0.f && mx <= 3.0e38f && want < sh) {
-                const float f = pow2i(max(-126, want - sh));
-#pragma unroll
-                for (int i = 0; i < D / 2; i++) dk[i] *= f;
-                sh = want;
-            }
-            const float mul = pow2i(sh);
-#pragma unroll
-            for (int i = 0; i < 32; i++) dp[i] *= mul;
+            bwd_ds_exponent<D>(red, sh, dk, dp);
         }
-        /* P^T and dS^T into A fragments (the m64 accumulator's two n-tiles
-         * are one k16 A tile); dS^T also transposed into shared memory, as
-         * the K-major A operand of dQ = dS K */
-        uint32_t pa[4][4], da[4][4];
-#pragma unroll
-        for (int kk = 0; kk < 4; kk++)
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                pa[kk][j] = pack2<T>(s[8 * kk + 2 * j], s[8 * kk + 2 * j + 1]);
-                da[kk][j] = pack2<T>(dp[8 * kk + 2 * j], dp[8 * kk + 2 * j + 1]);
-            }
-        {
-            /* matrix m of x4 kk: query block 2 kk + (m >> 1), key half m & 1;
-             * its row j (query) holds 8 keys, chunk warp * 2 + (m & 1) */
-            const int m = lane >> 3, j = lane & 7;
-#pragma unroll
-            for (int kk = 0; kk < 4; kk++) {
-                const int q = (2 * kk + (m >> 1)) * 8 + j, ch = warp * 2 + (m & 1);
-                stsm_x4_t(ds_s + q * 128 + ((ch ^ (q & 7)) << 4), da[kk]);
-            }
-        }
+        uint32_t pa[4][4], da[4][4]; /* P^T and dS^T as A fragments; dS^T into shared memory */
+        bwd_frag_pds<T>(s, dp, pa, da, ds_s, warp, lane);
         fence_proxy_async(); /* stmatrix (generic) -> the MMA's reads */
         __syncthreads();
         float dq[32]; /* dQ_t, 64 queries x 64 head columns at a time */
@@ -733,17 +750,224 @@ __global__ void __launch_bounds__(128, 2) bwd_wgmma1(const __grid_constant__ att
         cp_async_wait<0>();
         return;
     }
+    bwd_dkv_out<D, SCALED>(a, ip, kl, k0, r, kr, bk, dk, dv, sh, lane);
+    if (STAGED && warp == 0) bulk_wait<0, false>(); /* the dQ reductions are complete before the CTA ends */
+#endif
+}
+
+/* bwd_wgmma_ws<T, D>: the backward with warp specialisation (sm_90a, D = 64;
+ * backward v13 in docs/PERFORMANCE.md). A CTA takes a 128-key tile (the
+ * planner's bk = 128) with three warpgroups:
+ *
+ *   consumers 0 and 1  keys 64 w .. 64 w + 63 each, bwd_wgmma1's products
+ *                      per query tile (S^T, dP^T, P^T, dS^T, dV, dK, and
+ *                      dQ_t over its own 64 keys), each with its own fp16
+ *                      dS exponent; they meet only in the stages below;
+ *   producer warps 0-1 Q, dO, LSE and Delta of each query tile into one of
+ *                      BWD_WS_ST stages (cp.async, full/empty mbarriers);
+ *   producer warps 2-3 the dQ writers: per query tile, the two consumers'
+ *                      dQ_t (fp32, from two shared stages each) summed and
+ *                      added to the rank's fp32 dQ by 16-byte atomics.
+ *
+ * So dQ's atomics are half of bwd_wgmma1's per key (summed over 128 keys)
+ * and leave the warps that run the tensor cores; the consumers drift apart
+ * as far as the stages allow, so one's exponentials overlap the other's
+ * products, as bwd_wgmma1's two CTAs per multiprocessor do. A consumer
+ * whose keys no query of a tile sees (causal), or that has no keys, skips
+ * the tile's work; the writers skip its stage by the same test (ws_sees),
+ * each side counting the tiles it handed over. Registers move from the
+ * producer to the consumers by setmaxnreg. A phase of few key tiles runs
+ * each as a.qparts CTAs (query_span_part), as bwd_wgmma1. */
+#define BWD_WS_ST 3
+template <int D> __host__ __device__ constexpr uint32_t bwd_ws_stage_off() { /* the dQ stages */
+    return (uint32_t)(6 + 2 * BWD_WS_ST) * 64 * D * 2 + BWD_WS_ST * 128 * 4 + 8 * 4;
+}
+template <int D> __host__ __device__ constexpr size_t bwd_ws_smem_bytes() {
+    return 1024 + bwd_ws_stage_off<D>() + 4 * 64 * (size_t)dq_stage_row<D>() + (2 * BWD_WS_ST + 8) * 8;
+}
+
+/* Does consumer w's part of key tile `it` meet query tile qi (some query
+ * of it sees some of its keys)? */
+__device__ __forceinline__ bool ws_sees(const attend_args &a, const key_item &it, int w, int64_t qi) {
+    return it.bk > 64 * w && !(a.causal && it.k0 + 64 * w > qi + 63 + it.dqc);
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(384, 1) bwd_wgmma_ws(const __grid_constant__ attend_args a) {
+#ifdef RDA_WGMMA
+    static_assert(D == 64, "bwd_wgmma_ws: D = 64 (K and V as register fragments)");
+    constexpr int ST = BWD_WS_ST;
+    constexpr uint32_t TILE = 64 * D * 2, DQS = 64 * dq_stage_row<D>();
+    constexpr bool SCALED = std::is_same<T, __half>::value;
+    /* registers: 65536 / 384 = 168 each, the producer's 128 threads down to
+     * PREG, the consumers' 256 up to CREG (128 PREG + 256 CREG <= 384 168);
+     * the writers' loop spills under 64 */
+    constexpr int PREG = 64, CREG = 216;
+    static_assert(128 * PREG + 256 * CREG <= 384 * 168, "register split");
+    extern __shared__ unsigned char smem_raw[];
+    const uint32_t raw = smem_u32(smem_raw), base = (raw + 1023) & ~1023u;
+    unsigned char *smem = smem_raw + (base - raw);
+    /* K (2 tiles), V (2), ST stages of [Q, dO], dS (2, one per consumer),
+     * ST stages of [LSE, Delta], the consumers' warp maxima, four dQ stages
+     * (two per consumer), the mbarriers */
+    const uint32_t q0_s = base + 4 * TILE, ds0_s = base + (4 + 2 * ST) * TILE;
+    float *LDl = reinterpret_cast<float *>(smem + (6 + 2 * ST) * TILE), *red = LDl + ST * 128;
+    unsigned char *stg0 = smem + bwd_ws_stage_off<D>();
+    const uint32_t bar0 = base + bwd_ws_stage_off<D>() + 4 * DQS;
+    auto full = [&](int st) { return bar0 + st * 8; };
+    auto empty = [&](int st) { return bar0 + (ST + st) * 8; };
+    auto dqfull = [&](int b, int w) { return bar0 + (2 * ST + 2 * b + w) * 8; };
+    auto dqempty = [&](int b, int w) { return bar0 + (2 * ST + 4 + 2 * b + w) * 8; };
+    const int tid = threadIdx.x, lane = tid & 31;
+    const int64_t parts = a.qparts > 1 ? a.qparts : 1; /* (CTAs per key tile) */
+    const item_pos ip = decode_item(a, blockIdx.x / parts);
+    const rda_job &job = *ip.job;
+    const key_item it = key_item_of(ip, 128);
+    const int64_t r = it.r, kl = it.kl, dqc = it.dqc;
+    const query_span qsp = query_span_part(a, job, it, blockIdx.x % parts, parts);
+    const int64_t i0 = qsp.i0, nq = qsp.nq, ntq = qsp.ntq;
+    if (ntq == 0) return; /* (the whole CTA: nothing to add) */
+    if (tid == 0) {
+        for (int st = 0; st < ST; st++) {
+            mbar_init(full(st), 64);   /* the loaders' copies */
+            mbar_init(empty(st), 256); /* every consumer thread */
+        }
+        for (int b = 0; b < 2; b++)
+            for (int w = 0; w < 2; w++) {
+                mbar_init(dqfull(b, w), 128); /* consumer w's threads */
+                mbar_init(dqempty(b, w), 64); /* the writers */
+            }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+    const head_rows<T> hr = head_rows_of<T>(a, ip);
+    if (tid >= 256) { /* the producer */
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(PREG));
+        const int pt = tid - 256;
+        if (pt < 64) { /* loaders */
+            const float *lse_b = a.lse + ip.b * a.ls[0] + ip.h * a.ls[1];
+            const float *del_b = a.delta + ip.b * a.n * a.H + ip.h;
+            for (int64_t t = 0; t < ntq; t++) {
+                const int st = (int)(t % ST);
+                if (t >= ST) mbar_wait(empty(st), (uint32_t)((t / ST - 1) & 1));
+                const int64_t qi = i0 + t * 64;
+                const int bqq = (int)min((int64_t)64, nq - qi);
+                unsigned char *Qd = smem + 4 * TILE + st * 2 * TILE;
+                load_sw_rows<T, D, 64>(Qd, hr.q, a.qs[1], job.q_local, qi, r, bqq, pt);
+                load_sw_rows<T, D, 64>(Qd + TILE, hr.g, a.gs[1], job.q_local, qi, r, bqq, pt);
+                const int64_t row = job.q_local + (qi + (pt < bqq ? pt : 0)) * r;
+                cp_async4(LDl + st * 128 + pt, lse_b + row * a.ls[2], pt < bqq);
+                cp_async4(LDl + st * 128 + 64 + pt, del_b + row * a.H, pt < bqq);
+                mbar_arrive_copies(full(st));
+            }
+        } else { /* dQ writers: thread wq adds 16-byte chunk wq % 16 of rows wq / 16 + 4 j */
+            const int wq = pt - 64, ch = wq & 15;
+            int u[2] = {0, 0}; /* the tiles each consumer has handed over */
+            for (int64_t t = 0; t < ntq; t++) {
+                const int64_t qi = i0 + t * 64;
+                const int bqq = (int)min((int64_t)64, nq - qi);
+                const bool s0 = ws_sees(a, it, 0, qi), s1 = ws_sees(a, it, 1, qi);
+                if (!s0 && !s1) continue;
+                if (s0) mbar_wait(dqfull(u[0] & 1, 0), (uint32_t)((u[0] >> 1) & 1));
+                if (s1) mbar_wait(dqfull(u[1] & 1, 1), (uint32_t)((u[1] >> 1) & 1));
+                const unsigned char *x0 = stg0 + (2 * (u[0] & 1)) * DQS, *x1 = stg0 + (2 * (u[1] & 1) + 1) * DQS;
+                float *dst = a.dq + ((ip.b * a.n + job.q_local + qi * r) * a.H + ip.h) * D + ch * 4;
+#pragma unroll 4
+                for (int q = wq >> 4; q < bqq; q += 4) {
+                    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+                    if (s0) v = *reinterpret_cast<const float4 *>(x0 + q * dq_stage_row<D>() + ch * 16);
+                    if (s1) {
+                        const float4 w = *reinterpret_cast<const float4 *>(x1 + q * dq_stage_row<D>() + ch * 16);
+                        v.x += w.x, v.y += w.y, v.z += w.z, v.w += w.w;
+                    }
+                    atomic_add4(dst + (int64_t)q * r * a.H * D, v);
+                }
+                if (s0) mbar_arrive(dqempty(u[0]++ & 1, 0));
+                if (s1) mbar_arrive(dqempty(u[1]++ & 1, 1));
+            }
+        }
+        return;
+    }
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(CREG));
+    /* a consumer: keys 64 wg .. of the tile */
+    const int wg = tid >> 7, wt = tid & 127, warp = tid >> 5, ww = warp & 3;
+    const int bkw = max(0, min(64, it.bk - 64 * wg));
+    const int64_t k0 = it.k0 + 64 * wg;
+    auto wg_sync = [&]() { asm volatile("bar.sync %0, 128;" ::"r"(1 + wg) : "memory"); };
+    unsigned char *Ks = smem + wg * TILE, *Vs = smem + (2 + wg) * TILE;
+    const uint32_t ks_s = base + wg * TILE, ds_s = ds0_s + wg * TILE;
+    uint32_t ka[D / 16][4], va[D / 16][4];
+    if (bkw > 0) {
+        load_sw_rows<T, D>(Ks, hr.k, a.ks[1], kl, k0, r, bkw, wt);
+        load_sw_rows<T, D>(Vs, hr.v, a.vs[1], kl, k0, r, bkw, wt);
+        cp_async_commit();
+        cp_async_wait<0>();
+        fence_proxy_async(); /* the copies (generic proxy) -> the MMA's reads */
+        wg_sync();
 #pragma unroll
-    for (int i = 0; i < 2; i++) {
-        if (kr[i] >= bk) continue;
-        const int64_t at = ((ip.b * a.nk + kl + (k0 + kr[i]) * r) * a.Hkv + ip.kh) * D + (lane & 3) * 2;
-        const float uk = SCALED ? pow2i(-sh) : 1.f, uv = SCALED ? a.factor * pow2i(-BWD_P_SHIFT) : a.factor;
-#pragma unroll
-        for (int nt = 0; nt < D / 8; nt++) {
-            atomic_add2(a.dk + at + nt * 8, dk[nt * 4 + 2 * i] * uk, dk[nt * 4 + 2 * i + 1] * uk);
-            atomic_add2(a.dv + at + nt * 8, dv[nt * 4 + 2 * i] * uv, dv[nt * 4 + 2 * i + 1] * uv);
+        for (int kk = 0; kk < D / 16; kk++) {
+            const int row = ww * 16 + ((lane >> 3) & 1) * 8 + (lane & 7), c = kk * 2 + (lane >> 4);
+            ldsm_x4(ka[kk], Ks + sw_off(row, c));
+            ldsm_x4(va[kk], Vs + sw_off(row, c));
         }
     }
-    if (STAGED && warp == 0) bulk_wait<0, false>(); /* the dQ reductions are complete before the CTA ends */
+    const int kr[2] = {ww * 16 + (lane >> 2), ww * 16 + (lane >> 2) + 8}; /* the thread's two keys (and queries of dQ_t) */
+    float dk[D / 2], dv[D / 2];
+#pragma unroll
+    for (int i = 0; i < D / 2; i++) dk[i] = dv[i] = 0.f;
+    int sh = BWD_DS_SHIFT0; /* dS's exponent (fp16) */
+    int u = 0;              /* tiles handed to the writers */
+    for (int64_t t = 0; t < ntq; t++) {
+        const int st = (int)(t % ST);
+        const int64_t qi = i0 + t * 64;
+        const int bqq = (int)min((int64_t)64, nq - qi);
+        mbar_wait(full(st), (uint32_t)((t / ST) & 1));
+        if (!ws_sees(a, it, wg, qi)) { /* (uniform over the warpgroup) */
+            mbar_arrive(empty(st));
+            continue;
+        }
+        fence_proxy_async(); /* the copies (generic proxy) -> the MMA's reads */
+        const uint32_t qs_s = q0_s + (uint32_t)st * 2 * TILE, gs_s = qs_s + TILE;
+        const float *Ls = LDl + st * 128, *Ds = Ls + 64;
+        float s[32], dp[32]; /* S^T and dP^T: 64 keys x 64 queries */
+        bwd_st_dpt<T, D, true>(s, dp, ka, va, 0, 0, qs_s, gs_s);
+        float mx = bwd_p_ds<SCALED>(s, dp, Ls, Ds, a, kr, bkw, bqq, k0, qi, dqc, lane);
+        if (SCALED) { /* one exponent for the warpgroup's tile: its largest |dS| under 2^14 */
+#pragma unroll
+            for (int off = 1; off < 32; off <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+            if (lane == 0) red[warp] = mx;
+        }
+        wg_sync();
+        if (SCALED) bwd_ds_exponent<D>(red + 4 * wg, sh, dk, dp);
+        uint32_t pa[4][4], da[4][4]; /* P^T and dS^T as A fragments; dS^T into shared memory */
+        bwd_frag_pds<T>(s, dp, pa, da, ds_s, ww, lane);
+        fence_proxy_async(); /* stmatrix (generic) -> the MMA's reads */
+        wg_sync();
+        float dq[32]; /* dQ_t over the warpgroup's keys: 64 queries x 64 head columns */
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) wgmma_rs<T, D, 1>(dv, pa[kk], sw_nmajor(gs_s, kk), 1);
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) wgmma_rs<T, D, 1>(dk, da[kk], sw_nmajor(qs_s, kk), 1);
+        wgmma_ss_first<T, 64, 0, 1>(dq, sw_kmajor(ds_s, 0), sw_nmajor(ks_s, 0));
+#pragma unroll
+        for (int kk = 1; kk < 4; kk++) wgmma_ss<T, 64, 0, 1>(dq, sw_kmajor(ds_s, kk), sw_nmajor(ks_s, kk), 1);
+        wgmma_commit();
+        wgmma_wait<0>();
+#pragma unroll
+        for (int i = 0; i < 32; i++) wgmma_reg_fence(dq[i]);
+#pragma unroll
+        for (int i = 0; i < D / 2; i++) {
+            wgmma_reg_fence(dk[i]);
+            wgmma_reg_fence(dv[i]);
+        }
+        mbar_arrive(empty(st)); /* the stage's Q, dO, LSE and Delta are read */
+        const int b = u & 1;
+        if (u >= 2) mbar_wait(dqempty(b, wg), (uint32_t)(((u >> 1) - 1) & 1)); /* its tile u - 2 added */
+        dq_stage_store<D, 64>(stg0 + (2 * b + wg) * DQS, dq, kr, bqq, 0, lane, SCALED ? pow2i(-sh) : 1.f);
+        mbar_arrive(dqfull(b, wg));
+        u++;
+    }
+    if (bkw > 0) bwd_dkv_out<D, SCALED>(a, ip, kl, k0, r, kr, bkw, dk, dv, sh, lane);
 #endif
 }

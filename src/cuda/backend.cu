@@ -64,7 +64,8 @@ typedef struct {
     int force_rows;   /* RDA_CUDA_TILE_ROWS: that choice made for every call (0: by the key spans, -1: a bad value) */
     bool bwd_fused;   /* the Hopper backward by bwd_wgmma (the default; RDA_CUDA_BWD_FUSED=0: the two-kernel form) */
     int occ_bwd64;    /* CTAs of bwd_wgmma1 one multiprocessor holds */
-    int force_qparts; /* RDA_CUDA_BWD_QPARTS: CTAs per key tile of bwd_wgmma1 (D = 64), for every phase (0: chosen) */
+    int force_qparts; /* RDA_CUDA_BWD_QPARTS: CTAs per key tile of the D = 64 fused backward, for every phase (0: chosen) */
+    int force_ws;     /* RDA_CUDA_BWD_WS: bwd_wgmma_ws for every D = 64 fused phase (1), never (0), chosen (-1) */
     bool out_state;   /* rows' running state in the output, no fp32 accumulator (kernels.cuh); RDA_CUDA_OUT_STATE=0: the accumulator */
     /* the call in progress */
     float *acc, *m, *l;
@@ -198,9 +199,12 @@ static rda_status detect_wgmma(rda_context *ctx, cuda_ctx *c) {
         CUDA_TRY(wg_prepare(WG64P2(__half), WG64P2(__nv_bfloat16), WG64P2_THREADS, WG64P2_SMEM, &c->occ_wg64p2));
         CUDA_TRY(wg_prepare(WG64P3(__half), WG64P3(__nv_bfloat16), WG64P3_THREADS, WG64P3_SMEM, &c->occ_wg64p3));
         CUDA_TRY(wg_prepare(WG128(__half), WG128(__nv_bfloat16), WG128_THREADS, WG128_SMEM, &occ128));
-        /* the fused backward: bwd_wgmma1 at D = 64, bwd_wgmma (two warpgroups) at D = 128 */
+        /* the fused backward: bwd_wgmma_ws or bwd_wgmma1 at D = 64, bwd_wgmma (two warpgroups) at D = 128 */
         const int wg64 = (int)bwd_wg1_smem_bytes<64, BWD_DQ>(), wg128 = (int)bwd_wg_smem_bytes<128, 2, BWD_DQ>();
+        const int ws64 = (int)bwd_ws_smem_bytes<64>();
         const cudaFuncAttribute smem_max = cudaFuncAttributeMaxDynamicSharedMemorySize;
+        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma_ws<__half, 64>, smem_max, ws64));
+        CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma_ws<__nv_bfloat16, 64>, smem_max, ws64));
         CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma1<__half, 64, BWD_DQ>, smem_max, wg64));
         CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma1<__nv_bfloat16, 64, BWD_DQ>, smem_max, wg64));
         CUDA_TRY(cudaFuncSetAttribute(bwd_wgmma<__half, 128, 2, BWD_DQ>, smem_max, wg128));
@@ -274,9 +278,12 @@ static rda_status context_init(rda_context *ctx, int32_t device, void *stream, r
      * two-kernel form is asked for, for tests and measurements */
     c->bwd_fused = true;
     if (const char *f = getenv("RDA_CUDA_BWD_FUSED")) c->bwd_fused = atoi(f) != 0;
-    /* bwd_wgmma1's CTAs per key tile, the same for every phase (1 .. 16), for tests */
+    /* the D = 64 fused backward's CTAs per key tile, the same for every phase
+     * (1 .. 16), and its kernel (bwd_wgmma_ws always or never), for tests */
     c->force_qparts = 0;
     if (const char *f = getenv("RDA_CUDA_BWD_QPARTS")) c->force_qparts = max(1, min(16, atoi(f)));
+    c->force_ws = -1;
+    if (const char *f = getenv("RDA_CUDA_BWD_WS")) c->force_ws = atoi(f) != 0;
     /* the forward's row state kept in the output (no O(N) fp32 accumulator
      * between patterns and ring steps) unless the accumulator is asked for
      * (RDA_CUDA_OUT_STATE=0), for tests and measurements */
@@ -973,17 +980,17 @@ typedef struct {
     float scale; /* the softmax scale (c->qscale is it times log2 e) */
 } bwd_step_arg;
 
-/* CTAs per key tile of bwd_wgmma1 for phase kph (whose jobs are
- * ph's): a phase of few key tiles runs each as parts of its query tiles when
+/* CTAs per key tile of the D = 64 fused backward for phase kph (whose jobs
+ * are ph's), with `slots` CTAs on the GPU at once: a phase of few key tiles
+ * runs each as parts of its query tiles when
  * that fills the multiprocessors in fewer rounds, counting a round as one
  * part's time (the tile's divided by the parts; each part's start-up, the
  * K/V tile and the first query tile, not counted, hence the 15% margin). A
  * part keeps four query tiles or more of the longest job. Seed groups at
- * N = 4096: 384 key tiles of 16 query tiles on 264 slots, two rounds of 16
- * tiles or three of 8: two parts. */
-static int64_t bwd_query_parts(const cuda_ctx *c, const rda_phase *ph, const rda_phase *kph) {
+ * N = 4096 (bwd_wgmma1): 384 key tiles of 16 query tiles on 264 slots, two
+ * rounds of 16 tiles or three of 8: two parts. */
+static int64_t bwd_query_parts(const cuda_ctx *c, const rda_phase *ph, const rda_phase *kph, int64_t slots) {
     if (c->force_qparts > 0) return c->force_qparts;
-    const int64_t slots = (int64_t)c->sms * max(1, c->occ_bwd64);
     if (kph->items >= slots * 2) return 1;
     int64_t qmax = 0;
     for (int64_t j = 0; j < ph->njobs; j++) qmax = max(qmax, ph->jobs[j].q_count);
@@ -996,6 +1003,17 @@ static int64_t bwd_query_parts(const cuda_ctx *c, const rda_phase *ph, const rda
         if (cost < best_cost) best = s, best_cost = cost;
     }
     return best;
+}
+
+/* The D = 64 fused backward's kernel for a phase with `items` 128-key tiles:
+ * bwd_wgmma_ws (one CTA of 128 keys per multiprocessor) when they fill the
+ * multiprocessors four rounds or more; below that bwd_wgmma1 (two CTAs of 64
+ * keys), whose query parts then fill them better (H200, fp16: bwd_wgmma_ws
+ * 5-8% faster from N = 16384 dense and on 256K rows of 1024-key segments;
+ * 23-50% slower on 264 tiles of N = 4097 causal and below; docs/PERFORMANCE.md,
+ * backward v13). */
+static bool bwd_use_ws(const cuda_ctx *c, int64_t items) {
+    return c->force_ws >= 0 ? c->force_ws == 1 : items >= 4 * (int64_t)c->sms;
 }
 
 static rda_status run_bwd_phase(void *arg, const rda_phase *ph) {
@@ -1050,22 +1068,36 @@ static rda_status run_bwd_phase(void *arg, const rda_phase *ph) {
      * whose items add to disjoint rows (the step plans one query range at a
      * time), without atomics */
     const int64_t hmod = p->deterministic ? p->H / p->Hkv : 1;
-    const int64_t kbk = fused && p->D == 128 ? 128 : 64; /* keys per tile (bwd_wgmma: 64 per warpgroup) */
+    /* keys per tile: 128 for bwd_wgmma (64 per warpgroup) and bwd_wgmma_ws,
+     * 64 for bwd_wgmma1 and bwd_dkv_mma; at D = 64 fused the phase is planned
+     * in 128-key tiles first, then in 64-key tiles if bwd_wgmma1 takes it */
+    const bool fused64 = fused && p->D == 64;
     for (int64_t rem = 0; rem < hmod; rem++) {
         rda_phase kph;
         int64_t *heads = hmod > 1 ? c->kheads : NULL;
-        const int64_t need = rda_plan_key_tiles(ph, p, kbk, hmod, rem, c->ktiles, c->ktiles_cap, c->kclasses, heads, &kph);
-        if (need > c->ktiles_cap) { /* (grows to the largest phase seen) */
-            if ((st = host_grow(ctx, (void **)&c->ktiles, &c->ktiles_cap, need, sizeof(rda_tile)))) return st;
-            rda_plan_key_tiles(ph, p, kbk, hmod, rem, c->ktiles, c->ktiles_cap, c->kclasses, heads, &kph);
+        bool ws = false;
+        for (int64_t kbk = fused ? 128 : 64;; kbk = 64) {
+            const int64_t need =
+                rda_plan_key_tiles(ph, p, kbk, hmod, rem, c->ktiles, c->ktiles_cap, c->kclasses, heads, &kph);
+            if (need > c->ktiles_cap) { /* (grows to the largest phase seen) */
+                if ((st = host_grow(ctx, (void **)&c->ktiles, &c->ktiles_cap, need, sizeof(rda_tile)))) return st;
+                rda_plan_key_tiles(ph, p, kbk, hmod, rem, c->ktiles, c->ktiles_cap, c->kclasses, heads, &kph);
+            }
+            if (!fused64 || kbk == 64 || kph.items == 0 || (ws = bwd_use_ws(c, kph.items))) break;
         }
         if (kph.items == 0) continue;
         attend_args ka = a; /* the same arguments over the key tiles */
         ka.plain_add = p->deterministic;
         if ((st = phase_tables(ctx, &kph, ka))) return st;
-        ka.qparts = fused && p->D == 64 ? (int32_t)bwd_query_parts(c, ph, &kph) : 1; /* (bwd_wgmma1) */
+        ka.qparts = fused64 ? (int32_t)bwd_query_parts(c, ph, &kph, ws ? c->sms : (int64_t)c->sms * max(1, c->occ_bwd64))
+                            : 1;
         const dim3 kgrid((unsigned)(kph.items * ka.qparts));
-        if (fused && p->D == 64) {
+        if (ws) {
+            constexpr size_t smem = bwd_ws_smem_bytes<64>();
+            if (bf) bwd_wgmma_ws<__nv_bfloat16, 64><<<kgrid, 384, smem, s>>>(ka);
+            else bwd_wgmma_ws<__half, 64><<<kgrid, 384, smem, s>>>(ka);
+            CUDA_LAUNCHED();
+        } else if (fused64) {
             constexpr size_t smem = bwd_wg1_smem_bytes<64, BWD_DQ>();
             if (bf) bwd_wgmma1<__nv_bfloat16, 64, BWD_DQ><<<kgrid, 128, smem, s>>>(ka);
             else bwd_wgmma1<__half, 64, BWD_DQ><<<kgrid, 128, smem, s>>>(ka);

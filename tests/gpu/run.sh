@@ -65,9 +65,15 @@ if has test; then
     run_test test_cuda_backward test_cuda_backward.log 600 "" ./build-gpu/tests/test_cuda_backward
     run_test "test_cuda_backward (RDA_CUDA_BWD_FUSED=0)" test_cuda_backward_pair.log 600 RDA_CUDA_BWD_FUSED=0 \
         ./build-gpu/tests/test_cuda_backward
-    # every D = 64 fused-backward phase split into three CTAs per key tile (uneven and empty parts of the query tiles)
-    run_test "test_cuda_backward (RDA_CUDA_BWD_QPARTS=3)" test_cuda_backward_parts.log 600 RDA_CUDA_BWD_QPARTS=3 \
+    # every D = 64 fused-backward phase on bwd_wgmma1 split into three CTAs per key tile (uneven and empty
+    # parts of the query tiles); then every one on bwd_wgmma_ws (whole and in three parts), which by
+    # default takes only the phases of many key tiles
+    run_test "test_cuda_backward (RDA_CUDA_BWD_WS=0 RDA_CUDA_BWD_QPARTS=3)" test_cuda_backward_parts.log 600 \
+        "RDA_CUDA_BWD_WS=0 RDA_CUDA_BWD_QPARTS=3" ./build-gpu/tests/test_cuda_backward
+    run_test "test_cuda_backward (RDA_CUDA_BWD_WS=1)" test_cuda_backward_ws.log 600 RDA_CUDA_BWD_WS=1 \
         ./build-gpu/tests/test_cuda_backward
+    run_test "test_cuda_backward (RDA_CUDA_BWD_WS=1 RDA_CUDA_BWD_QPARTS=3)" test_cuda_backward_ws_parts.log 600 \
+        "RDA_CUDA_BWD_WS=1 RDA_CUDA_BWD_QPARTS=3" ./build-gpu/tests/test_cuda_backward
     # what one call launches, from the graphs the two tests capture
     summary+=("launches per call (captured graphs):" "$(grep -h 'launches' "$OUT/test_cuda_stream.log" "$OUT/test_cuda_backward.log")")
 fi
@@ -76,6 +82,7 @@ if has sanitize; then
         sanitize $tool "" $tool.log "" ./build-gpu/tests/test_cuda
         sanitize $tool " (backward)" $tool-backward.log "" ./build-gpu/tests/test_cuda_backward
         sanitize $tool " (two-kernel backward)" $tool-backward-pair.log RDA_CUDA_BWD_FUSED=0 ./build-gpu/tests/test_cuda_backward
+        sanitize $tool " (backward, bwd_wgmma_ws)" $tool-backward-ws.log RDA_CUDA_BWD_WS=1 ./build-gpu/tests/test_cuda_backward
     done
     timeout 300 compute-sanitizer --tool memcheck --error-exitcode 3 ./build-gpu/tests/test_cuda_stream \
         > "$OUT/memcheck-stream.log" 2>&1
@@ -185,6 +192,8 @@ if has playground; then
         default+=",5 16384 64,5 16384 128,5 16384 128 1,5 65536 128 1,6 16384 64,5 262144 128 1 2048,5 4097 128 1"
         default+=",7 16384 64,8 16384 128,9 16384 64,9 16384 64 1,9 65536 64,9 262144 64 0 1024,10 16384 128,10 4097 128 1"
         default+=",11 16384 64,11 16384 64 1,11 65536 64,11 262144 64 0 1024,11 4097 64 1,12 16384 128,12 16384 128 1,12 65536 128 1,12 4097 128 1"
+        default+=",13 16384 64,13 16384 64 1,13 65536 64,13 65536 64 1,13 262144 64 0 1024,13 262144 64 1 2048,13 4097 64 1"
+        default+=",14 16384 64,14 65536 64"
         IFS=, read -ra entries <<< "${PG_BWD_ARGS:-$default}"
         for args in "${entries[@]}"; do
             RDA_PG_SAMPLES=16 timeout 120 build-gpu/rda_bwd_playground $args >> "$OUT/playground.log" 2>&1 ||
