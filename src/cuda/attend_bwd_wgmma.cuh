@@ -286,6 +286,20 @@ __device__ __forceinline__ void dq_flush(const attend_args &a, const item_pos &i
 }
 
 
+/* A warpgroup's K and V tiles (swizzled, in shared memory) as register A
+ * fragments of the scores' products: 16 rows (keys) of warp w4 of the
+ * warpgroup, N k16 column blocks. */
+template <int N>
+__device__ __forceinline__ void bwd_kv_frags(uint32_t (&ka)[N][4], uint32_t (&va)[N][4], const unsigned char *Ks,
+                                             const unsigned char *Vs, int w4, int lane) {
+#pragma unroll
+    for (int kk = 0; kk < N; kk++) {
+        const int row = w4 * 16 + ((lane >> 3) & 1) * 8 + (lane & 7), ch = kk * 2 + (lane >> 4);
+        ldsm_x4(ka[kk], Ks + sw_off(row, ch));
+        ldsm_x4(va[kk], Vs + sw_off(row, ch));
+    }
+}
+
 /* P^T and dS^T of one warpgroup's 64 keys x 64 queries, in place of S^T
  * (s) and dP^T (dp), from the query tile's LSE (Ls) and Delta (Ds) in
  * shared memory: keys kr[] of the thread (bk of the tile's), queries from qi
@@ -494,13 +508,7 @@ __global__ void __launch_bounds__(128 * NWG, 3 - NWG) bwd_wgmma(const __grid_con
         if (STAGED && warp == 0) bulk_wait<1, true>(); /* tile t - 2's dQ stage has been read */
         fence_proxy_async(); /* the copies (generic proxy) -> the MMA's reads */
         __syncthreads();
-        if (KREG && t == 0)
-#pragma unroll
-            for (int kk = 0; kk < D / 16; kk++) {
-                const int row = ww * 16 + ((lane >> 3) & 1) * 8 + (lane & 7), ch = kk * 2 + (lane >> 4);
-                ldsm_x4(ka[kk], Ks + sw_off(row, ch));
-                ldsm_x4(va[kk], Vs + sw_off(row, ch));
-            }
+        if (KREG && t == 0) bwd_kv_frags(ka, va, Ks, Vs, ww, lane);
         const uint32_t qs_s = q0_s + (uint32_t)(t & 1) * 2 * TILE, gs_s = qs_s + TILE;
         const float *Ls = LDl + (t & 1) * 128, *Ds = Ls + 64;
         float s[32], dp[32]; /* S^T and dP^T: the warpgroup's 64 keys x 64 queries */
@@ -686,13 +694,7 @@ __global__ void __launch_bounds__(128, MINB) bwd_wgmma1(const __grid_constant__ 
         if (STAGED && warp == 0) bulk_wait<1, true>(); /* tile t - 2's dQ stage has been read */
         fence_proxy_async(); /* the copies (generic proxy) -> the MMA's reads */
         __syncthreads();
-        if (KREG && t == 0)
-#pragma unroll
-            for (int kk = 0; kk < D / 16; kk++) {
-                const int row = warp * 16 + ((lane >> 3) & 1) * 8 + (lane & 7), ch = kk * 2 + (lane >> 4);
-                ldsm_x4(ka[kk], Ks + sw_off(row, ch));
-                ldsm_x4(va[kk], Vs + sw_off(row, ch));
-            }
+        if (KREG && t == 0) bwd_kv_frags(ka, va, Ks, Vs, warp, lane);
         const uint32_t qs_s = q0_s + (uint32_t)(t & 1) * 2 * TILE, gs_s = qs_s + TILE;
         const float *Ls = LDl + (t & 1) * 128, *Ds = Ls + 64;
         float s[32], dp[32]; /* S^T and dP^T: 64 keys x 64 queries */
@@ -904,12 +906,7 @@ __global__ void __launch_bounds__(384, 1) bwd_wgmma_ws(const __grid_constant__ a
         cp_async_wait<0>();
         fence_proxy_async(); /* the copies (generic proxy) -> the MMA's reads */
         wg_sync();
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
-            const int row = ww * 16 + ((lane >> 3) & 1) * 8 + (lane & 7), c = kk * 2 + (lane >> 4);
-            ldsm_x4(ka[kk], Ks + sw_off(row, c));
-            ldsm_x4(va[kk], Vs + sw_off(row, c));
-        }
+        bwd_kv_frags(ka, va, Ks, Vs, ww, lane);
     }
     const int kr[2] = {ww * 16 + (lane >> 2), ww * 16 + (lane >> 2) + 8}; /* the thread's two keys (and queries of dQ_t) */
     float dk[D / 2], dv[D / 2];
