@@ -21,7 +21,7 @@
  *                                 stmatrix) per 64-query tile, dQ by fp32
  *                                 atomics; five products per tile pair instead
  *                                 of seven (sm_90a builds only)
- *                                 (the library's at D = 64)
+ *                                 (the library's at D = 64 until version 9)
  *   version 5  bwd_wgmma<., 2>    two warpgroups over 128-key tiles sharing
  *                                 the Q/dO stream, dQ over the 128 keys (each
  *                                 warpgroup half the head columns): half the
@@ -41,6 +41,8 @@
  *   version 9  bwd_wgmma1<., RED4> version 4 with 16-byte dQ atomics: lanes
  *                                 2j and 2j + 1 exchange accumulator pairs
  *                                 so that each adds four columns of a row
+ *                                 (the library's at D = 64 for phases of few
+ *                                 key tiles)
  *   version 10 bwd_wgmma<., 2, RED4> version 5 with version 9's dQ
  *   version 11 bwd_wgmma1<., TILE> version 4 with dQ head-major in fp32, so
  *                                 that a query tile's rows are one range:
@@ -53,7 +55,8 @@
  *                                 producer warpgroup whose warps load the
  *                                 query tiles into three stages (mbarriers)
  *                                 and add the two consumers' dQ_t, summed,
- *                                 by 16-byte atomics
+ *                                 by 16-byte atomics (the library's at D = 64
+ *                                 for phases of 4+ key tiles a multiprocessor)
  *   version 14 bwd_wgmma1<., RED4, 3> version 9 at three CTAs per
  *                                 multiprocessor (168 registers a thread)
  *
