@@ -1005,16 +1005,14 @@ static int64_t bwd_query_parts(const cuda_ctx *c, const rda_phase *ph, const rda
     return best;
 }
 
-/* The D = 64 fused backward's kernel for a phase with `items` 128-key tiles:
- * bwd_wgmma_ws (one CTA of 128 keys per multiprocessor) when they fill the
- * multiprocessors four rounds or more; below that bwd_wgmma1 (two CTAs of 64
- * keys), whose query parts then fill them better (H200, fp16: bwd_wgmma_ws
- * 5-8% faster from N = 16384 dense and on 256K rows of 1024-key segments;
- * 23-50% slower on 264 tiles of N = 4097 causal and below; docs/PERFORMANCE.md,
+/* Phases of at least this many 128-key tiles run on bwd_wgmma_ws (one CTA
+ * of 128 keys per multiprocessor) at D = 64: four rounds of the
+ * multiprocessors; smaller ones on bwd_wgmma1 (two CTAs of 64 keys), whose
+ * query parts then fill them better (H200, fp16: bwd_wgmma_ws 5-8% faster
+ * from N = 16384 dense and on 256K rows of 1024-key segments; 23-50%
+ * slower on 264 tiles of N = 4097 causal and below; docs/PERFORMANCE.md,
  * backward v13). */
-static bool bwd_use_ws(const cuda_ctx *c, int64_t items) {
-    return c->force_ws >= 0 ? c->force_ws == 1 : items >= 4 * (int64_t)c->sms;
-}
+static int64_t bwd_ws_min_tiles(const cuda_ctx *c) { return 4 * (int64_t)c->sms; }
 
 static rda_status run_bwd_phase(void *arg, const rda_phase *ph) {
     bwd_step_arg *sa = static_cast<bwd_step_arg *>(arg);
@@ -1069,21 +1067,31 @@ static rda_status run_bwd_phase(void *arg, const rda_phase *ph) {
      * time), without atomics */
     const int64_t hmod = p->deterministic ? p->H / p->Hkv : 1;
     /* keys per tile: 128 for bwd_wgmma (64 per warpgroup) and bwd_wgmma_ws,
-     * 64 for bwd_wgmma1 and bwd_dkv_mma; at D = 64 fused the phase is planned
-     * in 128-key tiles first, then in 64-key tiles if bwd_wgmma1 takes it */
+     * 64 for bwd_wgmma1 and bwd_dkv_mma */
     const bool fused64 = fused && p->D == 64;
     for (int64_t rem = 0; rem < hmod; rem++) {
         rda_phase kph;
         int64_t *heads = hmod > 1 ? c->kheads : NULL;
-        bool ws = false;
-        for (int64_t kbk = fused ? 128 : 64;; kbk = 64) {
+        auto plan = [&](int64_t bk) -> rda_status {
             const int64_t need =
-                rda_plan_key_tiles(ph, p, kbk, hmod, rem, c->ktiles, c->ktiles_cap, c->kclasses, heads, &kph);
+                rda_plan_key_tiles(ph, p, bk, hmod, rem, c->ktiles, c->ktiles_cap, c->kclasses, heads, &kph);
             if (need > c->ktiles_cap) { /* (grows to the largest phase seen) */
-                if ((st = host_grow(ctx, (void **)&c->ktiles, &c->ktiles_cap, need, sizeof(rda_tile)))) return st;
-                rda_plan_key_tiles(ph, p, kbk, hmod, rem, c->ktiles, c->ktiles_cap, c->kclasses, heads, &kph);
+                rda_status gs = host_grow(ctx, (void **)&c->ktiles, &c->ktiles_cap, need, sizeof(rda_tile));
+                if (gs) return gs;
+                rda_plan_key_tiles(ph, p, bk, hmod, rem, c->ktiles, c->ktiles_cap, c->kclasses, heads, &kph);
             }
-            if (!fused64 || kbk == 64 || kph.items == 0 || (ws = bwd_use_ws(c, kph.items))) break;
+            return RDA_STATUS_SUCCESS;
+        };
+        bool ws = fused64 && c->force_ws == 1;
+        if ((st = plan(fused && (p->D == 128 || ws) ? 128 : 64))) return st;
+        /* At D = 64 the choice (unless forced): a 128-key tile holds at
+         * most two 64-key ones, so a phase of fewer 64-key tiles than
+         * bwd_ws_min_tiles stays on bwd_wgmma1 with no second plan (the
+         * small phases, where host time counts) */
+        if (fused64 && c->force_ws < 0 && kph.items >= bwd_ws_min_tiles(c)) {
+            if ((st = plan(128))) return st;
+            ws = kph.items >= bwd_ws_min_tiles(c);
+            if (!ws && (st = plan(64))) return st;
         }
         if (kph.items == 0) continue;
         attend_args ka = a; /* the same arguments over the key tiles */
